@@ -1,0 +1,3 @@
+from pkgc.cli import main
+
+main()

@@ -1,0 +1,211 @@
+"""Build specs and build keys.
+
+A BuildSpec is everything a worker needs to produce one artifact, and nothing else: it travels as the job's
+payload, so a worker never needs the catalog. Its key is a hash of everything that can change the binary (the
+recipe's build-relevant content, version, source checksum, normalised options, platform, builder ABI and the keys
+of its dependencies) and of nothing that cannot (summaries, download URLs), so that equal requests meet at the
+same artifact and any real difference gets its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pkgc.core.errors import UsageError
+from pkgc.core.options import NormalisedOptions, OptionValue, normalise_options
+from pkgc.core.platform import Platform
+from pkgc.core.recipe import BuildInstructions, Recipe, SourceVersion
+from pkgc.core.relocation import PLACEHOLDER
+
+# Bump when the worker changes how a spec becomes a binary (flags, placeholder, packing): old keys must not match.
+BUILDER_ABI = 1
+KEY_SCHEMA = "pkgc-build-key/1"
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def compute_build_key(
+    *,
+    recipe_content: Mapping[str, Any],
+    version: str,
+    source_sha256: str,
+    options: NormalisedOptions,
+    platform: Platform,
+    dependency_keys: Mapping[str, str],
+) -> str:
+    document = {
+        "schema": KEY_SCHEMA,
+        "builder_abi": BUILDER_ABI,
+        "placeholder": PLACEHOLDER,
+        "recipe": recipe_content,
+        "version": version,
+        "source_sha256": source_sha256,
+        "options": options.as_dict(),
+        "platform": platform.as_dict(),
+        "dependencies": dict(sorted(dependency_keys.items())),
+    }
+    return hashlib.sha256(canonical_json(document).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    name: str
+    version: str
+    source: SourceVersion
+    build: BuildInstructions
+    variant_args: tuple[str, ...]
+    options: NormalisedOptions
+    platform: Platform
+    recipe_content: Mapping[str, Any]
+    dependencies: tuple[tuple[str, str], ...]  # (name, build key) of build and runtime dependencies
+    runtime_dependencies: tuple[str, ...]
+    smoke_command: tuple[str, ...]
+    smoke_expect: str
+    key: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "source": {
+                "version": self.source.version,
+                "sha256": self.source.sha256,
+                "urls": list(self.source.urls),
+                "mirrors": list(self.source.mirrors),
+                "strip_components": self.source.strip_components,
+            },
+            "build": self.build.as_dict(),
+            "variant_args": list(self.variant_args),
+            "options": self.options.as_dict(),
+            "platform": self.platform.as_dict(),
+            "recipe_content": self.recipe_content,
+            "dependencies": [list(pair) for pair in self.dependencies],
+            "runtime_dependencies": list(self.runtime_dependencies),
+            "smoke_command": list(self.smoke_command),
+            "smoke_expect": self.smoke_expect,
+            "key": self.key,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> BuildSpec:
+        """Rebuild a spec from a job payload and check that its key still matches its content."""
+        source = data["source"]
+        build = data["build"]
+        spec = cls(
+            name=data["name"],
+            version=data["version"],
+            source=SourceVersion(
+                source["version"],
+                source["sha256"],
+                tuple(source["urls"]),
+                tuple(source["mirrors"]),
+                int(source["strip_components"]),
+            ),
+            build=BuildInstructions(
+                system=build["system"],
+                configure_args=tuple(build["configure_args"]),
+                make_args=tuple(build["make_args"]),
+                install_args=tuple(build["install_args"]),
+                steps=tuple(tuple(step) for step in build["steps"]),
+                subdir=build["subdir"],
+                env=tuple(sorted(build["env"].items())),
+            ),
+            variant_args=tuple(data["variant_args"]),
+            options=NormalisedOptions(tuple(sorted(data["options"].items()))),
+            platform=Platform(**data["platform"]),
+            recipe_content=data["recipe_content"],
+            dependencies=tuple((name, key) for name, key in data["dependencies"]),
+            runtime_dependencies=tuple(data["runtime_dependencies"]),
+            smoke_command=tuple(data["smoke_command"]),
+            smoke_expect=data["smoke_expect"],
+            key=data["key"],
+        )
+        expected = compute_build_key(
+            recipe_content=spec.recipe_content,
+            version=spec.version,
+            source_sha256=spec.source.sha256,
+            options=spec.options,
+            platform=spec.platform,
+            dependency_keys=dict(spec.dependencies),
+        )
+        if expected != spec.key:
+            raise UsageError(f"build spec for {spec.label} does not match its key")
+        return spec
+
+
+@dataclass(frozen=True)
+class PackageRequest:
+    name: str
+    version: str | None = None
+    options: Mapping[str, OptionValue] | None = None
+
+
+def _variant_args(recipe: Recipe, options: NormalisedOptions) -> tuple[str, ...]:
+    args: list[str] = []
+    for name, spec in sorted(recipe.variants.items()):
+        args.extend(spec.args.get(options.get(name), ()))
+    return tuple(args)
+
+
+def plan_builds(
+    requests: list[PackageRequest], get_recipe: Callable[[str], Recipe], platform: Platform
+) -> tuple[list[BuildSpec], list[str]]:
+    """Resolve requests and their dependencies into build specs, dependencies first.
+
+    Returns every spec (each key once) and the keys of the specs that were asked for, in request order.
+    Dependencies take the requesting package's global options (optimisation, CPU, debug, LTO: a user who asks
+    for -O3 on x86-64-v3 wants the libraries too) and their own variants' defaults; they use their newest version.
+    """
+    ordered: dict[str, BuildSpec] = {}
+    requested: list[str] = []
+
+    def visit(name: str, version: str | None, raw_options: Mapping[str, OptionValue], trail: tuple[str, ...]) -> str:
+        if name in trail:
+            raise UsageError(f"dependency cycle: {' -> '.join((*trail, name))}")
+        recipe = get_recipe(name)
+        source = recipe.version(version)
+        options = normalise_options(raw_options, recipe.variants, platform.arch, package=name)
+        inherited = options.globals_only()
+        dep_keys = tuple(
+            (dep, visit(dep, None, inherited, (*trail, name))) for dep in recipe.dependencies
+        )
+        content = recipe.build_relevant()
+        key = compute_build_key(
+            recipe_content=content,
+            version=source.version,
+            source_sha256=source.sha256,
+            options=options,
+            platform=platform,
+            dependency_keys=dict(dep_keys),
+        )
+        if key not in ordered:
+            ordered[key] = BuildSpec(
+                name=name,
+                version=source.version,
+                source=source,
+                build=recipe.build,
+                variant_args=_variant_args(recipe, options),
+                options=options,
+                platform=platform,
+                recipe_content=content,
+                dependencies=dep_keys,
+                runtime_dependencies=recipe.runtime_dependencies,
+                smoke_command=recipe.smoke_command,
+                smoke_expect=recipe.smoke_expect,
+                key=key,
+            )
+        return key
+
+    for request in requests:
+        requested.append(visit(request.name, request.version, request.options or {}, ()))
+    return list(ordered.values()), requested

@@ -1,0 +1,79 @@
+"""Errors that carry their own exit code and HTTP status.
+
+Use cases raise these; exactly one place per edge (the CLI's main, the API's exception handler) turns them into
+an exit code or a JSON response, so the mapping is documented once and tested once.
+"""
+
+from __future__ import annotations
+
+
+class PkgcError(Exception):
+    """Base of every expected failure; the message is one line a user can act on."""
+
+    exit_code = 1
+    http_status = 400
+    code = "error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class UsageError(PkgcError):
+    """The request itself is wrong: a bad name, version, option or argument."""
+
+    exit_code = 2
+    http_status = 422
+    code = "invalid_request"
+
+
+class NotFound(PkgcError):
+    """A package, version or build that does not exist."""
+
+    exit_code = 3
+    http_status = 404
+    code = "not_found"
+
+
+class BuildFailed(PkgcError):
+    """The farm tried and the compile failed; the log says why."""
+
+    exit_code = 5
+    http_status = 409
+    code = "build_failed"
+
+
+class FarmUnavailable(PkgcError):
+    """The farm cannot be reached or answered with a server error."""
+
+    exit_code = 4
+    http_status = 503
+    code = "farm_unavailable"
+
+
+class IntegrityError(PkgcError):
+    """A download or artifact is not what it claims to be: wrong checksum, unsafe member, leftover placeholder."""
+
+    exit_code = 6
+    http_status = 422
+    code = "integrity"
+
+
+class ConflictError(PkgcError):
+    """The requested change clashes with what is already there (a file owned by another package, a lock)."""
+
+    exit_code = 7
+    http_status = 409
+    code = "conflict"
+
+
+class SourceUnavailable(PkgcError):
+    """No URL or mirror of a recipe's source produced the expected bytes."""
+
+    exit_code = 8
+    http_status = 502
+    code = "source_unavailable"

@@ -1,0 +1,1 @@
+"""Adapters behind the farm's ports: `local` (SQLite and a directory) and, later, `aws`."""

@@ -1,0 +1,429 @@
+"""Embedded adapters: SQLite through SQLAlchemy for catalog, builds and queue, a directory for blobs.
+
+Several processes (the API and the workers) share one SQLite file, so the database runs in WAL mode with a busy
+timeout, and every state change is a single conditional UPDATE or INSERT: the same shape as a DynamoDB
+conditional write, and atomic in SQLite without holding a transaction open across calls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
+
+from pkgc.core.protocol import BuildStatus
+from pkgc.farm.ports import BuildRecord, Job, Lease
+
+metadata = MetaData()
+
+catalog_table = Table(
+    "catalog",
+    metadata,
+    Column("name", String, primary_key=True),
+    Column("summary", Text, nullable=False),
+    Column("latest", String, nullable=False),
+    Column("recipe", Text, nullable=False),
+)
+
+builds_table = Table(
+    "builds",
+    metadata,
+    Column("key", String, primary_key=True),
+    Column("name", String, nullable=False, index=True),
+    Column("version", String, nullable=False),
+    Column("options", Text, nullable=False),
+    Column("spec", Text, nullable=False),
+    Column("status", String, nullable=False),
+    Column("dependencies", Text, nullable=False),
+    Column("runtime_dependencies", Text, nullable=False),
+    Column("artifact", String),
+    Column("sha256", String),
+    Column("size", Integer),
+    Column("log", String),
+    Column("error", Text),
+    Column("lease_owner", String),
+    Column("lease_token", Integer, nullable=False, default=0),
+    Column("lease_expires", Float, nullable=False, default=0.0),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("enqueued_at", Float, nullable=False),
+)
+
+jobs_table = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("body", Text, nullable=False),
+    Column("visible_at", Float, nullable=False, index=True),
+    Column("receive_count", Integer, nullable=False, default=0),
+    Column("receipt", String),
+    Column("dead", Integer, nullable=False, default=0),
+)
+
+
+def open_farm_database(path: Path) -> Engine:
+    """One engine per process; WAL lets the API read while a worker writes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    metadata.create_all(engine)
+    return engine
+
+
+class SqliteCatalogStore:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def put_recipe(self, name: str, text: str, summary: str, latest: str) -> None:
+        with self._engine.begin() as conn:
+            changed = conn.execute(
+                update(catalog_table)
+                .where(catalog_table.c.name == name)
+                .values(recipe=text, summary=summary, latest=latest)
+            ).rowcount
+            if not changed:
+                try:
+                    conn.execute(
+                        insert(catalog_table).values(name=name, recipe=text, summary=summary, latest=latest)
+                    )
+                except SAIntegrityError:  # another process inserted it first; its content is the same recipe
+                    pass
+
+    def get_recipe_text(self, name: str) -> str | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(catalog_table.c.recipe).where(catalog_table.c.name == name)).first()
+        return None if row is None else str(row[0])
+
+    def list_packages(self) -> list[tuple[str, str, str]]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(catalog_table.c.name, catalog_table.c.summary, catalog_table.c.latest).order_by(
+                    catalog_table.c.name
+                )
+            ).all()
+        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+
+def _record_from_row(row: Any) -> BuildRecord:
+    m = row._mapping
+    return BuildRecord(
+        key=m["key"],
+        name=m["name"],
+        version=m["version"],
+        options=json.loads(m["options"]),
+        spec=json.loads(m["spec"]),
+        status=BuildStatus(m["status"]),
+        dependencies=tuple(json.loads(m["dependencies"])),
+        runtime_dependencies=tuple(json.loads(m["runtime_dependencies"])),
+        artifact=m["artifact"],
+        sha256=m["sha256"],
+        size=m["size"],
+        log=m["log"],
+        error=m["error"],
+        lease_owner=m["lease_owner"],
+        lease_token=m["lease_token"],
+        lease_expires=m["lease_expires"],
+        attempts=m["attempts"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        enqueued_at=m["enqueued_at"],
+    )
+
+
+class SqliteBuildStore:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def create_if_absent(self, record: BuildRecord) -> tuple[bool, BuildRecord]:
+        values = {
+            "key": record.key,
+            "name": record.name,
+            "version": record.version,
+            "options": json.dumps(record.options, sort_keys=True),
+            "spec": json.dumps(record.spec, sort_keys=True),
+            "status": record.status.value,
+            "dependencies": json.dumps(list(record.dependencies)),
+            "runtime_dependencies": json.dumps(list(record.runtime_dependencies)),
+            "lease_token": 0,
+            "lease_expires": 0.0,
+            "attempts": 0,
+            "created_at": record.created_at,
+            "updated_at": record.updated_at,
+            "enqueued_at": record.enqueued_at,
+        }
+        with self._engine.begin() as conn:
+            created = bool(
+                conn.execute(insert(builds_table).prefix_with("OR IGNORE").values(**values)).rowcount
+            )
+            row = conn.execute(select(builds_table).where(builds_table.c.key == record.key)).one()
+        return created, _record_from_row(row)
+
+    def get(self, key: str) -> BuildRecord | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(builds_table).where(builds_table.c.key == key)).first()
+        return None if row is None else _record_from_row(row)
+
+    def get_many(self, keys: list[str]) -> dict[str, BuildRecord]:
+        if not keys:
+            return {}
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(builds_table).where(builds_table.c.key.in_(keys))).all()
+        return {row._mapping["key"]: _record_from_row(row) for row in rows}
+
+    def acquire_lease(self, key: str, owner: str, now: float, ttl: float) -> Lease | None:
+        table = builds_table
+        with self._engine.begin() as conn:
+            changed = conn.execute(
+                update(table)
+                .where(table.c.key == key)
+                .where(
+                    (table.c.status == BuildStatus.QUEUED.value)
+                    | ((table.c.status == BuildStatus.BUILDING.value) & (table.c.lease_expires < now))
+                )
+                .values(
+                    status=BuildStatus.BUILDING.value,
+                    lease_owner=owner,
+                    lease_token=table.c.lease_token + 1,
+                    lease_expires=now + ttl,
+                    attempts=table.c.attempts + 1,
+                    updated_at=now,
+                )
+            ).rowcount
+            if not changed:
+                return None
+            row = conn.execute(
+                select(table.c.lease_token, table.c.attempts).where(table.c.key == key)
+            ).one()
+        return Lease(key=key, owner=owner, token=int(row[0]), attempts=int(row[1]))
+
+    def _update_leased(self, lease: Lease, **values: Any) -> bool:
+        table = builds_table
+        with self._engine.begin() as conn:
+            changed = conn.execute(
+                update(table)
+                .where(table.c.key == lease.key)
+                .where(table.c.lease_token == lease.token)
+                .where(table.c.lease_owner == lease.owner)
+                .where(table.c.status == BuildStatus.BUILDING.value)
+                .values(**values)
+            ).rowcount
+        return bool(changed)
+
+    def renew_lease(self, lease: Lease, now: float, ttl: float) -> bool:
+        return self._update_leased(lease, lease_expires=now + ttl, updated_at=now)
+
+    def release_lease(self, lease: Lease, now: float) -> bool:
+        return self._update_leased(
+            lease,
+            status=BuildStatus.QUEUED.value,
+            lease_owner=None,
+            lease_expires=0.0,
+            attempts=builds_table.c.attempts - 1,
+            updated_at=now,
+        )
+
+    def finish(
+        self,
+        lease: Lease,
+        now: float,
+        *,
+        status: BuildStatus,
+        artifact: str | None = None,
+        sha256: str | None = None,
+        size: int | None = None,
+        log: str | None = None,
+        error: str | None = None,
+    ) -> bool:
+        if not status.finished:
+            raise ValueError("finish() takes ready or failed")
+        return self._update_leased(
+            lease,
+            status=status.value,
+            artifact=artifact,
+            sha256=sha256,
+            size=size,
+            log=log,
+            error=error,
+            lease_owner=None,
+            lease_expires=0.0,
+            updated_at=now,
+        )
+
+    def mark_enqueued(self, key: str, now: float) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(update(builds_table).where(builds_table.c.key == key).values(enqueued_at=now))
+
+
+class SqliteJobQueue:
+    """At-least-once delivery with visibility timeouts, as SQS does; too many receives move a job aside."""
+
+    def __init__(
+        self, engine: Engine, *, max_receives: int = 5, clock: Any = time.time, poll_interval: float = 0.2
+    ) -> None:
+        self._engine = engine
+        self._max_receives = max_receives
+        self._clock = clock
+        self._poll_interval = poll_interval
+
+    def send(self, body: str, delay: float = 0.0) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(insert(jobs_table).values(body=body, visible_at=self._clock() + delay, receive_count=0))
+
+    def _receive_once(self, visibility_timeout: float) -> Job | None:
+        table = jobs_table
+        now = self._clock()
+        receipt = uuid.uuid4().hex
+        with self._engine.begin() as conn:
+            # Jobs received too often go to the dead-letter state instead of being delivered again.
+            conn.execute(
+                update(table)
+                .where(table.c.dead == 0, table.c.visible_at <= now, table.c.receive_count >= self._max_receives)
+                .values(dead=1)
+            )
+            next_id = (
+                select(table.c.id)
+                .where(table.c.dead == 0, table.c.visible_at <= now)
+                .order_by(table.c.visible_at, table.c.id)
+                .limit(1)
+                .scalar_subquery()
+            )
+            changed = conn.execute(
+                update(table)
+                .where(table.c.id == next_id)
+                .values(
+                    receipt=receipt,
+                    visible_at=now + visibility_timeout,
+                    receive_count=table.c.receive_count + 1,
+                )
+            ).rowcount
+            if not changed:
+                return None
+            row = conn.execute(
+                select(table.c.body, table.c.receive_count).where(table.c.receipt == receipt)
+            ).one()
+        return Job(body=str(row[0]), receipt=receipt, receive_count=int(row[1]))
+
+    def receive(self, visibility_timeout: float, wait: float) -> Job | None:
+        deadline = self._clock() + wait
+        while True:
+            job = self._receive_once(visibility_timeout)
+            if job is not None or self._clock() >= deadline:
+                return job
+            time.sleep(self._poll_interval)
+
+    def extend(self, job: Job, visibility_timeout: float) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(jobs_table)
+                .where(jobs_table.c.receipt == job.receipt)
+                .values(visible_at=self._clock() + visibility_timeout)
+            )
+
+    def ack(self, job: Job) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(jobs_table.delete().where(jobs_table.c.receipt == job.receipt))
+
+    def retry_later(self, job: Job, delay: float) -> None:
+        self.extend(job, delay)
+
+    def depth(self) -> int:
+        with self._engine.connect() as conn:
+            return int(conn.execute(select(func.count()).where(jobs_table.c.dead == 0)).scalar_one())
+
+    def dead_letter_count(self) -> int:
+        with self._engine.connect() as conn:
+            return int(conn.execute(select(func.count()).where(jobs_table.c.dead == 1)).scalar_one())
+
+
+class DirectoryBlobStore:
+    """Blobs as files; writes go to a temporary name first so a reader never sees half a blob."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, name: str) -> Path:
+        path = (self._root / name).resolve()
+        if self._root.resolve() not in path.parents:
+            raise ValueError(f"blob name {name!r} escapes the store")
+        return path
+
+    def _atomic_write(self, name: str, fill: Any) -> None:
+        target = self._path(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            fill(temporary)
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    def put_file(self, name: str, path: Path) -> None:
+        self._atomic_write(name, lambda tmp: shutil.copyfile(path, tmp))
+
+    def put_bytes(self, name: str, data: bytes) -> None:
+        self._atomic_write(name, lambda tmp: tmp.write_bytes(data))
+
+    def get_bytes(self, name: str) -> bytes | None:
+        path = self._path(name)
+        return path.read_bytes() if path.is_file() else None
+
+    def download_to(self, name: str, path: Path) -> bool:
+        source = self._path(name)
+        if not source.is_file():
+            return False
+        shutil.copyfile(source, path)
+        return True
+
+    def local_path(self, name: str) -> Path | None:
+        path = self._path(name)
+        return path if path.is_file() else None
+
+    def public_url(self, name: str) -> str | None:
+        return None
+
+
+class JsonLinesNotifier:
+    """Appends one JSON line per finished build: the embedded stand-in for an SNS topic."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def build_finished(self, record: BuildRecord) -> None:
+        event_line = json.dumps(
+            {"key": record.key, "name": record.name, "version": record.version, "status": record.status.value}
+        )
+        with self._path.open("a", encoding="utf-8") as handle:
+            handle.write(event_line + "\n")

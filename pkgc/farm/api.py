@@ -1,0 +1,145 @@
+"""The farm's HTTP API: thin routes that decode the protocol, call FarmService and encode the answer.
+
+No background tasks and no state in the app beyond the service it is given, so the same app runs under uvicorn
+here and under Mangum in Lambda. Every error is JSON `{"error": ..., "reason": ...}` with a 4xx status for bad
+input; a 500 means a bug.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import pkgc
+from pkgc.core.errors import NotFound, PkgcError
+from pkgc.core.protocol import (
+    API_PREFIX,
+    BuildInfo,
+    PackageDetails,
+    ResolveRequest,
+    ResolveResponse,
+    SearchResponse,
+    WaitRequest,
+    WaitResponse,
+)
+from pkgc.farm.service import FarmService
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def _error(status: int, code: str, reason: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": code, "reason": reason})
+
+
+class BodyLimit:
+    """Refuse request bodies over the limit before they are read into memory (with or without Content-Length)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await _error(413, "too_large", f"request body over {self.limit} bytes")(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLarge:
+            await _error(413, "too_large", f"request body over {self.limit} bytes")(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def create_app(service: FarmService) -> ASGIApp:
+    app = FastAPI(
+        title="pkgc build farm",
+        version=pkgc.__version__,
+        description="Resolve packages with build options to artifacts; long-poll for builds in progress.",
+    )
+
+    @app.exception_handler(PkgcError)
+    async def _pkgc_error(_request: Request, exc: PkgcError) -> JSONResponse:
+        return _error(exc.http_status, exc.code, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+        message = first.get("msg", "invalid request")
+        reason = f"{where}: {message}" if where else message
+        return _error(422, "invalid_request", reason)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, "http_error", str(exc.detail))
+
+    @app.get(f"{API_PREFIX}/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "version": pkgc.__version__, "platform": str(service.platform)}
+
+    @app.get(f"{API_PREFIX}/packages", response_model=SearchResponse)
+    def search(q: str = "") -> SearchResponse:
+        return SearchResponse(results=service.search(q))
+
+    @app.get(f"{API_PREFIX}/packages/{{name}}", response_model=PackageDetails)
+    def details(name: str) -> PackageDetails:
+        return service.details(name)
+
+    @app.post(f"{API_PREFIX}/resolve", response_model=ResolveResponse)
+    def resolve(body: ResolveRequest) -> ResolveResponse:
+        return service.resolve(body)
+
+    @app.post(f"{API_PREFIX}/wait", response_model=WaitResponse)
+    def wait(body: WaitRequest) -> WaitResponse:
+        return service.wait(body.keys, body.timeout)
+
+    @app.get(f"{API_PREFIX}/builds/{{key}}", response_model=BuildInfo)
+    def build(key: str) -> BuildInfo:
+        return service.build(key)
+
+    @app.get(f"{API_PREFIX}/builds/{{key}}/log", response_class=PlainTextResponse)
+    def build_log(key: str) -> Response:
+        return PlainTextResponse(service.build_log(key))
+
+    @app.get(f"{API_PREFIX}/artifacts/{{filename}}")
+    def artifact(filename: str) -> Response:
+        key = filename.removesuffix(".tar.zst")
+        record, blob = service.artifact_file(key)
+        path = service.blobs.local_path(blob)
+        if path is None:
+            raise NotFound(f"artifact of {key} is not served here")
+        return FileResponse(
+            path,
+            media_type="application/zstd",
+            headers={"X-Checksum-Sha256": record.sha256 or "", "Cache-Control": "public, max-age=31536000, immutable"},
+        )
+
+    return BodyLimit(app, MAX_BODY_BYTES)
+
+
+def openapi_document(service: FarmService) -> str:
+    app = create_app(service)
+    assert isinstance(app, BodyLimit) and isinstance(app.app, FastAPI)
+    return json.dumps(app.app.openapi(), indent=2)

@@ -1,0 +1,212 @@
+"""The farm's use cases: resolve, wait, search, details, build status and logs.
+
+They take ports, return protocol models and raise PkgcErrors; they never know whether they run under uvicorn on a
+laptop or in Lambda. State lives only in the ports, so every call is stateless and can be retried.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pkgc.core.buildspec import BuildSpec, PackageRequest, plan_builds
+from pkgc.core.errors import NotFound, UsageError
+from pkgc.core.names import validate_name
+from pkgc.core.options import global_option_specs
+from pkgc.core.platform import Platform
+from pkgc.core.protocol import (
+    API_PREFIX,
+    MAX_WAIT_SECONDS,
+    BuildInfo,
+    BuildStatus,
+    PackageDetails,
+    PackageSummary,
+    ResolveRequest,
+    ResolveResponse,
+    VariantInfo,
+    WaitResponse,
+)
+from pkgc.core.recipe import Recipe, parse_recipe
+from pkgc.core.versions import Version
+from pkgc.farm.ports import BlobStore, BuildRecord, BuildStore, CatalogStore, JobQueue
+
+_KEY_LENGTH = 64
+
+
+def artifact_blob_name(key: str) -> str:
+    return f"artifacts/{key[:2]}/{key}.tar.zst"
+
+
+def log_blob_name(key: str) -> str:
+    return f"logs/{key[:2]}/{key}.log"
+
+
+def validate_key(key: str) -> str:
+    if len(key) != _KEY_LENGTH or any(c not in "0123456789abcdef" for c in key):
+        raise UsageError(f"invalid build key {key[:80]!r}", hint="a build key is 64 lower-case hex digits")
+    return key
+
+
+@dataclass
+class FarmService:
+    catalog: CatalogStore
+    builds: BuildStore
+    queue: JobQueue
+    blobs: BlobStore
+    platform: Platform
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+    poll_interval: float = 0.25
+    requeue_after: float = 600.0
+    _recipes: dict[str, tuple[str, Recipe]] = field(default_factory=dict)
+
+    # -- catalog -------------------------------------------------------------------------------------------
+    def publish_recipe(self, recipe_text: str, *, source: str = "recipe") -> Recipe:
+        recipe = parse_recipe(recipe_text, source=source)
+        self.catalog.put_recipe(recipe.name, recipe_text, recipe.summary, recipe.newest_version().version)
+        return recipe
+
+    def recipe(self, name: str) -> Recipe:
+        validate_name(name)
+        text = self.catalog.get_recipe_text(name)
+        if text is None:
+            raise NotFound(f"unknown package '{name}'", hint="try 'pkgc search'")
+        cached = self._recipes.get(name)
+        if cached is None or cached[0] != text:
+            cached = (text, parse_recipe(text, source=f"{name}.toml"))
+            self._recipes[name] = cached
+        return cached[1]
+
+    def search(self, term: str) -> list[PackageSummary]:
+        """Exact name first, then name prefix, then substring of name or summary."""
+        needle = term.strip().lower()
+        if len(needle) > 100:
+            raise UsageError("search term is longer than 100 characters")
+        ranked: list[tuple[int, str, PackageSummary]] = []
+        for name, summary, latest in self.catalog.list_packages():
+            if name == needle:
+                rank = 0
+            elif name.startswith(needle):
+                rank = 1
+            elif needle in name or needle in summary.lower():
+                rank = 2
+            else:
+                continue
+            ranked.append((rank, name, PackageSummary(name=name, summary=summary, latest=latest)))
+        return [item for _, _, item in sorted(ranked, key=lambda r: (r[0], r[1]))]
+
+    def details(self, name: str) -> PackageDetails:
+        recipe = self.recipe(name)
+
+        def info(spec_name: str, spec: object) -> VariantInfo:
+            from pkgc.core.options import OptionSpec
+
+            assert isinstance(spec, OptionSpec)
+            values = ["true", "false"] if spec.is_bool else list(spec.values)
+            return VariantInfo(
+                name=spec_name, description=spec.description, default=spec.canonical(spec.default), values=values
+            )
+
+        return PackageDetails(
+            name=recipe.name,
+            summary=recipe.summary,
+            homepage=recipe.homepage,
+            license=recipe.license,
+            versions=sorted((v.version for v in recipe.versions), key=Version, reverse=True),
+            variants=[info(n, s) for n, s in sorted(recipe.variants.items())],
+            global_options=[info(n, s) for n, s in global_option_specs(self.platform.arch).items()],
+            build_dependencies=list(recipe.build_dependencies),
+            runtime_dependencies=list(recipe.runtime_dependencies),
+        )
+
+    # -- builds --------------------------------------------------------------------------------------------
+    def resolve(self, request: ResolveRequest) -> ResolveResponse:
+        """Plan every build the request needs; create the missing ones (exactly once per key) and enqueue them."""
+        requests = [PackageRequest(p.name, p.version, p.options) for p in request.packages]
+        for item in requests:
+            validate_name(item.name)
+        specs, requested = plan_builds(requests, self.recipe, self.platform)
+        records = [self._ensure_build(spec) for spec in specs]
+        return ResolveResponse(requested=requested, builds=[self.to_info(record) for record in records])
+
+    def _ensure_build(self, spec: BuildSpec) -> BuildRecord:
+        now = self.clock()
+        candidate = BuildRecord(
+            key=spec.key,
+            name=spec.name,
+            version=spec.version,
+            options=spec.options.as_dict(),
+            spec=spec.to_json(),
+            dependencies=tuple(key for _, key in spec.dependencies),
+            runtime_dependencies=spec.runtime_dependencies,
+            created_at=now,
+            updated_at=now,
+            enqueued_at=now,
+        )
+        created, record = self.builds.create_if_absent(candidate)
+        if created:
+            self.queue.send(spec.key)
+        elif record.status == BuildStatus.QUEUED and now - record.enqueued_at > self.requeue_after:
+            # A creator that died between its write and its send leaves a queued build with no job: send again.
+            # Duplicate jobs are harmless, the lease lets one worker build.
+            self.builds.mark_enqueued(spec.key, now)
+            self.queue.send(spec.key)
+        return record
+
+    def to_info(self, record: BuildRecord) -> BuildInfo:
+        url = None
+        if record.status == BuildStatus.READY and record.artifact:
+            url = self.blobs.public_url(record.artifact) or f"{API_PREFIX}/artifacts/{record.key}.tar.zst"
+        return BuildInfo(
+            key=record.key,
+            name=record.name,
+            version=record.version,
+            options=record.options,
+            status=record.status,
+            dependencies=list(record.dependencies),
+            runtime_dependencies=list(record.runtime_dependencies),
+            url=url,
+            sha256=record.sha256,
+            size=record.size,
+            error=record.error,
+            log_url=f"{API_PREFIX}/builds/{record.key}/log" if record.log else None,
+        )
+
+    def build(self, key: str) -> BuildInfo:
+        record = self.builds.get(validate_key(key))
+        if record is None:
+            raise NotFound(f"no build with key {key}")
+        return self.to_info(record)
+
+    def wait(self, keys: list[str], timeout: float) -> WaitResponse:
+        """Block until at least one key finished or `timeout` passed; report finished and pending keys."""
+        wanted = list(dict.fromkeys(validate_key(k) for k in keys))
+        deadline = self.clock() + min(max(timeout, 0.0), MAX_WAIT_SECONDS)
+        while True:
+            records = self.builds.get_many(wanted)
+            missing = [k for k in wanted if k not in records]
+            if missing:
+                raise NotFound(f"no build with key {missing[0]}")
+            finished = [self.to_info(r) for k in wanted if (r := records[k]).status.finished]
+            if finished or self.clock() >= deadline:
+                done = {info.key for info in finished}
+                return WaitResponse(finished=finished, pending=[k for k in wanted if k not in done])
+            self.sleep(min(self.poll_interval, max(0.0, deadline - self.clock())))
+
+    def build_log(self, key: str) -> bytes:
+        record = self.builds.get(validate_key(key))
+        if record is None:
+            raise NotFound(f"no build with key {key}")
+        if not record.log:
+            raise NotFound(f"build {key} has no log yet", hint=f"its status is {record.status}")
+        data = self.blobs.get_bytes(record.log)
+        if data is None:
+            raise NotFound(f"log of build {key} is missing")
+        return data
+
+    def artifact_file(self, key: str) -> tuple[BuildRecord, str]:
+        record = self.builds.get(validate_key(key))
+        if record is None or record.status != BuildStatus.READY or not record.artifact:
+            raise NotFound(f"no ready artifact for build {key}")
+        return record, record.artifact

@@ -1,0 +1,1 @@
+"""The compile worker: receives jobs, builds them in a sandbox, packs and uploads artifacts."""

@@ -1,0 +1,171 @@
+"""Turning a BuildSpec into a staged install tree: unpack sources and dependencies, run the build system's steps.
+
+The build installs under the placeholder prefix with DESTDIR staging, so the artifact can later be relocated to any
+prefix. Options become CFLAGS, CXXFLAGS and LDFLAGS in one place (`compiler_flags`); recipe arguments are argument
+lists with `{placeholders}` filled from values the worker controls.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from pkgc.core.buildspec import BuildSpec
+from pkgc.core.options import compiler_flags
+from pkgc.core.relocation import PLACEHOLDER
+from worker.sandbox import Sandbox
+
+BUILD_SUBDIR = "_pkgc_build"
+
+
+class BuildError(Exception):
+    pass
+
+
+def unpack_source(archive: Path, destination: Path, strip_components: int) -> Path:
+    """Extract a source tarball safely (tarfile's data filter) and drop the top directories."""
+    destination.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive) as tar:
+        members = []
+        for member in tar.getmembers():
+            parts = Path(member.name).parts
+            if len(parts) <= strip_components:
+                continue
+            member.name = str(Path(*parts[strip_components:]))
+            if member.islnk() and member.linkname:
+                link_parts = Path(member.linkname).parts
+                member.linkname = str(Path(*link_parts[strip_components:])) if len(link_parts) > strip_components else ""
+            members.append(member)
+        tar.extractall(destination, members=members, filter="data")
+    return destination
+
+
+def _fill(template: str, values: Mapping[str, str]) -> str:
+    result = template
+    for name, value in values.items():
+        result = result.replace("{" + name + "}", value)
+    return result
+
+
+def build_commands(spec: BuildSpec, srcdir: Path, destdir: Path, values: Mapping[str, str]) -> list[list[str]]:
+    """The argument lists of every step, in order, for the recipe's build system."""
+    b = spec.build
+
+    def fill(args: Sequence[str]) -> list[str]:
+        return [_fill(arg, values) for arg in args]
+
+    configure_args = fill((*b.configure_args, *spec.variant_args))
+    jobs = values["jobs"]
+    builddir = str(srcdir / BUILD_SUBDIR)
+    if b.system == "autotools":
+        return [
+            ["./configure", f"--prefix={PLACEHOLDER}", *configure_args],
+            ["make", f"-j{jobs}", *fill(b.make_args)],
+            ["make", "install", f"DESTDIR={destdir}", *fill(b.install_args)],
+        ]
+    if b.system == "cmake":
+        return [
+            [
+                "cmake", "-S", str(srcdir), "-B", builddir,
+                f"-DCMAKE_INSTALL_PREFIX={PLACEHOLDER}",
+                "-DCMAKE_BUILD_TYPE=None",
+                f"-DCMAKE_INSTALL_RPATH={PLACEHOLDER}/lib",
+                "-DCMAKE_INSTALL_LIBDIR=lib",
+                *configure_args,
+            ],
+            ["cmake", "--build", builddir, "-j", jobs],
+            ["cmake", "--install", builddir],
+        ]  # fmt: skip
+    if b.system == "meson":
+        return [
+            ["meson", "setup", builddir, f"--prefix={PLACEHOLDER}", "--libdir=lib", "--buildtype=plain", *configure_args],
+            ["meson", "compile", "-C", builddir, "-j", jobs],
+            ["meson", "install", "-C", builddir, f"--destdir={destdir}"],
+        ]
+    if b.system == "make":
+        return [
+            ["make", f"-j{jobs}", *fill(b.make_args), *fill(spec.variant_args)],
+            ["make", "install", f"DESTDIR={destdir}", *fill(b.install_args)],
+        ]
+    if b.system == "steps":
+        return [fill(step) for step in b.steps]
+    raise BuildError(f"unknown build system {b.system!r}")
+
+
+def build_environment(spec: BuildSpec, workdir: Path, depsdir: Path | None) -> dict[str, str]:
+    flags = compiler_flags(spec.options)
+    # Keep the throwaway build directory out of debug info and __FILE__ strings.
+    prefix_map = f" -ffile-prefix-map={workdir}=/pkgc-build"
+    cppflags = ""
+    ldflags = f"-Wl,-rpath,{PLACEHOLDER}/lib {flags['LDFLAGS']}".strip()
+    path = "/usr/local/bin:/usr/bin:/bin"
+    env = {
+        "PATH": path,
+        "HOME": str(workdir / "home"),
+        "LANG": "C",
+        "LC_ALL": "C",
+        "SOURCE_DATE_EPOCH": "1",
+        "CC": "gcc",
+        "CXX": "g++",
+        "CFLAGS": flags["CFLAGS"] + prefix_map,
+        "CXXFLAGS": flags["CXXFLAGS"] + prefix_map,
+    }
+    if depsdir is not None:
+        cppflags = f"-I{depsdir}/include"
+        ldflags = f"-L{depsdir}/lib {ldflags}"
+        env["PATH"] = f"{depsdir}/bin:{path}"
+        env["PKG_CONFIG_PATH"] = f"{depsdir}/lib/pkgconfig:{depsdir}/share/pkgconfig"
+        env["LD_LIBRARY_PATH"] = f"{depsdir}/lib"
+        env["CMAKE_PREFIX_PATH"] = str(depsdir)
+    env["CPPFLAGS"] = cppflags
+    env["LDFLAGS"] = ldflags
+    return env
+
+
+def run_build(
+    spec: BuildSpec,
+    *,
+    workdir: Path,
+    source_archive: Path,
+    depsdir: Path | None,
+    sandbox: Sandbox,
+    jobs: int,
+    log: BinaryIO,
+) -> Path:
+    """Build `spec` inside `workdir`; return the staged tree that holds the placeholder prefix's contents."""
+    srcdir = unpack_source(source_archive, workdir / "src", spec.source.strip_components)
+    if spec.build.subdir:
+        srcdir = srcdir / spec.build.subdir
+    destdir = workdir / "stage"
+    destdir.mkdir()
+    (workdir / "home").mkdir(exist_ok=True)
+    env = build_environment(spec, workdir, depsdir)
+    values = {
+        "prefix": PLACEHOLDER,
+        "jobs": str(jobs),
+        "cc": env["CC"],
+        "cxx": env["CXX"],
+        "cflags": env["CFLAGS"],
+        "cxxflags": env["CXXFLAGS"],
+        "cppflags": env["CPPFLAGS"],
+        "ldflags": env["LDFLAGS"],
+        "destdir": str(destdir),
+        "srcdir": str(srcdir),
+    }
+    for name, value in spec.build.env:
+        env[name] = _fill(value, values)
+    if spec.build.system == "cmake":
+        env["DESTDIR"] = str(destdir)  # `cmake --install` takes DESTDIR from the environment only
+    log.write(f"pkgc: building {spec.label} key {spec.key}\npkgc: {sandbox.describe()}\n".encode())
+    log.write(f"pkgc: CFLAGS={env['CFLAGS']}\npkgc: LDFLAGS={env['LDFLAGS']}\n".encode())
+    for argv in build_commands(spec, srcdir, destdir, values):
+        sandbox.run(argv, cwd=srcdir, env=env, log=log)
+    staged = destdir / PLACEHOLDER.lstrip("/")
+    stray = [p for p in destdir.rglob("*") if not (p == staged or staged in p.parents or p in staged.parents)]
+    if stray:
+        raise BuildError(f"the build installed files outside its prefix, e.g. {stray[0].relative_to(destdir)}")
+    if not staged.is_dir():
+        raise BuildError("the build installed nothing into its prefix")
+    return staged
