@@ -128,6 +128,7 @@ class Worker:
         return list(closure.values())
 
     def _install_dependencies(self, record: BuildRecord, depsdir: Path, scratch: Path) -> None:
+        scratch.mkdir(parents=True, exist_ok=True)
         for dependency in self._collect_dependencies(record):
             archive = scratch / f"{dependency.key}.tar.zst"
             assert dependency.artifact is not None

@@ -14,10 +14,12 @@ class PkgcError(Exception):
     http_status = 400
     code = "error"
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, details: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        # Supporting text shown above the one-line error, such as the tail of a failed build's log.
+        self.details = details
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message} ({self.hint})"

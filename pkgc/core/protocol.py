@@ -58,6 +58,7 @@ class BuildInfo(Strict):
     size: int | None = None
     error: str | None = None
     log_url: str | None = None
+    attempts: int = Field(default=0, description="how many times a worker has taken this build")
 
 
 class ResolveResponse(Strict):

@@ -171,6 +171,7 @@ class FarmService:
             size=record.size,
             error=record.error,
             log_url=f"{API_PREFIX}/builds/{record.key}/log" if record.log else None,
+            attempts=record.attempts,
         )
 
     def build(self, key: str) -> BuildInfo:

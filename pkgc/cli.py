@@ -1,0 +1,140 @@
+"""The CLI's composition root and its one error boundary.
+
+Commands live one per module in `pkgc.commands`; each parses its arguments, calls a use case with the adapters it
+gets from `AppContext`, and renders the typed result. Use cases raise PkgcErrors that carry their exit code;
+`main()` is the only place that turns them into a one-line message and an exit status (a traceback only with
+--verbose).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+import pkgc
+from pkgc.core.errors import PkgcError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from pkgc.client.farm_client import FarmClient
+    from pkgc.client.settings import Settings
+    from pkgc.localdb.store import InstalledStore
+
+app = typer.Typer(
+    name="pkgc",
+    help="Packages compiled your way (optimisation, CPU target, features) on a build farm.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+)
+
+
+@dataclass
+class AppContext:
+    """Builds the adapters a command needs, lazily, so that `pkgc --version` loads none of them."""
+
+    verbose: bool = False
+    prefix_override: Path | None = None
+    _farm: FarmClient | None = field(default=None, init=False)
+
+    @cached_property
+    def settings(self) -> Settings:
+        from pkgc.client.settings import load_settings
+
+        return load_settings()
+
+    @property
+    def prefix(self) -> Path:
+        return (self.prefix_override or self.settings.prefix).expanduser().absolute()
+
+    def store(self) -> InstalledStore:
+        from pkgc.localdb.store import InstalledStore
+
+        return InstalledStore(self.prefix)
+
+    def farm(self) -> FarmClient:
+        if self._farm is None:
+            from pkgc.client.embedded import ensure_running, farm_home
+            from pkgc.client.farm_client import FarmClient
+
+            url = ensure_running(farm_home()) if self.settings.embedded else self.settings.farm
+            self._farm = FarmClient(url, token=self.settings.token)
+        return self._farm
+
+    @property
+    def cache_dir(self) -> Path:
+        from pkgc.client.settings import cache_dir
+
+        return cache_dir()
+
+
+def console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"pkgc {pkgc.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks and more detail."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    ctx.obj = AppContext(verbose=verbose)
+
+
+def _register() -> None:
+    from pkgc.commands import farm, install, list_packages
+
+    app.command("install")(install.install)
+    app.command("list")(list_packages.list_packages)
+    app.add_typer(farm.app, name="farm")
+
+
+_register()
+
+
+def main() -> None:
+    verbose = "--verbose" in sys.argv or "-v" in sys.argv
+    try:
+        app(standalone_mode=False)
+    except PkgcError as exc:
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        if exc.details:
+            print(exc.details, file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and real bugs
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if verbose:
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)", file=sys.stderr)
+        sys.exit(1)

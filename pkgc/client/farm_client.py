@@ -1,0 +1,104 @@
+"""The HTTP client of the farm API: protocol models in, protocol models out, httpx errors turned into PkgcErrors."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+import pkgc
+from pkgc.client.hashing import sha256_file
+from pkgc.core.errors import BuildFailed, FarmUnavailable, IntegrityError, NotFound, PkgcError, UsageError
+from pkgc.core.protocol import (
+    API_PREFIX,
+    MAX_WAIT_SECONDS,
+    PackageRequestModel,
+    ResolveRequest,
+    ResolveResponse,
+    WaitRequest,
+    WaitResponse,
+)
+
+_ERRORS_BY_CODE: dict[str, type[PkgcError]] = {
+    "not_found": NotFound,
+    "invalid_request": UsageError,
+    "invalid_recipe": UsageError,
+    "build_failed": BuildFailed,
+}
+
+
+class FarmClient:
+    def __init__(self, base_url: str, *, token: str = "", client: httpx.Client | None = None) -> None:
+        headers = {"User-Agent": f"pkgc/{pkgc.__version__}"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.base_url = base_url.rstrip("/")
+        self._http = client or httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=httpx.Timeout(MAX_WAIT_SECONDS + 15, connect=10)
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise FarmUnavailable(f"cannot reach the farm at {self.base_url}: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+                code, reason = str(body.get("error", "")), str(body.get("reason", response.text))
+            except ValueError:
+                code, reason = "", response.text[:200]
+            if response.status_code >= 500:
+                raise FarmUnavailable(f"the farm answered {response.status_code}: {reason}")
+            raise _ERRORS_BY_CODE.get(code, UsageError)(reason)
+        return response
+
+    def resolve(self, packages: list[PackageRequestModel]) -> ResolveResponse:
+        body = ResolveRequest(packages=packages).model_dump(mode="json")
+        return ResolveResponse.model_validate(self._request("POST", f"{API_PREFIX}/resolve", json=body).json())
+
+    def wait(self, keys: list[str], timeout: float = MAX_WAIT_SECONDS) -> WaitResponse:
+        body = WaitRequest(keys=keys, timeout=timeout).model_dump(mode="json")
+        return WaitResponse.model_validate(self._request("POST", f"{API_PREFIX}/wait", json=body).json())
+
+    def build_log(self, key: str) -> str:
+        return self._request("GET", f"{API_PREFIX}/builds/{key}/log").text
+
+    def download(
+        self, url: str, destination: Path, sha256: str, progress: Callable[[int, int], None] | None = None
+    ) -> Path:
+        """Download into `destination` unless it already holds these bytes; resume a partial download (Range)."""
+        if destination.is_file() and sha256_file(destination) == sha256:
+            return destination
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        partial = destination.with_name(destination.name + ".part")
+        offset = partial.stat().st_size if partial.is_file() else 0
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        try:
+            with self._http.stream("GET", url, headers=headers) as response:
+                if response.status_code >= 400:
+                    raise FarmUnavailable(f"download of {url} failed with status {response.status_code}")
+                if response.status_code != 206:
+                    offset = 0
+                total = offset + int(response.headers.get("Content-Length", 0))
+                with partial.open("ab" if offset else "wb") as out:
+                    done = offset
+                    for chunk in response.iter_bytes(1024 * 256):
+                        out.write(chunk)
+                        done += len(chunk)
+                        if progress:
+                            progress(done, total)
+        except httpx.HTTPError as exc:
+            raise FarmUnavailable(f"download of {url} failed: {exc}; run the command again to resume") from None
+        if sha256_file(partial) != sha256:
+            partial.unlink()
+            raise IntegrityError(f"download of {url} does not match its sha256; it was discarded")
+        os.replace(partial, destination)
+        return destination
+

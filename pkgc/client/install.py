@@ -1,0 +1,217 @@
+"""The install use case: resolve on the farm, wait for builds, download, verify, stage, relocate, switch, record.
+
+Everything that can fail is done before the prefix is touched: the prefix length is checked before any download,
+artifacts are verified and unpacked into a staging directory inside the prefix (same file system, so the final
+moves are renames), conflicts with other packages' files are checked, and only then are files moved into place and
+the database written. Progress goes to a Reporter, never to the terminal: this module neither prints nor exits.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from pkgc.artifact import Manifest, relocate_tree, unpack_artifact
+from pkgc.client.farm_client import FarmClient
+from pkgc.client.hashing import sha256_file
+from pkgc.core.errors import BuildFailed, ConflictError, IntegrityError, UsageError
+from pkgc.core.names import parse_spec
+from pkgc.core.protocol import BuildInfo, BuildStatus, PackageRequestModel
+from pkgc.core.relocation import check_prefix_fits
+from pkgc.localdb.store import STATE_DIR, InstalledFile, InstalledPackage, InstalledStore
+
+LOG_TAIL_LINES = 25
+
+
+class Reporter(Protocol):
+    def builds_changed(self, builds: list[BuildInfo]) -> None: ...
+    def download_progress(self, name: str, done: int, total: int) -> None: ...
+    def installed(self, name: str, version: str) -> None: ...
+
+
+class SilentReporter:
+    def builds_changed(self, builds: list[BuildInfo]) -> None:
+        pass
+
+    def download_progress(self, name: str, done: int, total: int) -> None:
+        pass
+
+    def installed(self, name: str, version: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class InstalledItem:
+    name: str
+    version: str
+    key: str
+    action: str  # "installed" or "already installed"
+    files: int = 0
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    prefix: str
+    items: list[InstalledItem] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class InstallPackages:
+    farm: FarmClient
+    store: InstalledStore
+    cache_dir: Path
+    reporter: Reporter = field(default_factory=SilentReporter)
+
+    def __call__(self, specs: list[str], options: Mapping[str, str]) -> InstallResult:
+        started = time.monotonic()
+        prefix = self.store.prefix
+        check_prefix_fits(str(prefix))
+        if not specs:
+            raise UsageError("name at least one package to install")
+        requests = []
+        for spec in specs:
+            name, version = parse_spec(spec)
+            requests.append(PackageRequestModel(name=name, version=version, options=dict(options)))
+        resolved = self.farm.resolve(requests)
+        builds = self._wait_for(resolved.builds)
+        requested = set(resolved.requested)
+        items = [self._install_one(build, build.key in requested) for build in builds]
+        return InstallResult(prefix=str(prefix), items=items, seconds=time.monotonic() - started)
+
+    def _wait_for(self, builds: list[BuildInfo]) -> list[BuildInfo]:
+        """Long-poll until every build finished; a failed one stops the install with the tail of its log."""
+        current = {b.key: b for b in builds}
+        self.reporter.builds_changed(list(current.values()))
+        while True:
+            failed = [b for b in current.values() if b.status == BuildStatus.FAILED]
+            if failed:
+                raise self._failure(failed[0])
+            pending = [k for k, b in current.items() if not b.status.finished]
+            if not pending:
+                return [current[b.key] for b in builds]
+            answer = self.farm.wait(pending)
+            for info in answer.finished:
+                current[info.key] = info
+            self.reporter.builds_changed(list(current.values()))
+
+    def _failure(self, build: BuildInfo) -> BuildFailed:
+        tail = ""
+        if build.log_url:
+            log = self.farm.build_log(build.key)
+            tail = "\n".join(log.rstrip().splitlines()[-LOG_TAIL_LINES:])
+        return BuildFailed(
+            f"build of {build.name}@{build.version} failed: {build.error or 'see the log'}",
+            hint=f"full log: {self.farm.base_url}/v1/builds/{build.key}/log",
+            details=tail,
+        )
+
+    def _install_one(self, build: BuildInfo, requested: bool) -> InstalledItem:
+        existing = self.store.get(build.name)
+        if existing is not None and (existing.key == build.key or not requested):
+            # The same build, or a dependency already present in some build: keep what is there.
+            return InstalledItem(build.name, existing.version, existing.key, "already installed")
+        if existing is not None:
+            raise ConflictError(
+                f"{build.name} {existing.version} is already installed with other options or version",
+                hint=f"remove it first: pkgc remove {build.name}",
+            )
+        assert build.url and build.sha256
+        artifact = self.farm.download(
+            build.url,
+            self.cache_dir / "artifacts" / f"{build.sha256}.tar.zst",
+            build.sha256,
+            lambda done, total: self.reporter.download_progress(build.name, done, total),
+        )
+        prefix = self.store.prefix
+        staging_root = prefix / STATE_DIR / "staging"
+        staging = staging_root / uuid.uuid4().hex
+        try:
+            manifest = unpack_artifact(artifact, staging)
+            if manifest.key != build.key or manifest.name != build.name:
+                raise IntegrityError(f"artifact of {build.name} carries another build's manifest")
+            relocate_tree(staging, manifest, str(prefix))
+            files = _describe(staging, manifest)
+            self._check_conflicts(build.name, files)
+            _move_into_place(staging, prefix, files)
+            self.store.record_install(
+                InstalledPackage(
+                    name=build.name,
+                    version=build.version,
+                    key=build.key,
+                    options=build.options,
+                    requested=requested,
+                    dependencies=list(build.runtime_dependencies),
+                    installed_at=time.time(),
+                ),
+                files,
+            )
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self.reporter.installed(build.name, build.version)
+        return InstalledItem(build.name, build.version, build.key, "installed", len(files))
+
+    def _check_conflicts(self, name: str, files: list[InstalledFile]) -> None:
+        paths = [f.path for f in files if f.type != "dir"]
+        owners = self.store.owners(paths)
+        for path, owner in owners.items():
+            if owner != name:
+                raise ConflictError(f"{path} is owned by {owner}, and {name} ships it too", hint="nothing was changed")
+        prefix = self.store.prefix
+        for file in files:
+            target = prefix / file.path
+            if file.type != "dir" and file.path not in owners and (target.exists() or target.is_symlink()):
+                raise ConflictError(f"{target} exists and belongs to no package", hint="move it away and retry")
+            if file.type == "dir" and target.exists() and not target.is_dir():
+                raise ConflictError(f"{target} exists and is not a directory")
+
+
+def _describe(staging: Path, manifest: Manifest) -> list[InstalledFile]:
+    """The files as they will be on disk, relocated: these hashes are what `verify` compares later."""
+    described = []
+    for entry in manifest.files:
+        path = staging / entry.path
+        if entry.type == "file":
+            described.append(
+                InstalledFile(entry.path, "file", sha256_file(path), path.stat().st_size, stat.S_IMODE(path.stat().st_mode))
+            )
+        elif entry.type == "symlink":
+            described.append(InstalledFile(entry.path, "symlink", target=entry.target))
+        else:
+            described.append(InstalledFile(entry.path, "dir", mode=entry.mode))
+    return described
+
+
+def _move_into_place(staging: Path, prefix: Path, files: list[InstalledFile]) -> None:
+    """Directories first (parents before children), then renames; on failure undo what was moved."""
+    moved: list[Path] = []
+    created: list[Path] = []
+    try:
+        for file in sorted((f for f in files if f.type == "dir"), key=lambda f: f.path.count("/")):
+            target = prefix / file.path
+            if not target.is_dir():
+                target.mkdir(parents=True)
+                created.append(target)
+        for file in files:
+            if file.type == "dir":
+                continue
+            target = prefix / file.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / file.path, target)
+            moved.append(target)
+    except OSError:
+        for path in reversed(moved):
+            path.unlink(missing_ok=True)
+        for path in reversed(created):
+            try:
+                path.rmdir()
+            except OSError:
+                pass
+        raise

@@ -1,0 +1,1 @@
+"""One module per CLI command: parse, call a use case, render its result (human or --json)."""

@@ -1,0 +1,47 @@
+"""`pkgc farm up|status|stop`: the embedded farm on this machine."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from pkgc.cli import console
+
+app = typer.Typer(help="Run the embedded build farm on this machine.", no_args_is_help=True)
+
+
+@app.command("up")
+def up(workers: int = typer.Option(0, help="Worker processes (default: one per core).")) -> None:
+    """Start the embedded farm in the background (if it is not running) and print its URL."""
+    from pkgc.client.embedded import ensure_running, farm_home
+
+    url = ensure_running(farm_home(), workers or None)
+    console().print(f"embedded farm running at {url}")
+
+
+@app.command("status")
+def status(as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
+    """Say whether the embedded farm runs, where, and with which workers."""
+    from pkgc.client.embedded import farm_home, read_state, running_url
+
+    home = farm_home()
+    url = running_url(home)
+    state = read_state(home) if url else None
+    if as_json:
+        print(json.dumps({"running": bool(url), "home": str(home), **(state or {})}))
+        return
+    if not url or state is None:
+        console().print(f"embedded farm is not running (home {home})")
+        raise typer.Exit(1)
+    console().print(f"embedded farm running at {url}, pid {state['pid']}, workers {len(state['workers'])}")
+
+
+@app.command("stop")
+def stop() -> None:
+    """Stop the embedded farm and its workers."""
+    from pkgc.client.embedded import farm_home
+    from pkgc.client.embedded import stop as stop_farm
+
+    stopped = stop_farm(farm_home())
+    console().print("embedded farm stopped" if stopped else "embedded farm was not running")

@@ -1,0 +1,210 @@
+"""The installed-packages database of one prefix, kept inside it at `.pkgc/installed.sqlite`.
+
+Keeping the database in the prefix makes each prefix self-describing: two prefixes never share state, and moving
+or deleting a prefix takes its records with it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Engine,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+)
+
+metadata = MetaData()
+
+packages_table = Table(
+    "packages",
+    metadata,
+    Column("name", String, primary_key=True),
+    Column("version", String, nullable=False),
+    Column("key", String, nullable=False),
+    Column("options", Text, nullable=False),
+    Column("requested", Integer, nullable=False),
+    Column("dependencies", Text, nullable=False),
+    Column("installed_at", Float, nullable=False),
+)
+
+files_table = Table(
+    "files",
+    metadata,
+    Column("path", String, primary_key=True),
+    Column("package", String, ForeignKey("packages.name", ondelete="CASCADE"), nullable=False, index=True),
+    Column("type", String, nullable=False),
+    Column("sha256", String, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("mode", Integer, nullable=False),
+    Column("target", String, nullable=False),
+)
+
+STATE_DIR = ".pkgc"
+
+
+@dataclass(frozen=True)
+class InstalledFile:
+    path: str
+    type: str
+    sha256: str = ""
+    size: int = 0
+    mode: int = 0
+    target: str = ""
+
+
+@dataclass(frozen=True)
+class InstalledPackage:
+    name: str
+    version: str
+    key: str
+    options: dict[str, str]
+    requested: bool
+    dependencies: list[str]
+    installed_at: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "key": self.key,
+            "options": self.options,
+            "requested": self.requested,
+            "dependencies": self.dependencies,
+            "installed_at": self.installed_at,
+        }
+
+
+def database_path(prefix: Path) -> Path:
+    return prefix / STATE_DIR / "installed.sqlite"
+
+
+def _engine(path: Path) -> Engine:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+
+    metadata.create_all(engine)
+    return engine
+
+
+class InstalledStore:
+    def __init__(self, prefix: Path) -> None:
+        self.prefix = prefix
+        self._path = database_path(prefix)
+        self._engine_cache: Engine | None = None
+
+    @property
+    def _engine(self) -> Engine:
+        if self._engine_cache is None:
+            self._engine_cache = _engine(self._path)
+        return self._engine_cache
+
+    def exists(self) -> bool:
+        return self._path.is_file()
+
+    def packages(self) -> list[InstalledPackage]:
+        if not self.exists():
+            return []
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(packages_table).order_by(packages_table.c.name)).all()
+        return [_package(row) for row in rows]
+
+    def get(self, name: str) -> InstalledPackage | None:
+        if not self.exists():
+            return None
+        with self._engine.connect() as conn:
+            row = conn.execute(select(packages_table).where(packages_table.c.name == name)).first()
+        return None if row is None else _package(row)
+
+    def files(self, name: str) -> list[InstalledFile]:
+        if not self.exists():
+            return []
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(files_table).where(files_table.c.package == name).order_by(files_table.c.path)
+            ).all()
+        return [
+            InstalledFile(r.path, r.type, r.sha256, r.size, r.mode, r.target) for r in rows  # type: ignore[attr-defined]
+        ]
+
+    def owners(self, paths: list[str]) -> dict[str, str]:
+        """Which installed package owns each of `paths` (directories are shared and owned by none)."""
+        if not self.exists() or not paths:
+            return {}
+        found: dict[str, str] = {}
+        with self._engine.connect() as conn:
+            for start in range(0, len(paths), 500):
+                chunk = paths[start : start + 500]
+                rows = conn.execute(
+                    select(files_table.c.path, files_table.c.package)
+                    .where(files_table.c.path.in_(chunk))
+                    .where(files_table.c.type != "dir")
+                ).all()
+                found.update({str(r[0]): str(r[1]) for r in rows})
+        return found
+
+    def record_install(self, package: InstalledPackage, files: list[InstalledFile]) -> None:
+        """Record a package and its files in one transaction: readers see all of it or none."""
+        with self._engine.begin() as conn:
+            conn.execute(delete(packages_table).where(packages_table.c.name == package.name))
+            conn.execute(delete(files_table).where(files_table.c.package == package.name))
+            conn.execute(
+                insert(packages_table).values(
+                    name=package.name,
+                    version=package.version,
+                    key=package.key,
+                    options=json.dumps(package.options, sort_keys=True),
+                    requested=int(package.requested),
+                    dependencies=json.dumps(package.dependencies),
+                    installed_at=package.installed_at or time.time(),
+                )
+            )
+            rows = [
+                {
+                    "path": f.path,
+                    "package": package.name,
+                    "type": f.type,
+                    "sha256": f.sha256,
+                    "size": f.size,
+                    "mode": f.mode,
+                    "target": f.target,
+                }
+                for f in files
+                if f.type != "dir"
+            ]
+            if rows:
+                conn.execute(insert(files_table), rows)
+
+def _package(row: Any) -> InstalledPackage:
+    m = row._mapping
+    return InstalledPackage(
+        name=m["name"],
+        version=m["version"],
+        key=m["key"],
+        options=json.loads(m["options"]),
+        requested=bool(m["requested"]),
+        dependencies=json.loads(m["dependencies"]),
+        installed_at=m["installed_at"],
+    )
