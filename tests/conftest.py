@@ -1,0 +1,170 @@
+"""Shared fixtures: an isolated user environment, loopback source server, and one embedded farm per session."""
+
+from __future__ import annotations
+
+import http.server
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import httpx
+import pytest
+
+# Small C projects of our own, served on loopback, for flows the Debian archive cannot give us.
+BROKEN_C = b"int main(void) { return this_is_not_c; }\n"
+SLOW_C = b'#include <stdio.h>\nint main(void) { puts("slowpoke " VERSION); return 0; }\n'
+SLOW_MAKEFILE = b"""PREFIX ?= /usr/local
+slowpoke: slowpoke.c
+\t$(CC) $(CFLAGS) -DVERSION='"1.0"' -o slowpoke slowpoke.c $(LDFLAGS)
+install: slowpoke
+\tinstall -D -m 755 slowpoke $(DESTDIR)$(PREFIX)/bin/slowpoke
+"""
+BROKEN_MAKEFILE = b"""broken: broken.c
+\t$(CC) $(CFLAGS) -o broken broken.c
+install: broken
+\tinstall -D -m 755 broken $(DESTDIR)$(PREFIX)/bin/broken
+"""
+
+
+def make_tarball(path: Path, top: str, files: dict[str, bytes]) -> str:
+    """Write a .tar.gz with one top directory; return its sha256."""
+    import hashlib
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"{top}/{name}")
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    path.write_bytes(buffer.getvalue())
+    return hashlib.sha256(buffer.getvalue()).hexdigest()
+
+
+@dataclass
+class FarmEnv:
+    root: Path
+    env: dict[str, str]
+    url: str
+    farm_home: Path
+
+    def pkgc(self, *args: str, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "pkgc", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"pkgc {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+        return result
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60)
+
+    def finished_events(self, key: str) -> list[dict[str, str]]:
+        path = self.farm_home / "events.jsonl"
+        if not path.exists():
+            return []
+        return [e for e in map(json.loads, path.read_text().splitlines()) if e["key"] == key]
+
+    def worker_pids(self) -> list[int]:
+        """Live worker processes of this farm, found through /proc (they are restarted with new pids)."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"worker" in argv and str(self.farm_home).encode() in argv:
+                pids.append(int(entry.name))
+        return pids
+
+
+def _serve(directory: Path) -> tuple[http.server.ThreadingHTTPServer, int]:
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    handler.log_message = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.server_address[1]
+
+
+def _test_recipes(directory: Path, sources: Path, port: int) -> None:
+    directory.mkdir()
+    broken_sha = make_tarball(
+        sources / "broken-1.0.tar.gz", "broken-1.0", {"broken.c": BROKEN_C, "Makefile": BROKEN_MAKEFILE}
+    )
+    slow_sha = make_tarball(
+        sources / "slowpoke-1.0.tar.gz", "slowpoke-1.0", {"slowpoke.c": SLOW_C, "Makefile": SLOW_MAKEFILE}
+    )
+    (directory / "broken.toml").write_text(
+        f"""name = "broken"
+summary = "A C project that does not compile"
+[[versions]]
+version = "1.0"
+sha256 = "{broken_sha}"
+urls = ["http://127.0.0.1:{port}/broken-1.0.tar.gz"]
+[build]
+system = "make"
+install_args = ["PREFIX={{prefix}}"]
+"""
+    )
+    (directory / "slowpoke.toml").write_text(
+        f"""name = "slowpoke"
+summary = "A C project whose build takes a while, for killing workers in the middle"
+[[versions]]
+version = "1.0"
+sha256 = "{slow_sha}"
+urls = ["http://127.0.0.1:{port}/slowpoke-1.0.tar.gz"]
+[build]
+system = "steps"
+steps = [["sleep", "8"], ["make", "slowpoke"], ["make", "install", "DESTDIR={{destdir}}", "PREFIX={{prefix}}"]]
+[smoke]
+command = ["bin/slowpoke"]
+expect = "slowpoke 1.0"
+"""
+    )
+
+
+@pytest.fixture(scope="session")
+def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FarmEnv]:
+    """One real embedded farm (API process and two worker processes) for the whole session."""
+    root = tmp_path_factory.mktemp("pkgc")
+    sources = root / "served"
+    sources.mkdir()
+    server, port = _serve(sources)
+    _test_recipes(root / "recipes", sources, port)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PKGC_", "XDG_", "LC_", "LANG"))}
+    env.update(
+        HOME=str(root / "home"),
+        XDG_CONFIG_HOME=str(root / "config"),
+        XDG_DATA_HOME=str(root / "data"),
+        XDG_CACHE_HOME=str(root / "cache"),
+        PKGC_FARM_HOME=str(root / "farm"),
+        PKGC_RECIPE_PATH=str(root / "recipes"),
+        PKGC_FARM_VISIBILITY_TIMEOUT="6",
+        NO_COLOR="1",
+    )
+    (root / "home").mkdir()
+    started = subprocess.run(
+        [sys.executable, "-m", "pkgc", "farm", "up", "--workers", "2"], env=env, capture_output=True, text=True
+    )
+    assert started.returncode == 0, started.stderr
+    state = json.loads((root / "farm" / "state.json").read_text())
+    try:
+        yield FarmEnv(root=root, env=env, url=state["url"], farm_home=root / "farm")
+    finally:
+        subprocess.run([sys.executable, "-m", "pkgc", "farm", "stop"], env=env, capture_output=True, timeout=60)
+        server.shutdown()
