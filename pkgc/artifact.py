@@ -262,8 +262,16 @@ def unpack_artifact(artifact: Path, destination: Path) -> Manifest:
                     )
     except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
         raise IntegrityError(f"artifact is not a valid .tar.zst: {exc}") from None
+    except OSError as exc:  # e.g. a member that collides with an earlier one: the archive is not well formed
+        raise IntegrityError(f"artifact cannot be unpacked: {exc.strerror or exc}") from None
     if manifest is None:
         raise IntegrityError("artifact is empty")
+    root = os.path.realpath(destination)
+    for name in sorted(symlinks):
+        # Text checks cannot see chains (a -> ".", b -> "a/../x"); the resolved path can.
+        resolved = os.path.realpath(destination / name)
+        if resolved != root and not resolved.startswith(root + os.sep):
+            raise IntegrityError(f"artifact symlink {name!r} resolves outside the prefix")
     missing = sorted(set(expected) - seen)
     if missing:
         raise IntegrityError(f"artifact lacks {missing[0]!r}, which its manifest lists")

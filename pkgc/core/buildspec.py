@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pkgc.core.errors import UsageError
-from pkgc.core.options import NormalisedOptions, OptionValue, normalise_options
+from pkgc.core.options import NormalisedOptions, OptionSpec, OptionValue, normalise_options
 from pkgc.core.platform import Platform
 from pkgc.core.recipe import BuildInstructions, Recipe, SourceVersion
 from pkgc.core.relocation import PLACEHOLDER
@@ -130,6 +130,7 @@ class BuildSpec:
             smoke_expect=data["smoke_expect"],
             key=data["key"],
         )
+        _check_consistent(spec)
         expected = compute_build_key(
             recipe_content=spec.recipe_content,
             version=spec.version,
@@ -141,6 +142,32 @@ class BuildSpec:
         if expected != spec.key:
             raise UsageError(f"build spec for {spec.label} does not match its key")
         return spec
+
+
+def _check_consistent(spec: BuildSpec) -> None:
+    """The fields a worker builds from must be the ones the key was computed over, and options must be valid."""
+    content = spec.recipe_content
+    variants = {
+        name: OptionSpec(
+            name,
+            (decl["default"] == "true") if not decl["values"] else decl["default"],
+            tuple(decl["values"]),
+            args={k: tuple(v) for k, v in decl["args"].items()},
+        )
+        for name, decl in content["variants"].items()
+    }
+    options = normalise_options(spec.options.as_dict(), variants, spec.platform.arch, package=spec.name)
+    expected_args = tuple(
+        arg for name, decl in sorted(variants.items()) for arg in decl.args.get(options.get(name), ())
+    )
+    if (
+        content["name"] != spec.name
+        or content["build"] != spec.build.as_dict()
+        or options != spec.options
+        or expected_args != spec.variant_args
+        or tuple(content["runtime_dependencies"]) != spec.runtime_dependencies
+    ):
+        raise UsageError(f"build spec for {spec.label} does not match its key")
 
 
 @dataclass(frozen=True)

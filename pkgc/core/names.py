@@ -17,9 +17,9 @@ def validate_name(name: str) -> str:
         raise UsageError("package name is empty")
     if len(name) > MAX_NAME_LENGTH:
         raise UsageError(f"package name is longer than {MAX_NAME_LENGTH} characters")
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         hint = "use lower-case letters, digits and + _ - . (no '/', no '..')"
-        if _NAME.match(name.lower()):
+        if _NAME.fullmatch(name.lower()):
             hint = f"did you mean '{name.lower()}'? names are lower-case"
         raise UsageError(f"invalid package name {name!r}", hint=hint)
     return name

@@ -147,7 +147,7 @@ def _parse_version(entry: Any, where: str) -> SourceVersion:
     version = _text(entry, "version", where)
     Version(version)
     sha256 = _text(entry, "sha256", where)
-    if not _SHA256.match(sha256):
+    if not _SHA256.fullmatch(sha256):
         raise RecipeError(f"{where}: sha256 must be 64 lower-case hex digits")
     urls = _strings(entry.get("urls", []), f"{where}.urls")
     mirrors = _strings(entry.get("mirrors", []), f"{where}.mirrors")

@@ -58,7 +58,7 @@ class Version:
     _keys: tuple[_Key, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if len(self.text) > MAX_VERSION_LENGTH or not _VALID.match(self.text):
+        if len(self.text) > MAX_VERSION_LENGTH or not _VALID.fullmatch(self.text):
             raise UsageError(
                 f"invalid version {self.text!r}",
                 hint="versions use letters, digits and . + ~ _ - (for example 2.10 or 1.0.8+dfsg)",
