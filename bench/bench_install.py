@@ -47,20 +47,42 @@ def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def run(argv: list[str], env: dict[str, str], *, timeout: float = STEP_TIMEOUT, cwd: Path | None = None,
-        out: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    argv: list[str],
+    env: dict[str, str],
+    *,
+    timeout: float = STEP_TIMEOUT,
+    cwd: Path | None = None,
+    out: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run argv; output goes to `out` (a log file) or is captured; raise with the output's tail on failure."""
     if out is not None:
         with out.open("ab") as handle:
-            result = subprocess.run(argv, env=env, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, timeout=timeout, check=False)
+            result = subprocess.run(
+                argv,
+                env=env,
+                cwd=cwd,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=timeout,
+                check=False,
+            )
         completed = subprocess.CompletedProcess(argv, result.returncode, "", "")
         if result.returncode != 0:
             tail = "\n".join(out.read_text(errors="replace").splitlines()[-20:])
             raise RuntimeError(f"{' '.join(argv)} exited with {result.returncode}:\n{tail}")
         return completed
-    result = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                            timeout=timeout, check=False)
+    result = subprocess.run(
+        argv,
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+        check=False,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited with {result.returncode}:\n{result.stdout}\n{result.stderr}")
     return result
@@ -132,14 +154,17 @@ def in_process_seconds(stdout: str) -> float | None:
 # -- benchmark A: cache-hit install ---------------------------------------------------------------------------------
 
 
-def bench_cache_hit(pkgc: str, box: Sandbox, farm_home: Path, reps: int, info: dict[str, Any]) -> tuple[list[float], list[float]]:
+def bench_cache_hit(
+    pkgc: str, box: Sandbox, farm_home: Path, reps: int, info: dict[str, Any]
+) -> tuple[list[float], list[float]]:
     env = box.env(farm_home)
     work = box.root / "a"
     work.mkdir()
 
     log("A: warm-up install (starts the farm, fetches the hello source, compiles)")
-    seconds, result = timed([pkgc, "install", "hello", "--prefix", str(work / "warm"), "--json"], env,
-                            timeout=INSTALL_TIMEOUT)
+    seconds, result = timed(
+        [pkgc, "install", "hello", "--prefix", str(work / "warm"), "--json"], env, timeout=INSTALL_TIMEOUT
+    )
     warm = json.loads(result.stdout)
     info["warmup"] = seconds
     warm_key = warm["packages"][0]["key"]
@@ -220,8 +245,15 @@ def farm_build_window(farm_home: Path, key: str) -> tuple[float, float] | None:
     return float(row[0]), float(row[1])
 
 
-def bench_cold_build(pkgc: str, box: Sandbox, seed_sources: Path, source_archive: Path, reps: int,
-                     info: dict[str, Any], farms: list[Path]) -> tuple[list[float], list[float]]:
+def bench_cold_build(
+    pkgc: str,
+    box: Sandbox,
+    seed_sources: Path,
+    source_archive: Path,
+    reps: int,
+    info: dict[str, Any],
+    farms: list[Path],
+) -> tuple[list[float], list[float]]:
     work = box.root / "b"
     work.mkdir()
     jobs = os.cpu_count() or 1
@@ -239,8 +271,9 @@ def bench_cold_build(pkgc: str, box: Sandbox, seed_sources: Path, source_archive
         prefix = work / f"p{index}"
         wall_start = time.time()
         try:
-            seconds, completed = timed([pkgc, "install", "hello", "--prefix", str(prefix), "--json"], env,
-                                       timeout=INSTALL_TIMEOUT)
+            seconds, completed = timed(
+                [pkgc, "install", "hello", "--prefix", str(prefix), "--json"], env, timeout=INSTALL_TIMEOUT
+            )
             wall_end = time.time()
             result = json.loads(completed.stdout)
             state = json.loads((farm_home / "state.json").read_text())
@@ -263,7 +296,12 @@ def bench_cold_build(pkgc: str, box: Sandbox, seed_sources: Path, source_archive
         env = {**box.base, "CFLAGS": "-O2 -march=x86-64"}
         started = time.perf_counter()
         run(["tar", "-xzf", str(source_archive), "-C", str(tree), "--strip-components=1"], env)
-        run(["./configure", f"--prefix={prefix}", "--disable-dependency-tracking"], env, cwd=tree, out=build_log)
+        run(
+            ["./configure", f"--prefix={prefix}", "--disable-dependency-tracking"],
+            env,
+            cwd=tree,
+            out=build_log,
+        )
         run(["make", f"-j{jobs}"], env, cwd=tree, out=build_log)
         run(["make", "install"], env, cwd=tree, out=build_log)
         manual_times.append(time.perf_counter() - started)

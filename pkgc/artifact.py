@@ -166,12 +166,17 @@ def pack_tree(root: Path, manifest: Manifest, out: Path, *, level: int = 6) -> M
     complete = Manifest(**{**manifest.__dict__, "files": entries})
     manifest_bytes = complete.to_json().encode()
     compressor = zstandard.ZstdCompressor(level=level, threads=-1)
-    with out.open("wb") as raw, compressor.stream_writer(raw) as compressed, tarfile.open(
-        fileobj=compressed, mode="w|", format=tarfile.PAX_FORMAT
-    ) as tar:
-        tar.addfile(_tarinfo(MANIFEST_NAME, tarfile.REGTYPE, 0o644, size=len(manifest_bytes)), io.BytesIO(manifest_bytes))
-        for info, data in payload:
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    with (
+        out.open("wb") as raw,
+        compressor.stream_writer(raw) as compressed,
+        tarfile.open(fileobj=compressed, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        tar.addfile(
+            _tarinfo(MANIFEST_NAME, tarfile.REGTYPE, 0o644, size=len(manifest_bytes)),
+            io.BytesIO(manifest_bytes),
+        )
+        for member, content in payload:
+            tar.addfile(member, io.BytesIO(content) if content is not None else None)
     return complete
 
 
@@ -204,9 +209,11 @@ def unpack_artifact(artifact: Path, destination: Path) -> Manifest:
     seen: set[str] = set()
     symlinks: set[str] = set()
     try:
-        with artifact.open("rb") as raw, decompressor.stream_reader(raw) as stream, tarfile.open(
-            fileobj=stream, mode="r|"
-        ) as tar:
+        with (
+            artifact.open("rb") as raw,
+            decompressor.stream_reader(raw) as stream,
+            tarfile.open(fileobj=stream, mode="r|") as tar,
+        ):
             for member in tar:
                 if manifest is None:
                     if member.name != MANIFEST_NAME or not member.isfile() or member.size > _MAX_MANIFEST_BYTES:

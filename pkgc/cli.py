@@ -136,5 +136,8 @@ def main() -> None:
             sys.exit(exc.exit_code)
         if verbose:
             raise
-        print(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)", file=sys.stderr)
+        print(
+            f"error: unexpected {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)",
+            file=sys.stderr,
+        )
         sys.exit(1)

@@ -159,7 +159,10 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FarmEnv]:
     )
     (root / "home").mkdir()
     started = subprocess.run(
-        [sys.executable, "-m", "pkgc", "farm", "up", "--workers", "2"], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "pkgc", "farm", "up", "--workers", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert started.returncode == 0, started.stderr
     state = json.loads((root / "farm" / "state.json").read_text())

@@ -36,7 +36,9 @@ def unpack_source(archive: Path, destination: Path, strip_components: int) -> Pa
             member.name = str(Path(*parts[strip_components:]))
             if member.islnk() and member.linkname:
                 link_parts = Path(member.linkname).parts
-                member.linkname = str(Path(*link_parts[strip_components:])) if len(link_parts) > strip_components else ""
+                member.linkname = (
+                    str(Path(*link_parts[strip_components:])) if len(link_parts) > strip_components else ""
+                )
             members.append(member)
         tar.extractall(destination, members=members, filter="data")
     return destination
@@ -80,7 +82,15 @@ def build_commands(spec: BuildSpec, srcdir: Path, destdir: Path, values: Mapping
         ]  # fmt: skip
     if b.system == "meson":
         return [
-            ["meson", "setup", builddir, f"--prefix={PLACEHOLDER}", "--libdir=lib", "--buildtype=plain", *configure_args],
+            [
+                "meson",
+                "setup",
+                builddir,
+                f"--prefix={PLACEHOLDER}",
+                "--libdir=lib",
+                "--buildtype=plain",
+                *configure_args,
+            ],
             ["meson", "compile", "-C", builddir, "-j", jobs],
             ["meson", "install", "-C", builddir, f"--destdir={destdir}"],
         ]

@@ -99,9 +99,7 @@ class Worker:
             self._finish(lease, job, BuildStatus.FAILED, error=f"dependency {failed[0].name} failed to build")
             return
         if lease.attempts > self.settings.max_attempts:
-            self._finish(
-                lease, job, BuildStatus.FAILED, error=f"gave up after {self.settings.max_attempts} attempts"
-            )
+            self._finish(lease, job, BuildStatus.FAILED, error=f"gave up after {self.settings.max_attempts} attempts")
             return
         self._build(record, lease, job)
 
@@ -182,7 +180,9 @@ class Worker:
                     )
                     artifact_fields = self._pack(spec, staged, workdir / "artifact.tar.zst")
                     status = BuildStatus.READY
-                    log.write(f"pkgc: packed {artifact_fields['size']} bytes, sha256 {artifact_fields['sha256']}\n".encode())
+                    log.write(
+                        f"pkgc: packed {artifact_fields['size']} bytes, sha256 {artifact_fields['sha256']}\n".encode()
+                    )
                 except (CommandFailed, BuildTimedOut, BuildError, PackError, PkgcError, OSError) as exc:
                     error = str(exc)
                     log.write(f"pkgc: build failed: {error}\n".encode())

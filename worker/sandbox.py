@@ -3,6 +3,7 @@ kills the whole process tree, always with argument lists (never a shell string).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -41,7 +42,19 @@ def bubblewrap_path() -> str | None:
     if not found:
         return None
     probe = subprocess.run(
-        [found, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "true"],
+        [
+            found,
+            "--unshare-all",
+            "--die-with-parent",
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "true",
+        ],
         capture_output=True,
         timeout=30,
         check=False,
@@ -106,8 +119,6 @@ class Sandbox:
 
 
 def _kill_tree(process: subprocess.Popen[bytes]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     process.wait()

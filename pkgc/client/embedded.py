@@ -86,7 +86,8 @@ def ensure_running(home: Path, workers: int | None = None) -> str:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise FarmUnavailable(
-                    f"the embedded farm exited at start (status {process.returncode})", hint=f"see {home}/farm.log"
+                    f"the embedded farm exited at start (status {process.returncode})",
+                    hint=f"see {home}/farm.log",
                 )
             url = running_url(home)
             if url:

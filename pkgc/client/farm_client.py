@@ -101,4 +101,3 @@ class FarmClient:
             raise IntegrityError(f"download of {url} does not match its sha256; it was discarded")
         os.replace(partial, destination)
         return destination
-

@@ -8,6 +8,7 @@ the database written. Progress goes to a Reporter, never to the terminal: this m
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
@@ -180,7 +181,13 @@ def _describe(staging: Path, manifest: Manifest) -> list[InstalledFile]:
         path = staging / entry.path
         if entry.type == "file":
             described.append(
-                InstalledFile(entry.path, "file", sha256_file(path), path.stat().st_size, stat.S_IMODE(path.stat().st_mode))
+                InstalledFile(
+                    entry.path,
+                    "file",
+                    sha256_file(path),
+                    path.stat().st_size,
+                    stat.S_IMODE(path.stat().st_mode),
+                )
             )
         elif entry.type == "symlink":
             described.append(InstalledFile(entry.path, "symlink", target=entry.target))
@@ -210,8 +217,6 @@ def _move_into_place(staging: Path, prefix: Path, files: list[InstalledFile]) ->
         for path in reversed(moved):
             path.unlink(missing_ok=True)
         for path in reversed(created):
-            try:
+            with contextlib.suppress(OSError):
                 path.rmdir()
-            except OSError:
-                pass
         raise

@@ -43,7 +43,9 @@ def install(
     ctx: typer.Context,
     packages: list[str] = typer.Argument(..., help="NAME or NAME@VERSION, one or more."),
     opt: list[str] = typer.Option([], "--opt", "-o", help="Build option KEY=VALUE, e.g. opt=O3, cpu=x86-64-v3."),
-    prefix: Path | None = typer.Option(None, "--prefix", help="Install into this prefix instead of the configured one."),
+    prefix: Path | None = typer.Option(
+        None, "--prefix", help="Install into this prefix instead of the configured one."
+    ),
     wait: bool = typer.Option(True, "--wait", help="Wait for builds in progress, then install (the default)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:

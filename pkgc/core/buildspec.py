@@ -203,9 +203,7 @@ def plan_builds(
         source = recipe.version(version)
         options = normalise_options(raw_options, recipe.variants, platform.arch, package=name)
         inherited = options.globals_only()
-        dep_keys = tuple(
-            (dep, visit(dep, None, inherited, (*trail, name))) for dep in recipe.dependencies
-        )
+        dep_keys = tuple((dep, visit(dep, None, inherited, (*trail, name))) for dep in recipe.dependencies)
         content = recipe.build_relevant()
         key = compute_build_key(
             recipe_content=content,

@@ -97,7 +97,8 @@ def normalise_options(
     unknown = sorted(set(requested) - set(schema))
     if unknown:
         raise UsageError(
-            f"unknown option '{unknown[0]}' for {package}", hint=f"allowed options: {', '.join(sorted(schema))}"
+            f"unknown option '{unknown[0]}' for {package}",
+            hint=f"allowed options: {', '.join(sorted(schema))}",
         )
     values = {
         name: spec.canonical(requested[name]) if name in requested else spec.canonical(spec.default)

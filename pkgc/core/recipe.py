@@ -234,7 +234,17 @@ def parse_recipe(text: str, *, source: str = "recipe") -> Recipe:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError(f"{source}: not valid TOML: {exc}") from None
-    allowed = {"name", "summary", "homepage", "license", "versions", "build", "variants", "dependencies", "smoke"}
+    allowed = {
+        "name",
+        "summary",
+        "homepage",
+        "license",
+        "versions",
+        "build",
+        "variants",
+        "dependencies",
+        "smoke",
+    }
     _check_keys(data, allowed, source)
     name = validate_name(_text(data, "name", source))
     raw_versions = data.get("versions")

@@ -80,8 +80,6 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-
-
 def create_app(service: FarmService) -> ASGIApp:
     app = FastAPI(
         title="pkgc build farm",
@@ -143,7 +141,10 @@ def create_app(service: FarmService) -> ASGIApp:
         return FileResponse(
             path,
             media_type="application/zstd",
-            headers={"X-Checksum-Sha256": record.sha256 or "", "Cache-Control": "public, max-age=31536000, immutable"},
+            headers={
+                "X-Checksum-Sha256": record.sha256 or "",
+                "Cache-Control": "public, max-age=31536000, immutable",
+            },
         )
 
     return BodyLimit(app, MAX_BODY_BYTES)

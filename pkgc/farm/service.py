@@ -105,7 +105,10 @@ class FarmService:
             assert isinstance(spec, OptionSpec)
             values = ["true", "false"] if spec.is_bool else list(spec.values)
             return VariantInfo(
-                name=spec_name, description=spec.description, default=spec.canonical(spec.default), values=values
+                name=spec_name,
+                description=spec.description,
+                default=spec.canonical(spec.default),
+                values=values,
             )
 
         return PackageDetails(

@@ -145,9 +145,7 @@ class InstalledStore:
             rows = conn.execute(
                 select(files_table).where(files_table.c.package == name).order_by(files_table.c.path)
             ).all()
-        return [
-            InstalledFile(r.path, r.type, r.sha256, r.size, r.mode, r.target) for r in rows  # type: ignore[attr-defined]
-        ]
+        return [InstalledFile(r.path, r.type, r.sha256, r.size, r.mode, r.target) for r in rows]
 
     def owners(self, paths: list[str]) -> dict[str, str]:
         """Which installed package owns each of `paths` (directories are shared and owned by none)."""
@@ -196,6 +194,7 @@ class InstalledStore:
             ]
             if rows:
                 conn.execute(insert(files_table), rows)
+
 
 def _package(row: Any) -> InstalledPackage:
     m = row._mapping

@@ -61,7 +61,11 @@ def test_hello_compiles_installs_and_finds_its_translations(farm: FarmEnv) -> No
     english = subprocess.run([prefix / "bin/hello"], capture_output=True, text=True, env=farm.env, check=True)
     assert english.stdout.strip() == "Hello, world!"
     french = subprocess.run(
-        [prefix / "bin/hello"], capture_output=True, text=True, env={**farm.env, "LANG": "C.UTF-8", "LANGUAGE": "fr"}, check=True
+        [prefix / "bin/hello"],
+        capture_output=True,
+        text=True,
+        env={**farm.env, "LANG": "C.UTF-8", "LANGUAGE": "fr"},
+        check=True,
     )
     assert french.stdout.strip().replace("\xa0", " ") == "Bonjour, le monde !"
     assert (prefix / "share/locale/fr/LC_MESSAGES/hello.mo").is_file()
@@ -82,7 +86,11 @@ def test_second_prefix_is_a_cache_hit(farm: FarmEnv) -> None:
     assert farm.finished_events(key) == events_before, "a cache hit must not build again"
     assert resolve(farm, "hello")["attempts"] == 1
     french = subprocess.run(
-        [prefix / "bin/hello"], capture_output=True, text=True, env={**farm.env, "LANG": "C.UTF-8", "LANGUAGE": "fr"}, check=True
+        [prefix / "bin/hello"],
+        capture_output=True,
+        text=True,
+        env={**farm.env, "LANG": "C.UTF-8", "LANGUAGE": "fr"},
+        check=True,
     )
     assert french.stdout.strip().replace("\xa0", " ") == "Bonjour, le monde !"
 
@@ -107,7 +115,11 @@ def test_options_decide_the_key_and_a_new_option_set_is_built(farm: FarmEnv) -> 
     assert "-O3" in log and "--disable-nls" in log
     assert installed(farm, prefix)["hello"]["options"]["nls"] == "false"
     english = subprocess.run(
-        [prefix / "bin/hello"], capture_output=True, text=True, env={**farm.env, "LANG": "C.UTF-8", "LANGUAGE": "fr"}, check=True
+        [prefix / "bin/hello"],
+        capture_output=True,
+        text=True,
+        env={**farm.env, "LANG": "C.UTF-8", "LANGUAGE": "fr"},
+        check=True,
     )
     assert english.stdout.strip() == "Hello, world!", "without NLS there is no French"
 
@@ -152,7 +164,7 @@ def test_worker_killed_mid_build_job_comes_back_and_client_gets_url(farm: FarmEn
         assert before
         for pid in before:
             os.kill(pid, signal.SIGKILL)
-        out, err = client.communicate(timeout=180)
+        _out, err = client.communicate(timeout=180)
     finally:
         if client.poll() is None:
             client.kill()

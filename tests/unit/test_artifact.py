@@ -95,9 +95,7 @@ def test_pack_tree_manifest(packed: tuple[Path, Manifest]) -> None:
     assert by_path["lib/libdemo.so.1.0"].relocate is None
     assert by_path["share/doc/demo/deep/README"].relocate is None
     assert by_path["share/empty"].type == "dir"
-    assert by_path["lib/libdemo.so.1"] == FileEntry(
-        "lib/libdemo.so.1", "symlink", 0o777, target="libdemo.so.1.0"
-    )
+    assert by_path["lib/libdemo.so.1"] == FileEntry("lib/libdemo.so.1", "symlink", 0o777, target="libdemo.so.1.0")
     # Absolute symlinks into the placeholder become relative ones.
     assert by_path["lib/libdemo.so"].target == "libdemo.so.1"
     assert by_path["bin/datadir"].target == "../share"
@@ -453,9 +451,7 @@ def test_file_with_wrong_checksum(tmp_path: Path) -> None:
     member = Member(
         "bin/tool",
         data=b"evil bytes",
-        entry=FileEntry(
-            "bin/tool", "file", 0o755, size=len(promised), sha256=hashlib.sha256(promised).hexdigest()
-        ),
+        entry=FileEntry("bin/tool", "file", 0o755, size=len(promised), sha256=hashlib.sha256(promised).hexdigest()),
     )
     _write_artifact(artifact, [member])
     _assert_refused(tmp_path, artifact, match="checksum")

@@ -217,9 +217,7 @@ def test_build_relevant_changes_change_the_key(old: str, new: str) -> None:
 
 def test_dependency_key_change_propagates() -> None:
     base = _by_name(_plan()[0])
-    changed_lib = LIBDEMO.replace(
-        'configure_args = ["-DDEMO_TESTS=OFF"]', 'configure_args = ["-DDEMO_TESTS=ON"]'
-    )
+    changed_lib = LIBDEMO.replace('configure_args = ["-DDEMO_TESTS=OFF"]', 'configure_args = ["-DDEMO_TESTS=ON"]')
     changed = _by_name(_plan(libdemo=changed_lib)[0])
     assert changed["libdemo"].key != base["libdemo"].key
     assert changed["demo"].key != base["demo"].key

@@ -136,8 +136,7 @@ ERROR_CASES = {
         ["'dynamic'", "libs"],
     ),
     "args for unknown value (choice)": (
-        MINIMAL
-        + '\n[variants.libs]\ndefault = "shared"\nvalues = ["shared"]\n[variants.libs.args]\nboth = []\n',
+        MINIMAL + '\n[variants.libs]\ndefault = "shared"\nvalues = ["shared"]\n[variants.libs.args]\nboth = []\n',
         ["'both'", "libs"],
     ),
     "args for unknown value (bool)": (

@@ -132,9 +132,7 @@ def test_relocate_binary_several_strings() -> None:
     data = b"\0" + P + b"/a\0xyz\0" + P + b"/b\0"
     out = relocate_binary(data, "/q")
     assert len(out) == len(data)
-    assert out.split(b"\0") == [b"", b"/q/a"] + [b""] * (len(P) - 2) + [b"xyz", b"/q/b"] + [b""] * (
-        len(P) - 2
-    ) + [b""]
+    assert out.split(b"\0") == [b"", b"/q/a"] + [b""] * (len(P) - 2) + [b"xyz", b"/q/b"] + [b""] * (len(P) - 2) + [b""]
 
 
 def test_relocate_binary_placeholder_at_end_without_nul() -> None:

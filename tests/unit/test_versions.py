@@ -110,9 +110,7 @@ def test_trailing_newline_is_rejected() -> None:
         Version("1.0\n")
 
 
-@pytest.mark.parametrize(
-    "text", ["2.10", "1:0.1", "1.0.8+dfsg", "1.0~beta", "2.1.12-stable", "1.0RC1", "1_2"]
-)
+@pytest.mark.parametrize("text", ["2.10", "1:0.1", "1.0.8+dfsg", "1.0~beta", "2.1.12-stable", "1.0RC1", "1_2"])
 def test_str_round_trips(text: str) -> None:
     assert str(Version(text)) == text
     assert str(parse_version(text)) == text

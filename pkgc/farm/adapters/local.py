@@ -31,7 +31,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from pkgc.core.protocol import BuildStatus
 from pkgc.farm.ports import BuildRecord, Job, Lease
@@ -107,18 +106,11 @@ class SqliteCatalogStore:
 
     def put_recipe(self, name: str, text: str, summary: str, latest: str) -> None:
         with self._engine.begin() as conn:
-            changed = conn.execute(
-                update(catalog_table)
-                .where(catalog_table.c.name == name)
-                .values(recipe=text, summary=summary, latest=latest)
-            ).rowcount
-            if not changed:
-                try:
-                    conn.execute(
-                        insert(catalog_table).values(name=name, recipe=text, summary=summary, latest=latest)
-                    )
-                except SAIntegrityError:  # another process inserted it first; its content is the same recipe
-                    pass
+            conn.execute(
+                insert(catalog_table)
+                .prefix_with("OR REPLACE")
+                .values(name=name, recipe=text, summary=summary, latest=latest)
+            )
 
     def get_recipe_text(self, name: str) -> str | None:
         with self._engine.connect() as conn:
@@ -183,9 +175,7 @@ class SqliteBuildStore:
             "enqueued_at": record.enqueued_at,
         }
         with self._engine.begin() as conn:
-            created = bool(
-                conn.execute(insert(builds_table).prefix_with("OR IGNORE").values(**values)).rowcount
-            )
+            created = bool(conn.execute(insert(builds_table).prefix_with("OR IGNORE").values(**values)).rowcount)
             row = conn.execute(select(builds_table).where(builds_table.c.key == record.key)).one()
         return created, _record_from_row(row)
 
@@ -222,9 +212,7 @@ class SqliteBuildStore:
             ).rowcount
             if not changed:
                 return None
-            row = conn.execute(
-                select(table.c.lease_token, table.c.attempts).where(table.c.key == key)
-            ).one()
+            row = conn.execute(select(table.c.lease_token, table.c.attempts).where(table.c.key == key)).one()
         return Lease(key=key, owner=owner, token=int(row[0]), attempts=int(row[1]))
 
     def _update_leased(self, lease: Lease, **values: Any) -> bool:
@@ -329,9 +317,7 @@ class SqliteJobQueue:
             ).rowcount
             if not changed:
                 return None
-            row = conn.execute(
-                select(table.c.body, table.c.receive_count).where(table.c.receipt == receipt)
-            ).one()
+            row = conn.execute(select(table.c.body, table.c.receive_count).where(table.c.receipt == receipt)).one()
         return Job(body=str(row[0]), receipt=receipt, receive_count=int(row[1]))
 
     def receive(self, visibility_timeout: float, wait: float) -> Job | None:
