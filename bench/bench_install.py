@@ -224,6 +224,8 @@ def bench_cache_hit(
     # The floor every pkgc command pays: interpreter start-up and CLI imports (no farm involved).
     floor = [timed([pkgc, "--version"], env)[0] for _ in range(reps)]
     info["a_version_floor"] = median(floor)
+    interpreter = [timed([sys.executable, "-c", "pass"], env)[0] for _ in range(reps)]
+    info["a_python_floor"] = median(interpreter)
     info["a_in_process"] = median(inner) if inner else None
     info["a_samples"] = (pkgc_times, manual_times)
     return pkgc_times, manual_times
@@ -385,7 +387,10 @@ def main() -> int:
     print(f"A samples pkgc:   {fmt(a_pkgc)}")
     print(f"A samples manual: {fmt(a_manual)}")
     print(f"A artifact: {info['artifact_size']} bytes; warm-up install (fetch + compile): {info['warmup']:.1f}s")
-    print(f"A `pkgc --version` (start-up + CLI import floor): {info['a_version_floor']:.3f}s median")
+    print(
+        f"A floors (medians): `python -c pass` {info['a_python_floor']:.3f}s, "
+        f"`pkgc --version` (start-up + CLI import) {info['a_version_floor']:.3f}s"
+    )
     if info.get("a_in_process") is not None:
         print(f"A time inside the install use case (pkgc's own figure, 0.1s resolution): {info['a_in_process']:.1f}s")
     print(f"B samples pkgc:   {fmt(b_pkgc)}")
