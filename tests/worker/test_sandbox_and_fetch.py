@@ -1,0 +1,131 @@
+"""The worker's edges against real peers: real processes for the sandbox, a real loopback server for fetching."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from pkgc.core.errors import SourceUnavailable
+from pkgc.core.recipe import SourceVersion
+from worker.fetch import SourceFetcher, debian_mirrors_from_apt
+from worker.sandbox import BuildTimedOut, CommandFailed, Sandbox, bubblewrap_path
+
+BWRAP = bubblewrap_path()
+SANDBOXES = [None] + ([BWRAP] if BWRAP else [])
+
+
+@pytest.mark.parametrize("bwrap", SANDBOXES, ids=lambda b: "bubblewrap" if b else "plain")
+def test_time_limit_kills_the_whole_process_tree(tmp_path: Path, bwrap: str | None) -> None:
+    marker = tmp_path / "grandchild-alive"
+    # A child that starts a grandchild which would write a marker after 3 s: the kill must take both.
+    script = (
+        f"import subprocess,sys; subprocess.Popen(['sh','-c','sleep 3; touch {marker}']); import time; time.sleep(60)"
+    )
+    sandbox = Sandbox(tmp_path, bwrap=bwrap, deadline=time.monotonic() + 1.0)
+    started = time.monotonic()
+    with pytest.raises(BuildTimedOut), (tmp_path / "log").open("wb") as log:
+        sandbox.run(["python3", "-c", script], cwd=tmp_path, env=dict(os.environ), log=log)
+    assert time.monotonic() - started < 10
+    time.sleep(3.5)
+    assert not marker.exists(), "the grandchild survived the time limit"
+
+
+@pytest.mark.parametrize("bwrap", SANDBOXES, ids=lambda b: "bubblewrap" if b else "plain")
+def test_failing_command_is_reported_with_its_status_and_logged(tmp_path: Path, bwrap: str | None) -> None:
+    sandbox = Sandbox(tmp_path, bwrap=bwrap, deadline=time.monotonic() + 30)
+    log_path = tmp_path / "log"
+    with pytest.raises(CommandFailed) as failure, log_path.open("wb") as log:
+        sandbox.run(["sh", "-c", "echo about to fail; exit 3"], cwd=tmp_path, env=dict(os.environ), log=log)
+    assert failure.value.returncode == 3
+    assert "about to fail" in log_path.read_text()
+
+
+@pytest.mark.skipif(BWRAP is None, reason="bubblewrap cannot create namespaces on this machine")
+def test_bubblewrap_build_has_no_network_and_a_read_only_system(tmp_path: Path) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    probe = (
+        "import socket,sys\n"
+        "try:\n"
+        f"    socket.create_connection(('127.0.0.1', {port}), timeout=2); print('CONNECTED')\n"
+        "except OSError as e: print('NO-NETWORK', e)\n"
+        "try:\n"
+        "    open('/etc/pkgc-sandbox-probe', 'w'); print('WROTE-ETC')\n"
+        "except OSError: print('READ-ONLY')\n"
+        f"open('{tmp_path}/inside', 'w').write('ok')\n"
+    )
+    sandbox = Sandbox(tmp_path, bwrap=BWRAP, deadline=time.monotonic() + 30)
+    log_path = tmp_path / "log"
+    with log_path.open("wb") as log:
+        sandbox.run(["python3", "-c", probe], cwd=tmp_path, env=dict(os.environ), log=log)
+    listener.close()
+    verdicts = log_path.read_text().splitlines()[-2:]  # the log starts with the command itself
+    assert verdicts[0].startswith("NO-NETWORK")
+    assert verdicts[1] == "READ-ONLY" and not Path("/etc/pkgc-sandbox-probe").exists()
+    assert (tmp_path / "inside").read_text() == "ok", "the work directory stays writable"
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    directory = tmp_path / "served"
+    directory.mkdir()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    handler.log_message = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield directory, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_fetch_tries_urls_then_mirrors_and_trusts_only_the_checksum(tmp_path: Path, served: tuple[Path, str]) -> None:
+    directory, base = served
+    good = b"the real source" * 1000
+    (directory / "tampered.tar.gz").write_bytes(b"not the source")
+    (directory / "pool").mkdir()
+    (directory / "pool" / "pkg.orig.tar.gz").write_bytes(good)
+    sha = hashlib.sha256(good).hexdigest()
+    log = io.StringIO()
+    fetcher = SourceFetcher(tmp_path / "cache", debian_mirrors=[base], log=lambda line: log.write(line + "\n"))
+    source = SourceVersion(
+        "1.0",
+        sha,
+        urls=(f"{base}/missing.tar.gz", f"{base}/tampered.tar.gz"),
+        mirrors=("mirror://debian/pool/pkg.orig.tar.gz",),
+    )
+    path = fetcher.fetch(source)
+    assert path.read_bytes() == good and path.name == sha
+    assert "sha256 mismatch" in log.getvalue() and "404" in log.getvalue()
+    (directory / "pool" / "pkg.orig.tar.gz").unlink()
+    assert fetcher.fetch(source) == path, "the second fetch is served from the cache"
+
+
+def test_fetch_fails_clearly_when_nothing_matches(tmp_path: Path, served: tuple[Path, str]) -> None:
+    directory, base = served
+    (directory / "wrong.tar.gz").write_bytes(b"wrong")
+    fetcher = SourceFetcher(tmp_path / "cache", debian_mirrors=[])
+    source = SourceVersion("1.0", "0" * 64, urls=(f"{base}/wrong.tar.gz",), mirrors=("mirror://debian/x",))
+    with pytest.raises(SourceUnavailable, match="no URL or mirror"):
+        fetcher.fetch(source)
+    assert not any((tmp_path / "cache").iterdir()), "nothing half-downloaded is left in the cache"
+
+
+def test_debian_mirrors_are_read_from_apt_sources(tmp_path: Path) -> None:
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://archive.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n\n"
+        "Types: deb\nURIs: http://archive.example/debian-security\nSuites: bookworm-security\nComponents: main\n"
+    )
+    (tmp_path / "sources.list").write_text("deb http://other.example/debian/ bookworm main\n")
+    assert debian_mirrors_from_apt(tmp_path) == ["http://other.example/debian", "http://archive.example/debian"]
