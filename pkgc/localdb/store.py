@@ -22,12 +22,12 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
     delete,
-    event,
     insert,
     select,
 )
+
+from pkgc.sqlite import open_sqlite
 
 metadata = MetaData()
 
@@ -94,21 +94,6 @@ def database_path(prefix: Path) -> Path:
     return prefix / STATE_DIR / "installed.sqlite"
 
 
-def _engine(path: Path) -> Engine:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
-
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.close()
-
-    metadata.create_all(engine)
-    return engine
-
-
 class InstalledStore:
     def __init__(self, prefix: Path) -> None:
         self.prefix = prefix
@@ -118,7 +103,7 @@ class InstalledStore:
     @property
     def _engine(self) -> Engine:
         if self._engine_cache is None:
-            self._engine_cache = _engine(self._path)
+            self._engine_cache = open_sqlite(self._path, metadata)
         return self._engine_cache
 
     def exists(self) -> bool:

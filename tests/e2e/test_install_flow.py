@@ -46,6 +46,13 @@ def installed(farm: FarmEnv, prefix: Path) -> dict[str, dict]:  # type: ignore[t
     return {p["name"]: p for p in json.loads(result.stdout)}
 
 
+def greeting(farm: FarmEnv, prefix: Path, language: str) -> str:
+    """What the installed hello says in `language` (a non-C locale is needed for gettext to look at LANGUAGE)."""
+    env = {**farm.env, "LANG": "C.UTF-8", "LANGUAGE": language}
+    result = subprocess.run([prefix / "bin/hello"], capture_output=True, text=True, env=env, check=True)
+    return result.stdout.strip().replace("\xa0", " ")
+
+
 def no_placeholder_left(prefix: Path) -> None:
     for path in prefix.rglob("*"):
         if path.is_file() and not path.is_symlink() and ".pkgc" not in path.parts:
@@ -60,14 +67,7 @@ def test_hello_compiles_installs_and_finds_its_translations(farm: FarmEnv) -> No
 
     english = subprocess.run([prefix / "bin/hello"], capture_output=True, text=True, env=farm.env, check=True)
     assert english.stdout.strip() == "Hello, world!"
-    french = subprocess.run(
-        [prefix / "bin/hello"],
-        capture_output=True,
-        text=True,
-        env={**farm.env, "LANG": "C.UTF-8", "LANGUAGE": "fr"},
-        check=True,
-    )
-    assert french.stdout.strip().replace("\xa0", " ") == "Bonjour, le monde !"
+    assert greeting(farm, prefix, "fr") == "Bonjour, le monde !"
     assert (prefix / "share/locale/fr/LC_MESSAGES/hello.mo").is_file()
     no_placeholder_left(prefix)
     record = installed(farm, prefix)["hello"]
@@ -85,14 +85,7 @@ def test_second_prefix_is_a_cache_hit(farm: FarmEnv) -> None:
     print(f"cache-hit install of hello into a second prefix: {elapsed:.2f}s wall")
     assert farm.finished_events(key) == events_before, "a cache hit must not build again"
     assert resolve(farm, "hello")["attempts"] == 1
-    french = subprocess.run(
-        [prefix / "bin/hello"],
-        capture_output=True,
-        text=True,
-        env={**farm.env, "LANG": "C.UTF-8", "LANGUAGE": "fr"},
-        check=True,
-    )
-    assert french.stdout.strip().replace("\xa0", " ") == "Bonjour, le monde !"
+    assert greeting(farm, prefix, "fr") == "Bonjour, le monde !"
 
 
 def test_options_decide_the_key_and_a_new_option_set_is_built(farm: FarmEnv) -> None:
@@ -114,14 +107,7 @@ def test_options_decide_the_key_and_a_new_option_set_is_built(farm: FarmEnv) -> 
         log = api.get(f"/v1/builds/{built['key']}/log").text
     assert "-O3" in log and "--disable-nls" in log
     assert installed(farm, prefix)["hello"]["options"]["nls"] == "false"
-    english = subprocess.run(
-        [prefix / "bin/hello"],
-        capture_output=True,
-        text=True,
-        env={**farm.env, "LANG": "C.UTF-8", "LANGUAGE": "fr"},
-        check=True,
-    )
-    assert english.stdout.strip() == "Hello, world!", "without NLS there is no French"
+    assert greeting(farm, prefix, "fr") == "Hello, world!", "without NLS there is no French"
 
 
 def test_twenty_concurrent_identical_requests_make_one_build(farm: FarmEnv) -> None:

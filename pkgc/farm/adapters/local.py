@@ -24,8 +24,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
-    event,
     func,
     insert,
     select,
@@ -34,6 +32,7 @@ from sqlalchemy import (
 
 from pkgc.core.protocol import BuildStatus
 from pkgc.farm.ports import BuildRecord, Job, Lease
+from pkgc.sqlite import open_sqlite
 
 metadata = MetaData()
 
@@ -85,19 +84,7 @@ jobs_table = Table(
 
 def open_farm_database(path: Path) -> Engine:
     """One engine per process; WAL lets the API read while a worker writes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
-
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
-
-    metadata.create_all(engine)
-    return engine
+    return open_sqlite(path, metadata)
 
 
 class SqliteCatalogStore:
