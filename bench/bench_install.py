@@ -261,7 +261,8 @@ def bench_cold_build(
     jobs = os.cpu_count() or 1
     pkgc_times: list[float] = []
     manual_times: list[float] = []
-    phases: list[tuple[float, float, float]] = []  # start-up, farm build, tail
+    # per run: total, farm healthy, build created (resolve), farm queue+build+pack, finish to exit
+    phases: list[tuple[float, float, float, float, float]] = []
 
     def one_pkgc(index: int) -> None:
         farm_home = work / f"farm{index}"
@@ -287,8 +288,8 @@ def bench_cold_build(
         window = farm_build_window(farm_home, result["packages"][0]["key"])
         if window is not None:
             created, finished = window
-            phases.append((created - wall_start, finished - created, wall_end - finished))
-        info.setdefault("b_farm_started", []).append(float(state["started"]) - wall_start)
+            healthy = float(state["started"]) - wall_start
+            phases.append((seconds, healthy, created - wall_start, finished - created, wall_end - finished))
 
     def one_manual(index: int) -> None:
         tree = work / f"m{index}"
@@ -316,8 +317,7 @@ def bench_cold_build(
             step(index)
         log(f"B: rep {index + 1}/{reps}: pkgc {pkgc_times[-1]:.2f}s, manual {manual_times[-1]:.2f}s")
 
-    if phases:
-        info["b_phases"] = tuple(median([p[i] for p in phases]) for i in range(3))
+    info["b_phases"] = phases
     info["b_samples"] = (pkgc_times, manual_times)
     return pkgc_times, manual_times
 
@@ -349,7 +349,10 @@ def main() -> int:
         f"machine: nproc={ncpu} (affinity {affinity}), python {platform.python_version()}, "
         f"{platform.machine()}, bwrap={'yes' if shutil.which('bwrap') else 'no'}, pkgc={args.pkgc}"
     )
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     print(f"farm: default worker count (one per core = {ncpu}); each worker builds with make -j{ncpu}")
+    if load > 0.5:
+        print(f"warning: 1-minute load average is {load:.2f} before the run; other work will disturb the figures")
     print(f"reps: A={reps_a}, B={reps_b}")
     sys.stdout.flush()
 
@@ -395,15 +398,18 @@ def main() -> int:
         print(f"A time inside the install use case (pkgc's own figure, 0.1s resolution): {info['a_in_process']:.1f}s")
     print(f"B samples pkgc:   {fmt(b_pkgc)}")
     print(f"B samples manual: {fmt(b_manual)}")
-    if "b_phases" in info:
-        startup, build, tail = info["b_phases"]
-        print(
-            f"B pkgc phases (medians): command start to build created {startup:.2f}s "
-            f"(farm healthy at {median(info['b_farm_started']):.2f}s), "
-            f"farm queue+build+pack {build:.2f}s, finish to exit (wait, download, install) {tail:.2f}s"
-        )
+    if info.get("b_phases"):
+        print("B pkgc runs, seconds after the command started:")
+        for total, healthy, created, build, tail in info["b_phases"]:
+            print(
+                f"  farm healthy {healthy:5.2f}, build created {created:5.2f}, "
+                f"farm queue+build+pack {build:6.2f}, finish to exit (wait, download, install) {tail:4.2f}, "
+                f"total {total:6.2f}"
+            )
     else:
         print("B farm build time: not available (could not read the build record)")
+    if hasattr(os, "getloadavg"):
+        print(f"load average (1 min) at start {load:.2f}, at end {os.getloadavg()[0]:.2f}")
     return 0
 
 
