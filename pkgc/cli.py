@@ -62,10 +62,12 @@ class AppContext:
     def farm(self) -> FarmClient:
         if self._farm is None:
             from pkgc.client.embedded import ensure_running, farm_home
-            from pkgc.client.farm_client import FarmClient
+            from pkgc.client.farm_client import FarmClient, http_client
 
-            url = ensure_running(farm_home()) if self.settings.embedded else self.settings.farm
-            self._farm = FarmClient(url, token=self.settings.token)
+            settings = self.settings
+            http = http_client(token=settings.token, tls=not settings.embedded)
+            url = ensure_running(farm_home(), http=http) if settings.embedded else settings.farm
+            self._farm = FarmClient(url, client=http)
         return self._farm
 
     @property
@@ -97,10 +99,14 @@ def _root(
 
 
 def _register() -> None:
-    from pkgc.commands import farm, install, list_packages
+    from pkgc.commands import farm, files, install, list_packages, remove, verify
 
     app.command("install")(install.install)
+    app.command("remove")(remove.remove)
     app.command("list")(list_packages.list_packages)
+    app.command("files")(files.files)
+    app.command("owner")(files.owner)
+    app.command("verify")(verify.verify)
     app.add_typer(farm.app, name="farm")
 
 
@@ -110,7 +116,10 @@ _register()
 def main() -> None:
     verbose = "--verbose" in sys.argv or "-v" in sys.argv
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns (not raises) the code of a typer.Exit.
+        status = app(standalone_mode=False)
+        if isinstance(status, int) and status:
+            sys.exit(status)
     except PkgcError as exc:
         if verbose:
             import traceback

@@ -16,7 +16,7 @@ from pkgc.farm.adapters.local import (
     SqliteJobQueue,
     open_farm_database,
 )
-from pkgc.farm.embedded import FarmPaths
+from pkgc.farm.paths import FarmPaths
 from worker.fetch import SourceFetcher
 from worker.loop import Worker, WorkerSettings
 from worker.sandbox import bubblewrap_path

@@ -40,16 +40,18 @@ def read_state(home: Path) -> dict[str, Any] | None:
     return state
 
 
-def is_healthy(url: str) -> bool:
+def is_healthy(url: str, http: httpx.Client | None = None) -> bool:
     try:
-        return httpx.get(f"{url}{API_PREFIX}/health", timeout=2.0).status_code == 200
+        if http is None:
+            return httpx.get(f"{url}{API_PREFIX}/health", timeout=2.0).status_code == 200
+        return http.get(f"{url}{API_PREFIX}/health", timeout=2.0).status_code == 200
     except httpx.HTTPError:
         return False
 
 
-def running_url(home: Path) -> str | None:
+def running_url(home: Path, http: httpx.Client | None = None) -> str | None:
     state = read_state(home)
-    if state and is_healthy(str(state["url"])):
+    if state and is_healthy(str(state["url"]), http):
         return str(state["url"])
     return None
 
@@ -65,13 +67,13 @@ def _launch_lock(home: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_running(home: Path, workers: int | None = None) -> str:
+def ensure_running(home: Path, workers: int | None = None, http: httpx.Client | None = None) -> str:
     """The URL of a healthy embedded farm, starting one in the background if none is running."""
-    url = running_url(home)
+    url = running_url(home, http)
     if url:
         return url
     with _launch_lock(home):
-        url = running_url(home)
+        url = running_url(home, http)
         if url:
             return url
         (home / "state.json").unlink(missing_ok=True)
@@ -89,7 +91,7 @@ def ensure_running(home: Path, workers: int | None = None) -> str:
                     f"the embedded farm exited at start (status {process.returncode})",
                     hint=f"see {home}/farm.log",
                 )
-            url = running_url(home)
+            url = running_url(home, http)
             if url:
                 return url
             time.sleep(0.1)

@@ -15,6 +15,7 @@ from pkgc.core.errors import BuildFailed, FarmUnavailable, IntegrityError, NotFo
 from pkgc.core.protocol import (
     API_PREFIX,
     MAX_WAIT_SECONDS,
+    BuildStatus,
     PackageRequestModel,
     ResolveRequest,
     ResolveResponse,
@@ -30,22 +31,32 @@ _ERRORS_BY_CODE: dict[str, type[PkgcError]] = {
 }
 
 
+def http_client(*, token: str = "", tls: bool = True) -> httpx.Client:
+    """One client per command, shared by the embedded-farm health check and the farm API calls.
+
+    `tls=False` (a loopback farm) skips loading the certificate store, a noticeable part of a short command's time.
+    """
+    headers = {"User-Agent": f"pkgc/{pkgc.__version__}"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return httpx.Client(headers=headers, timeout=httpx.Timeout(MAX_WAIT_SECONDS + 15, connect=10), verify=tls)
+
+
 class FarmClient:
     def __init__(self, base_url: str, *, token: str = "", client: httpx.Client | None = None) -> None:
-        headers = {"User-Agent": f"pkgc/{pkgc.__version__}"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
         self.base_url = base_url.rstrip("/")
-        self._http = client or httpx.Client(
-            base_url=self.base_url, headers=headers, timeout=httpx.Timeout(MAX_WAIT_SECONDS + 15, connect=10)
-        )
+        self._http = client or http_client(token=token)
+
+    def _absolute(self, url: str) -> str:
+        """Farm URLs may be relative to the farm (embedded) or absolute (a CDN)."""
+        return url if url.startswith(("http://", "https://")) else f"{self.base_url}{url}"
 
     def close(self) -> None:
         self._http.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = self._http.request(method, path, **kwargs)
+            response = self._http.request(method, self._absolute(path), **kwargs)
         except httpx.HTTPError as exc:
             raise FarmUnavailable(f"cannot reach the farm at {self.base_url}: {exc}") from None
         if response.status_code >= 400:
@@ -63,8 +74,10 @@ class FarmClient:
         body = ResolveRequest(packages=packages).model_dump(mode="json")
         return ResolveResponse.model_validate(self._request("POST", f"{API_PREFIX}/resolve", json=body).json())
 
-    def wait(self, keys: list[str], timeout: float = MAX_WAIT_SECONDS) -> WaitResponse:
-        body = WaitRequest(keys=keys, timeout=timeout).model_dump(mode="json")
+    def wait(
+        self, keys: list[str], timeout: float = MAX_WAIT_SECONDS, seen: dict[str, BuildStatus] | None = None
+    ) -> WaitResponse:
+        body = WaitRequest(keys=keys, timeout=timeout, seen=seen or {}).model_dump(mode="json")
         return WaitResponse.model_validate(self._request("POST", f"{API_PREFIX}/wait", json=body).json())
 
     def build_log(self, key: str) -> str:
@@ -81,7 +94,7 @@ class FarmClient:
         offset = partial.stat().st_size if partial.is_file() else 0
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         try:
-            with self._http.stream("GET", url, headers=headers) as response:
+            with self._http.stream("GET", self._absolute(url), headers=headers) as response:
                 if response.status_code >= 400:
                     raise FarmUnavailable(f"download of {url} failed with status {response.status_code}")
                 if response.status_code != 206:

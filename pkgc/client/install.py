@@ -98,8 +98,8 @@ class InstallPackages:
             pending = [k for k, b in current.items() if not b.status.finished]
             if not pending:
                 return [current[b.key] for b in builds]
-            answer = self.farm.wait(pending)
-            for info in answer.finished:
+            answer = self.farm.wait(pending, seen={k: current[k].status for k in pending})
+            for info in [*answer.finished, *answer.progress]:
                 current[info.key] = info
             self.reporter.builds_changed(list(current.values()))
 

@@ -5,38 +5,69 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from pkgc.cli import AppContext, console
 from pkgc.core.options import parse_option_assignments
-from pkgc.core.protocol import BuildInfo, BuildStatus
+
+if TYPE_CHECKING:
+    from pkgc.core.protocol import BuildInfo
 
 
 class ConsoleReporter:
-    """Live build status on a terminal; one plain line per change when output is not a terminal."""
+    """A live table of builds on a terminal; one plain line per change when stderr is not a terminal."""
 
     def __init__(self, quiet: bool) -> None:
         self.err = console(stderr=True)
         self.quiet = quiet
         self.started = time.monotonic()
-        self.last: dict[str, BuildStatus] = {}
+        self.last: dict[str, str] = {}
+        self.since: dict[str, float] = {}
+        self.live: Any = None
+        if not quiet and self.err.is_terminal:
+            from rich.live import Live
+
+            self.live = Live(console=self.err, transient=False, refresh_per_second=4)
+            self.live.start()
+
+    def _table(self, builds: list[BuildInfo]) -> Any:
+        from rich.table import Table
+
+        table = Table(box=None, pad_edge=False)
+        for column in ("package", "version", "status", "elapsed"):
+            table.add_column(column)
+        now = time.monotonic()
+        for build in builds:
+            table.add_row(build.name, build.version, build.status.value, f"{now - self.since[build.key]:.0f}s")
+        return table
 
     def builds_changed(self, builds: list[BuildInfo]) -> None:
         if self.quiet:
             return
         for build in builds:
-            if self.last.get(build.key) != build.status:
-                self.last[build.key] = build.status
-                elapsed = time.monotonic() - self.started
-                self.err.print(f"  {build.name}@{build.version}: {build.status.value} ({elapsed:.0f}s)")
+            self.since.setdefault(build.key, time.monotonic())
+            if self.last.get(build.key) != build.status.value:
+                self.last[build.key] = build.status.value
+                if self.live is None:
+                    elapsed = time.monotonic() - self.started
+                    self.err.print(f"  {build.name}@{build.version}: {build.status.value} ({elapsed:.0f}s)")
+        if self.live is not None:
+            self.live.update(self._table(builds))
 
     def download_progress(self, name: str, done: int, total: int) -> None:
         pass
 
     def installed(self, name: str, version: str) -> None:
+        self.close()
         if not self.quiet:
             self.err.print(f"  installed {name} {version}")
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
 
 
 def install(
@@ -47,19 +78,28 @@ def install(
         None, "--prefix", help="Install into this prefix instead of the configured one."
     ),
     wait: bool = typer.Option(True, "--wait", help="Wait for builds in progress, then install (the default)."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Fail at once if another pkgc is changing the prefix."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Install packages built with your options; builds that do not exist yet are compiled on the farm."""
     from pkgc.client.install import InstallPackages
+    from pkgc.client.lock import prefix_lock
+    from pkgc.core.relocation import check_prefix_fits
 
     app: AppContext = ctx.obj
     if prefix is not None:
         app.prefix_override = prefix
     options = {**app.settings.options, **parse_option_assignments(opt)}
-    use_case = InstallPackages(
-        farm=app.farm(), store=app.store(), cache_dir=app.cache_dir, reporter=ConsoleReporter(quiet=as_json)
-    )
-    result = use_case(packages, options)
+    store = app.store()
+    check_prefix_fits(str(store.prefix))  # before the farm starts or the lock creates anything in the prefix
+    farm = app.farm()
+    reporter = ConsoleReporter(quiet=as_json)
+    use_case = InstallPackages(farm=farm, store=store, cache_dir=app.cache_dir, reporter=reporter)
+    try:
+        with prefix_lock(store.prefix, wait=not no_wait):
+            result = use_case(packages, options)
+    finally:
+        reporter.close()
     if as_json:
         print(
             json.dumps(

@@ -69,11 +69,19 @@ class ResolveResponse(Strict):
 class WaitRequest(Strict):
     keys: list[str] = Field(min_length=1, max_length=MAX_KEYS_PER_REQUEST)
     timeout: float = Field(default=MAX_WAIT_SECONDS, ge=0, le=MAX_WAIT_SECONDS)
+    seen: dict[str, BuildStatus] = Field(
+        default_factory=dict,
+        max_length=MAX_KEYS_PER_REQUEST,
+        description="the status the client last saw per key; a change (queued -> building) also ends the wait",
+    )
 
 
 class WaitResponse(Strict):
     finished: list[BuildInfo]
     pending: list[str]
+    progress: list[BuildInfo] = Field(
+        default_factory=list, description="pending builds whose status differs from what the client had seen"
+    )
 
 
 class VariantInfo(Strict):

@@ -121,7 +121,7 @@ def create_app(service: FarmService) -> ASGIApp:
 
     @app.post(f"{API_PREFIX}/wait", response_model=WaitResponse)
     def wait(body: WaitRequest) -> WaitResponse:
-        return service.wait(body.keys, body.timeout)
+        return service.wait(body.keys, body.timeout, body.seen)
 
     @app.get(f"{API_PREFIX}/builds/{{key}}", response_model=BuildInfo)
     def build(key: str) -> BuildInfo:

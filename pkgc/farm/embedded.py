@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,41 +30,9 @@ from pkgc.farm.adapters.local import (
     open_farm_database,
 )
 from pkgc.farm.api import create_app
+from pkgc.farm.paths import FarmPaths
 from pkgc.farm.service import FarmService
 from pkgc.recipes import recipe_files
-
-
-@dataclass(frozen=True)
-class FarmPaths:
-    home: Path
-
-    @property
-    def database(self) -> Path:
-        return self.home / "farm.db"
-
-    @property
-    def blobs(self) -> Path:
-        return self.home / "blobs"
-
-    @property
-    def sources(self) -> Path:
-        return self.home / "sources"
-
-    @property
-    def work(self) -> Path:
-        return self.home / "work"
-
-    @property
-    def state(self) -> Path:
-        return self.home / "state.json"
-
-    @property
-    def log(self) -> Path:
-        return self.home / "farm.log"
-
-    @property
-    def events(self) -> Path:
-        return self.home / "events.jsonl"
 
 
 def build_service(paths: FarmPaths) -> FarmService:

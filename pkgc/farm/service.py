@@ -7,7 +7,7 @@ laptop or in Lambda. State lives only in the ports, so every call is stateless a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from pkgc.core.buildspec import BuildSpec, PackageRequest, plan_builds
@@ -57,7 +57,7 @@ class FarmService:
     platform: Platform
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
-    poll_interval: float = 0.25
+    poll_interval: float = 0.1
     requeue_after: float = 600.0
     _recipes: dict[str, tuple[str, Recipe]] = field(default_factory=dict)
 
@@ -183,9 +183,10 @@ class FarmService:
             raise NotFound(f"no build with key {key}")
         return self.to_info(record)
 
-    def wait(self, keys: list[str], timeout: float) -> WaitResponse:
-        """Block until at least one key finished or `timeout` passed; report finished and pending keys."""
+    def wait(self, keys: list[str], timeout: float, seen: Mapping[str, BuildStatus] | None = None) -> WaitResponse:
+        """Block until a key finished, or changed from the status in `seen`, or `timeout` passed."""
         wanted = list(dict.fromkeys(validate_key(k) for k in keys))
+        seen = seen or {}
         deadline = self.clock() + min(max(timeout, 0.0), MAX_WAIT_SECONDS)
         while True:
             records = self.builds.get_many(wanted)
@@ -193,9 +194,14 @@ class FarmService:
             if missing:
                 raise NotFound(f"no build with key {missing[0]}")
             finished = [self.to_info(r) for k in wanted if (r := records[k]).status.finished]
-            if finished or self.clock() >= deadline:
+            progress = [
+                self.to_info(r)
+                for k in wanted
+                if not (r := records[k]).status.finished and k in seen and seen[k] != r.status
+            ]
+            if finished or progress or self.clock() >= deadline:
                 done = {info.key for info in finished}
-                return WaitResponse(finished=finished, pending=[k for k in wanted if k not in done])
+                return WaitResponse(finished=finished, pending=[k for k in wanted if k not in done], progress=progress)
             self.sleep(min(self.poll_interval, max(0.0, deadline - self.clock())))
 
     def build_log(self, key: str) -> bytes:

@@ -180,6 +180,14 @@ class InstalledStore:
             if rows:
                 conn.execute(insert(files_table), rows)
 
+    def record_removal(self, names: list[str]) -> None:
+        """Forget packages and their files in one transaction."""
+        if not self.exists() or not names:
+            return
+        with self._engine.begin() as conn:
+            conn.execute(delete(files_table).where(files_table.c.package.in_(names)))
+            conn.execute(delete(packages_table).where(packages_table.c.name.in_(names)))
+
 
 def _package(row: Any) -> InstalledPackage:
     m = row._mapping

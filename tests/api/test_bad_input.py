@@ -11,7 +11,8 @@ from sqlalchemy import func, select
 
 from pkgc.farm.adapters.local import builds_table, jobs_table
 from pkgc.farm.api import MAX_BODY_BYTES, create_app
-from pkgc.farm.embedded import FarmPaths, build_service, publish_recipes
+from pkgc.farm.embedded import build_service, publish_recipes
+from pkgc.farm.paths import FarmPaths
 from pkgc.farm.service import FarmService
 
 

@@ -1,0 +1,39 @@
+"""Where the embedded farm keeps its state; a module of its own so that workers need not import the API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class FarmPaths:
+    home: Path
+
+    @property
+    def database(self) -> Path:
+        return self.home / "farm.db"
+
+    @property
+    def blobs(self) -> Path:
+        return self.home / "blobs"
+
+    @property
+    def sources(self) -> Path:
+        return self.home / "sources"
+
+    @property
+    def work(self) -> Path:
+        return self.home / "work"
+
+    @property
+    def state(self) -> Path:
+        return self.home / "state.json"
+
+    @property
+    def log(self) -> Path:
+        return self.home / "farm.log"
+
+    @property
+    def events(self) -> Path:
+        return self.home / "events.jsonl"

@@ -1,0 +1,92 @@
+"""End-to-end: remove, files, owner, verify and the prefix lock, through the real CLI and a real farm."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pkgc.client.lock import prefix_lock
+from tests.conftest import FarmEnv
+
+pytestmark = pytest.mark.e2e
+
+
+def user_files(prefix: Path) -> list[str]:
+    return sorted(p.relative_to(prefix).as_posix() for p in prefix.rglob("*") if ".pkgc" not in p.parts)
+
+
+def test_files_owner_verify_and_remove(farm: FarmEnv) -> None:
+    prefix = farm.root / "manage"
+    farm.pkgc("install", "pigz", "--prefix", str(prefix), check=True)
+    p = ("--prefix", str(prefix))
+
+    owned = json.loads(farm.pkgc("files", "pigz", "--json", *p, check=True).stdout)
+    assert "bin/pigz" in {f["path"] for f in owned}
+    assert (
+        json.loads(farm.pkgc("owner", str(prefix / "bin/pigz"), "--json", *p, check=True).stdout)["package"] == "pigz"
+    )
+    assert "owned by zlib" in farm.pkgc("owner", "lib/libz.so.1", *p, check=True).stdout
+    assert farm.pkgc("owner", "bin/nothing", *p).returncode == 3
+    assert farm.pkgc("owner", "/etc/passwd", *p).returncode == 2
+
+    assert farm.pkgc("verify", *p).returncode == 0
+    (prefix / "bin/pigz").chmod(0o700)
+    man_pages = [f["path"] for f in owned if f["path"].startswith("share/man")]
+    assert man_pages, "pigz installs a manual page"
+    with (prefix / man_pages[0]).open("ab") as page:
+        page.write(b"tampered")
+    problems = json.loads(farm.pkgc("verify", "--json", *p).stdout)
+    assert {(x["path"], x["kind"]) for x in problems} == {("bin/pigz", "mode changed"), (man_pages[0], "modified")}
+    assert farm.pkgc("verify", *p).returncode == 6
+    (prefix / man_pages[0]).unlink()
+    assert "missing" in {x["kind"] for x in json.loads(farm.pkgc("verify", "--json", *p).stdout)}
+
+    refused = farm.pkgc("remove", "zlib", *p)
+    assert refused.returncode == 7 and "zlib is needed by pigz" in refused.stderr
+    assert (prefix / "lib/libz.so.1").exists()
+
+    before = set(user_files(prefix))
+    farm.pkgc("remove", "pigz", *p, check=True)
+    after = set(user_files(prefix))
+    assert not any(path.startswith("bin") for path in after), "bin/ was pigz's alone and is pruned"
+    still_there = {f["path"] for f in owned if f["type"] != "dir"} - {man_pages[0]}  # that one was deleted above
+    assert still_there <= before - after
+    assert json.loads(farm.pkgc("list", "--json", *p, check=True).stdout)[0]["name"] == "zlib"
+
+    farm.pkgc("remove", "zlib", *p, check=True)
+    assert user_files(prefix) == []
+    assert farm.pkgc("remove", "zlib", *p).returncode == 3
+
+
+def test_remove_cascade_takes_the_dependents(farm: FarmEnv) -> None:
+    prefix = farm.root / "cascade"
+    farm.pkgc("install", "pigz", "--prefix", str(prefix), check=True)
+    result = json.loads(farm.pkgc("remove", "zlib", "--cascade", "--json", "--prefix", str(prefix), check=True).stdout)
+    assert sorted(item["name"] for item in result["removed"]) == ["pigz", "zlib"]
+    assert user_files(prefix) == []
+
+
+def test_second_writer_waits_for_the_lock_or_fails_at_once(farm: FarmEnv) -> None:
+    prefix = farm.root / "locked"
+    farm.pkgc("install", "lz4", "--prefix", str(prefix), check=True)
+    with prefix_lock(prefix):
+        busy = farm.pkgc("remove", "lz4", "--no-wait", "--prefix", str(prefix))
+        assert busy.returncode == 7 and "another pkgc is changing" in busy.stderr
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "pkgc", "remove", "lz4", "--prefix", str(prefix)],
+            env=farm.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(2)
+        assert waiting.poll() is None, "the second pkgc waits while the lock is held"
+        assert (prefix / "bin/lz4").exists()
+    _out, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, err
+    assert not (prefix / "bin/lz4").exists()
