@@ -59,6 +59,14 @@ class AppContext:
 
         return InstalledStore(self.prefix)
 
+    def reading_store(self) -> InstalledStore:
+        """The store for a read-only command, after repairing an interrupted transaction (readers see no half state)."""
+        from pkgc.client.transaction import recover_if_idle
+
+        store = self.store()
+        recover_if_idle(store)
+        return store
+
     def farm(self) -> FarmClient:
         if self._farm is None:
             from pkgc.client.embedded import ensure_running, farm_home

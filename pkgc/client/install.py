@@ -8,12 +8,8 @@ the database written. Progress goes to a Reporter, never to the terminal: this m
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
 import stat
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +18,12 @@ from typing import Protocol
 from pkgc.artifact import Manifest, relocate_tree, unpack_artifact
 from pkgc.client.farm_client import FarmClient
 from pkgc.client.hashing import sha256_file
+from pkgc.client.transaction import StagedPackage, Transaction, recover
 from pkgc.core.errors import BuildFailed, ConflictError, IntegrityError, UsageError
 from pkgc.core.names import parse_spec
 from pkgc.core.protocol import BuildInfo, BuildStatus, PackageRequestModel
 from pkgc.core.relocation import check_prefix_fits
-from pkgc.localdb.store import STATE_DIR, InstalledFile, InstalledPackage, InstalledStore
+from pkgc.localdb.store import InstalledFile, InstalledPackage, InstalledStore
 
 LOG_TAIL_LINES = 25
 
@@ -72,11 +69,13 @@ class InstallPackages:
     reporter: Reporter = field(default_factory=SilentReporter)
 
     def __call__(self, specs: list[str], options: Mapping[str, str]) -> InstallResult:
+        """Install `specs`; the caller holds the prefix lock."""
         started = time.monotonic()
         prefix = self.store.prefix
         check_prefix_fits(str(prefix))
         if not specs:
             raise UsageError("name at least one package to install")
+        recover(self.store)
         requests = []
         for spec in specs:
             name, version = parse_spec(spec)
@@ -84,7 +83,37 @@ class InstallPackages:
         resolved = self.farm.resolve(requests)
         builds = self._wait_for(resolved.builds)
         requested = set(resolved.requested)
-        items = [self._install_one(build, build.key in requested) for build in builds]
+        items: list[InstalledItem] = []
+        wanted: list[tuple[BuildInfo, bool]] = []
+        for build in builds:
+            existing = self.store.get(build.name)
+            if existing is not None and (existing.key == build.key or build.key not in requested):
+                # The same build, or a dependency already present in some build: keep what is there.
+                items.append(InstalledItem(build.name, existing.version, existing.key, "already installed"))
+            elif existing is not None:
+                raise ConflictError(
+                    f"{build.name} {existing.version} is already installed with other options or version",
+                    hint=f"use 'pkgc upgrade {build.name}' or 'pkgc downgrade', or remove it first",
+                )
+            else:
+                wanted.append((build, build.key in requested))
+        if wanted:
+            transaction = Transaction(self.store, "install")
+            try:
+                staged = [
+                    stage_build(self.farm, build, req, transaction, self.cache_dir, self.reporter)
+                    for build, req in wanted
+                ]
+                check_conflicts(self.store, staged, replacing=set())
+                transaction.apply(add=staged, remove=[])
+            except BaseException:
+                transaction.abort()
+                raise
+            for build, _ in wanted:
+                self.reporter.installed(build.name, build.version)
+                items.append(
+                    InstalledItem(build.name, build.version, build.key, "installed", _count(staged, build.name))
+                )
         return InstallResult(prefix=str(prefix), items=items, seconds=time.monotonic() - started)
 
     def _wait_for(self, builds: list[BuildInfo]) -> list[BuildInfo]:
@@ -114,60 +143,61 @@ class InstallPackages:
             details=tail,
         )
 
-    def _install_one(self, build: BuildInfo, requested: bool) -> InstalledItem:
-        existing = self.store.get(build.name)
-        if existing is not None and (existing.key == build.key or not requested):
-            # The same build, or a dependency already present in some build: keep what is there.
-            return InstalledItem(build.name, existing.version, existing.key, "already installed")
-        if existing is not None:
-            raise ConflictError(
-                f"{build.name} {existing.version} is already installed with other options or version",
-                hint=f"remove it first: pkgc remove {build.name}",
-            )
-        assert build.url and build.sha256
-        artifact = self.farm.download(
-            build.url,
-            self.cache_dir / "artifacts" / f"{build.sha256}.tar.zst",
-            build.sha256,
-            lambda done, total: self.reporter.download_progress(build.name, done, total),
-        )
-        prefix = self.store.prefix
-        staging_root = prefix / STATE_DIR / "staging"
-        staging = staging_root / uuid.uuid4().hex
-        try:
-            manifest = unpack_artifact(artifact, staging)
-            if manifest.key != build.key or manifest.name != build.name:
-                raise IntegrityError(f"artifact of {build.name} carries another build's manifest")
-            relocate_tree(staging, manifest, str(prefix))
-            files = _describe(staging, manifest)
-            self._check_conflicts(build.name, files)
-            _move_into_place(staging, prefix, files)
-            self.store.record_install(
-                InstalledPackage(
-                    name=build.name,
-                    version=build.version,
-                    key=build.key,
-                    options=build.options,
-                    requested=requested,
-                    dependencies=list(build.runtime_dependencies),
-                    installed_at=time.time(),
-                ),
-                files,
-            )
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        self.reporter.installed(build.name, build.version)
-        return InstalledItem(build.name, build.version, build.key, "installed", len(files))
 
-    def _check_conflicts(self, name: str, files: list[InstalledFile]) -> None:
-        paths = [f.path for f in files if f.type != "dir"]
-        owners = self.store.owners(paths)
+def _count(staged: list[StagedPackage], name: str) -> int:
+    return sum(1 for s in staged if s.package.name == name for f in s.files if f.type != "dir")
+
+
+def stage_build(
+    farm: FarmClient,
+    build: BuildInfo,
+    requested: bool,
+    transaction: Transaction,
+    cache_dir: Path,
+    reporter: Reporter,
+) -> StagedPackage:
+    """Download, verify, unpack and relocate one build into the transaction's staging area."""
+    assert build.url and build.sha256
+    artifact = farm.download(
+        build.url,
+        cache_dir / "artifacts" / f"{build.sha256}.tar.zst",
+        build.sha256,
+        lambda done, total: reporter.download_progress(build.name, done, total),
+    )
+    root = transaction.stage_dir / build.name
+    manifest = unpack_artifact(artifact, root)
+    if manifest.key != build.key or manifest.name != build.name:
+        raise IntegrityError(f"artifact of {build.name} carries another build's manifest")
+    relocate_tree(root, manifest, str(transaction.store.prefix))
+    package = InstalledPackage(
+        name=build.name,
+        version=build.version,
+        key=build.key,
+        options=build.options,
+        requested=requested,
+        dependencies=list(build.runtime_dependencies),
+        installed_at=time.time(),
+    )
+    return StagedPackage(package, _describe(root, manifest), root)
+
+
+def check_conflicts(store: InstalledStore, staged: list[StagedPackage], replacing: set[str]) -> None:
+    """Stop before touching anything if a new file belongs to another package or to nobody."""
+    leaving = replacing | {s.package.name for s in staged}
+    claimed: dict[str, str] = {}
+    for item in staged:
+        name = item.package.name
+        paths = [f.path for f in item.files if f.type != "dir"]
+        for path in paths:
+            if path in claimed:
+                raise ConflictError(f"{path} is shipped by both {claimed[path]} and {name}", hint="nothing was changed")
+            claimed[path] = name
+        owners = store.owners(paths)
         for path, owner in owners.items():
-            if owner != name:
+            if owner not in leaving:
                 raise ConflictError(f"{path} is owned by {owner}, and {name} ships it too", hint="nothing was changed")
-        prefix = self.store.prefix
-        for file in files:
-            target = prefix / file.path
+        for file in item.files:
+            target = store.prefix / file.path
             if file.type != "dir" and file.path not in owners and (target.exists() or target.is_symlink()):
                 raise ConflictError(f"{target} exists and belongs to no package", hint="move it away and retry")
             if file.type == "dir" and target.exists() and not target.is_dir():
@@ -180,43 +210,12 @@ def _describe(staging: Path, manifest: Manifest) -> list[InstalledFile]:
     for entry in manifest.files:
         path = staging / entry.path
         if entry.type == "file":
+            info = path.stat()
             described.append(
-                InstalledFile(
-                    entry.path,
-                    "file",
-                    sha256_file(path),
-                    path.stat().st_size,
-                    stat.S_IMODE(path.stat().st_mode),
-                )
+                InstalledFile(entry.path, "file", sha256_file(path), info.st_size, stat.S_IMODE(info.st_mode))
             )
         elif entry.type == "symlink":
             described.append(InstalledFile(entry.path, "symlink", target=entry.target))
         else:
             described.append(InstalledFile(entry.path, "dir", mode=entry.mode))
     return described
-
-
-def _move_into_place(staging: Path, prefix: Path, files: list[InstalledFile]) -> None:
-    """Directories first (parents before children), then renames; on failure undo what was moved."""
-    moved: list[Path] = []
-    created: list[Path] = []
-    try:
-        for file in sorted((f for f in files if f.type == "dir"), key=lambda f: f.path.count("/")):
-            target = prefix / file.path
-            if not target.is_dir():
-                target.mkdir(parents=True)
-                created.append(target)
-        for file in files:
-            if file.type == "dir":
-                continue
-            target = prefix / file.path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / file.path, target)
-            moved.append(target)
-    except OSError:
-        for path in reversed(moved):
-            path.unlink(missing_ok=True)
-        for path in reversed(created):
-            with contextlib.suppress(OSError):
-                path.rmdir()
-        raise

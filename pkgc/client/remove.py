@@ -1,15 +1,13 @@
-"""The remove use case: delete exactly the files a package owns, refuse to break a dependent, prune empty dirs."""
+"""The remove use case: delete exactly the files a package owns (in one transaction), refuse to break a dependent."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from pkgc.client.transaction import Transaction, recover
 from pkgc.core.errors import ConflictError, NotFound
 from pkgc.core.names import validate_name
-from pkgc.localdb.store import STATE_DIR, InstalledStore
+from pkgc.localdb.store import InstalledStore
 
 
 @dataclass(frozen=True)
@@ -38,6 +36,7 @@ def _dependents(store: InstalledStore, names: set[str]) -> dict[str, list[str]]:
 
 
 def remove_packages(store: InstalledStore, names: list[str], *, cascade: bool = False) -> RemoveResult:
+    recover(store)
     targets: set[str] = set()
     for name in names:
         validate_name(name)
@@ -54,36 +53,15 @@ def remove_packages(store: InstalledStore, names: list[str], *, cascade: bool = 
             f"{name} is needed by {', '.join(sorted(dependents))}",
             hint="remove those too, or use --cascade",
         )
-    removed: list[RemovedItem] = []
+    removed = []
     for name in sorted(targets):
         package = store.get(name)
         assert package is not None
-        files = store.files(name)
-        directories: set[Path] = set()
-        for file in files:
-            path = store.prefix / file.path
-            if path.is_symlink() or path.exists():
-                path.unlink()
-            directories.update(_parents_inside(path, store.prefix))
-        store.record_removal([name])
-        _prune(directories, store.prefix)
-        removed.append(RemovedItem(name, package.version, len(files)))
+        removed.append(RemovedItem(name, package.version, sum(1 for f in store.files(name) if f.type != "dir")))
+    transaction = Transaction(store, "remove")
+    try:
+        transaction.apply(add=[], remove=sorted(targets))
+    except BaseException:
+        transaction.abort()
+        raise
     return RemoveResult(prefix=str(store.prefix), removed=removed)
-
-
-def _parents_inside(path: Path, prefix: Path) -> list[Path]:
-    parents = []
-    for parent in path.parents:
-        if parent == prefix or prefix not in parent.parents:
-            break
-        parents.append(parent)
-    return parents
-
-
-def _prune(directories: set[Path], prefix: Path) -> None:
-    """Remove directories left empty, deepest first; never the prefix or pkgc's own state."""
-    for directory in sorted(directories, key=lambda p: len(p.parts), reverse=True):
-        if directory.name == STATE_DIR and directory.parent == prefix:
-            continue
-        with contextlib.suppress(OSError):  # not empty: another package's files, or the user's
-            os.rmdir(directory)

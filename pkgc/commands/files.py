@@ -22,7 +22,7 @@ def files(
     app: AppContext = ctx.obj
     if prefix is not None:
         app.prefix_override = prefix
-    owned = package_files(app.store(), package)
+    owned = package_files(app.reading_store(), package)
     if as_json:
         print(json.dumps([f.__dict__ for f in owned]))
         return
@@ -43,7 +43,7 @@ def owner(
     app: AppContext = ctx.obj
     if prefix is not None:
         app.prefix_override = prefix
-    package, relative = owner_of(app.store(), path)
+    package, relative = owner_of(app.reading_store(), path)
     if as_json:
         print(json.dumps({"path": relative, "package": package}))
         return

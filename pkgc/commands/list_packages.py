@@ -19,7 +19,7 @@ def list_packages(
     app: AppContext = ctx.obj
     if prefix is not None:
         app.prefix_override = prefix
-    packages = app.store().packages()
+    packages = app.reading_store().packages()
     if as_json:
         print(json.dumps([p.as_json() for p in packages]))
         return

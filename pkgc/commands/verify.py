@@ -24,7 +24,7 @@ def verify(
     app: AppContext = ctx.obj
     if prefix is not None:
         app.prefix_override = prefix
-    problems = verify_prefix(app.store(), packages or None)
+    problems = verify_prefix(app.reading_store(), packages or None)
     if as_json:
         print(json.dumps([p.__dict__ for p in problems]))
     else:

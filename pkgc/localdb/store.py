@@ -55,6 +55,17 @@ files_table = Table(
     Column("target", String, nullable=False),
 )
 
+history_table = Table(
+    "history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("txid", String, nullable=False, unique=True),
+    Column("operation", String, nullable=False),
+    Column("finished_at", Float, nullable=False),
+    Column("before", Text, nullable=False),
+    Column("after", Text, nullable=False),
+)
+
 STATE_DIR = ".pkgc"
 
 
@@ -148,45 +159,82 @@ class InstalledStore:
                 found.update({str(r[0]): str(r[1]) for r in rows})
         return found
 
-    def record_install(self, package: InstalledPackage, files: list[InstalledFile]) -> None:
-        """Record a package and its files in one transaction: readers see all of it or none."""
+    @staticmethod
+    def _insert(conn: Any, package: InstalledPackage, files: list[InstalledFile]) -> None:
+        conn.execute(
+            insert(packages_table).values(
+                name=package.name,
+                version=package.version,
+                key=package.key,
+                options=json.dumps(package.options, sort_keys=True),
+                requested=int(package.requested),
+                dependencies=json.dumps(package.dependencies),
+                installed_at=package.installed_at or time.time(),
+            )
+        )
+        rows = [
+            {
+                "path": f.path,
+                "package": package.name,
+                "type": f.type,
+                "sha256": f.sha256,
+                "size": f.size,
+                "mode": f.mode,
+                "target": f.target,
+            }
+            for f in files
+            if f.type != "dir"
+        ]
+        if rows:
+            conn.execute(insert(files_table), rows)
+
+    def commit_transaction(
+        self,
+        txid: str,
+        operation: str,
+        remove: list[str],
+        add: list[tuple[InstalledPackage, list[InstalledFile]]],
+    ) -> None:
+        """Swap package records and log the change in one SQLite transaction: the commit point of a pkgc command."""
         with self._engine.begin() as conn:
-            conn.execute(delete(packages_table).where(packages_table.c.name == package.name))
-            conn.execute(delete(files_table).where(files_table.c.package == package.name))
+            touched = sorted({*remove, *(package.name for package, _ in add)})
+            before_rows = conn.execute(select(packages_table).where(packages_table.c.name.in_(touched))).all()
+            before = [_package(row).as_json() for row in before_rows]
+            conn.execute(delete(files_table).where(files_table.c.package.in_(touched)))
+            conn.execute(delete(packages_table).where(packages_table.c.name.in_(touched)))
+            for package, files in add:
+                self._insert(conn, package, files)
             conn.execute(
-                insert(packages_table).values(
-                    name=package.name,
-                    version=package.version,
-                    key=package.key,
-                    options=json.dumps(package.options, sort_keys=True),
-                    requested=int(package.requested),
-                    dependencies=json.dumps(package.dependencies),
-                    installed_at=package.installed_at or time.time(),
+                insert(history_table).values(
+                    txid=txid,
+                    operation=operation,
+                    finished_at=time.time(),
+                    before=json.dumps(before),
+                    after=json.dumps([package.as_json() for package, _ in add]),
                 )
             )
-            rows = [
-                {
-                    "path": f.path,
-                    "package": package.name,
-                    "type": f.type,
-                    "sha256": f.sha256,
-                    "size": f.size,
-                    "mode": f.mode,
-                    "target": f.target,
-                }
-                for f in files
-                if f.type != "dir"
-            ]
-            if rows:
-                conn.execute(insert(files_table), rows)
 
-    def record_removal(self, names: list[str]) -> None:
-        """Forget packages and their files in one transaction."""
-        if not self.exists() or not names:
-            return
-        with self._engine.begin() as conn:
-            conn.execute(delete(files_table).where(files_table.c.package.in_(names)))
-            conn.execute(delete(packages_table).where(packages_table.c.name.in_(names)))
+    def transaction_committed(self, txid: str) -> bool:
+        if not self.exists():
+            return False
+        with self._engine.connect() as conn:
+            return conn.execute(select(history_table.c.id).where(history_table.c.txid == txid)).first() is not None
+
+    def history(self) -> list[dict[str, Any]]:
+        if not self.exists():
+            return []
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(history_table).order_by(history_table.c.id)).all()
+        return [
+            {
+                "id": r.id,
+                "operation": r.operation,
+                "finished_at": r.finished_at,
+                "before": json.loads(r.before),
+                "after": json.loads(r.after),
+            }
+            for r in rows
+        ]
 
 
 def _package(row: Any) -> InstalledPackage:

@@ -111,5 +111,6 @@ def test_hostile_artifact_installs_nothing(tmp_path: Path, evil: tarfile.TarInfo
     leftovers = [p for p in prefix.rglob("*") if ".pkgc" not in p.relative_to(prefix).parts]
     assert leftovers == []
     assert not (tmp_path / "escaped").exists()
-    assert list((prefix / ".pkgc" / "staging").iterdir()) == [], "the staging directory was cleaned up"
+    tx_dir = prefix / ".pkgc" / "tx"
+    assert not tx_dir.exists() or not any(tx_dir.iterdir()), "the staging area was cleaned up"
     assert store.packages() == []
