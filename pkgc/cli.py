@@ -107,10 +107,14 @@ def _root(
 
 
 def _register() -> None:
-    from pkgc.commands import farm, files, install, list_packages, remove, verify
+    from pkgc.commands import downgrade, farm, files, history, install, list_packages, remove, upgrade, verify
 
     app.command("install")(install.install)
     app.command("remove")(remove.remove)
+    app.command("upgrade")(upgrade.upgrade)
+    app.command("downgrade")(downgrade.downgrade)
+    app.command("history")(history.history)
+    app.command("rollback")(history.rollback)
     app.command("list")(list_packages.list_packages)
     app.command("files")(files.files)
     app.command("owner")(files.owner)

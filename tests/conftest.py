@@ -34,6 +34,21 @@ install: broken
 """
 
 
+GREET_MAKEFILE = b"""greet: greet.c
+\t$(CC) $(CFLAGS) -o greet greet.c $(LDFLAGS)
+install: greet
+\tinstall -D -m 755 greet $(DESTDIR)$(PREFIX)/bin/greet
+\tinstall -D -m 644 notes.txt $(DESTDIR)$(PREFIX)/share/greet/$(NOTES)
+"""
+
+
+def greet_source(version: str) -> dict[str, bytes]:
+    """A tiny C program whose versions differ in output and in the files they install."""
+    c = f'#include <stdio.h>\nint main(void) {{ puts("greet {version}"); return 0; }}\n'.encode()
+    makefile = f"NOTES = notes-{version}.txt\n".encode() + GREET_MAKEFILE
+    return {"greet.c": c, "Makefile": makefile, "notes.txt": f"notes of {version}\n".encode()}
+
+
 def make_tarball(path: Path, top: str, files: dict[str, bytes]) -> str:
     """Write a .tar.gz with one top directory; return its sha256."""
     import hashlib
@@ -68,6 +83,9 @@ class FarmEnv:
         if check and result.returncode != 0:
             raise AssertionError(f"pkgc {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
         return result
+
+    def pkgc_argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "pkgc", *args]
 
     def api(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60)
@@ -108,6 +126,27 @@ def _test_recipes(directory: Path, sources: Path, port: int) -> None:
     )
     slow_sha = make_tarball(
         sources / "slowpoke-1.0.tar.gz", "slowpoke-1.0", {"slowpoke.c": SLOW_C, "Makefile": SLOW_MAKEFILE}
+    )
+    greet_versions = ""
+    for version in ("1.0", "1.1", "2.0"):
+        sha = make_tarball(sources / f"greet-{version}.tar.gz", f"greet-{version}", greet_source(version))
+        greet_versions += f"""
+[[versions]]
+version = "{version}"
+sha256 = "{sha}"
+urls = ["http://127.0.0.1:{port}/greet-{version}.tar.gz"]
+"""
+    (directory / "greet.toml").write_text(
+        f"""name = "greet"
+summary = "Says which version it is; each version installs a differently named notes file"
+{greet_versions}
+[build]
+system = "make"
+install_args = ["PREFIX={{prefix}}"]
+[smoke]
+command = ["bin/greet"]
+expect = "greet"
+"""
     )
     (directory / "broken.toml").write_text(
         f"""name = "broken"

@@ -15,7 +15,9 @@ from pkgc.core.errors import BuildFailed, FarmUnavailable, IntegrityError, NotFo
 from pkgc.core.protocol import (
     API_PREFIX,
     MAX_WAIT_SECONDS,
+    BuildInfo,
     BuildStatus,
+    PackageDetails,
     PackageRequestModel,
     ResolveRequest,
     ResolveResponse,
@@ -39,7 +41,21 @@ def http_client(*, token: str = "", tls: bool = True) -> httpx.Client:
     headers = {"User-Agent": f"pkgc/{pkgc.__version__}"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    return httpx.Client(headers=headers, timeout=httpx.Timeout(MAX_WAIT_SECONDS + 15, connect=10), verify=tls)
+    hooks: dict[str, list[Callable[[httpx.Request], None]]] = {}
+    trace = os.environ.get("PKGC_TRACE_HTTP")
+    if trace:
+        # A debugging aid (and how the tests count round trips): one line per request, method and path.
+        def log_request(request: httpx.Request) -> None:
+            with open(trace, "a", encoding="utf-8") as handle:
+                handle.write(f"{request.method} {request.url.path}\n")
+
+        hooks["request"] = [log_request]
+    return httpx.Client(
+        headers=headers,
+        timeout=httpx.Timeout(MAX_WAIT_SECONDS + 15, connect=10),
+        verify=tls,
+        event_hooks=hooks,
+    )
 
 
 class FarmClient:
@@ -79,6 +95,12 @@ class FarmClient:
     ) -> WaitResponse:
         body = WaitRequest(keys=keys, timeout=timeout, seen=seen or {}).model_dump(mode="json")
         return WaitResponse.model_validate(self._request("POST", f"{API_PREFIX}/wait", json=body).json())
+
+    def build(self, key: str) -> BuildInfo:
+        return BuildInfo.model_validate(self._request("GET", f"{API_PREFIX}/builds/{key}").json())
+
+    def details(self, name: str) -> PackageDetails:
+        return PackageDetails.model_validate(self._request("GET", f"{API_PREFIX}/packages/{name}").json())
 
     def build_log(self, key: str) -> str:
         return self._request("GET", f"{API_PREFIX}/builds/{key}/log").text

@@ -81,7 +81,7 @@ class InstallPackages:
             name, version = parse_spec(spec)
             requests.append(PackageRequestModel(name=name, version=version, options=dict(options)))
         resolved = self.farm.resolve(requests)
-        builds = self._wait_for(resolved.builds)
+        builds = wait_for_builds(self.farm, resolved.builds, self.reporter)
         requested = set(resolved.requested)
         items: list[InstalledItem] = []
         wanted: list[tuple[BuildInfo, bool]] = []
@@ -98,50 +98,12 @@ class InstallPackages:
             else:
                 wanted.append((build, build.key in requested))
         if wanted:
-            transaction = Transaction(self.store, "install")
-            try:
-                staged = [
-                    stage_build(self.farm, build, req, transaction, self.cache_dir, self.reporter)
-                    for build, req in wanted
-                ]
-                check_conflicts(self.store, staged, replacing=set())
-                transaction.apply(add=staged, remove=[])
-            except BaseException:
-                transaction.abort()
-                raise
+            staged = switch(self.store, self.farm, self.cache_dir, self.reporter, wanted, "install")
             for build, _ in wanted:
-                self.reporter.installed(build.name, build.version)
                 items.append(
                     InstalledItem(build.name, build.version, build.key, "installed", _count(staged, build.name))
                 )
         return InstallResult(prefix=str(prefix), items=items, seconds=time.monotonic() - started)
-
-    def _wait_for(self, builds: list[BuildInfo]) -> list[BuildInfo]:
-        """Long-poll until every build finished; a failed one stops the install with the tail of its log."""
-        current = {b.key: b for b in builds}
-        self.reporter.builds_changed(list(current.values()))
-        while True:
-            failed = [b for b in current.values() if b.status == BuildStatus.FAILED]
-            if failed:
-                raise self._failure(failed[0])
-            pending = [k for k, b in current.items() if not b.status.finished]
-            if not pending:
-                return [current[b.key] for b in builds]
-            answer = self.farm.wait(pending, seen={k: current[k].status for k in pending})
-            for info in [*answer.finished, *answer.progress]:
-                current[info.key] = info
-            self.reporter.builds_changed(list(current.values()))
-
-    def _failure(self, build: BuildInfo) -> BuildFailed:
-        tail = ""
-        if build.log_url:
-            log = self.farm.build_log(build.key)
-            tail = "\n".join(log.rstrip().splitlines()[-LOG_TAIL_LINES:])
-        return BuildFailed(
-            f"build of {build.name}@{build.version} failed: {build.error or 'see the log'}",
-            hint=f"full log: {self.farm.base_url}/v1/builds/{build.key}/log",
-            details=tail,
-        )
 
 
 def _count(staged: list[StagedPackage], name: str) -> int:
@@ -219,3 +181,56 @@ def _describe(staging: Path, manifest: Manifest) -> list[InstalledFile]:
         else:
             described.append(InstalledFile(entry.path, "dir", mode=entry.mode))
     return described
+
+
+def wait_for_builds(farm: FarmClient, builds: list[BuildInfo], reporter: Reporter) -> list[BuildInfo]:
+    """Long-poll until every build finished; a failed one stops the install with the tail of its log."""
+    current = {b.key: b for b in builds}
+    reporter.builds_changed(list(current.values()))
+    while True:
+        failed = [b for b in current.values() if b.status == BuildStatus.FAILED]
+        if failed:
+            raise _failure(farm, failed[0])
+        pending = [k for k, b in current.items() if not b.status.finished]
+        if not pending:
+            return [current[b.key] for b in builds]
+        answer = farm.wait(pending, seen={k: current[k].status for k in pending})
+        for info in [*answer.finished, *answer.progress]:
+            current[info.key] = info
+        reporter.builds_changed(list(current.values()))
+
+
+def _failure(farm: FarmClient, build: BuildInfo) -> BuildFailed:
+    tail = ""
+    if build.log_url:
+        log = farm.build_log(build.key)
+        tail = "\n".join(log.rstrip().splitlines()[-LOG_TAIL_LINES:])
+    return BuildFailed(
+        f"build of {build.name}@{build.version} failed: {build.error or 'see the log'}",
+        hint=f"full log: {farm.base_url}/v1/builds/{build.key}/log",
+        details=tail,
+    )
+
+
+def switch(
+    store: InstalledStore,
+    farm: FarmClient,
+    cache_dir: Path,
+    reporter: Reporter,
+    wanted: list[tuple[BuildInfo, bool]],
+    operation: str,
+    remove: list[str] | None = None,
+) -> list[StagedPackage]:
+    """Stage `wanted` builds, check conflicts, then switch in one transaction (replacing installed versions)."""
+    transaction = Transaction(store, operation)
+    try:
+        staged = [stage_build(farm, build, requested, transaction, cache_dir, reporter) for build, requested in wanted]
+        replacing = {*(remove or []), *(b.name for b, _ in wanted if store.get(b.name) is not None)}
+        check_conflicts(store, staged, replacing=replacing)
+        transaction.apply(add=staged, remove=remove or [])
+    except BaseException:
+        transaction.abort()
+        raise
+    for build, _ in wanted:
+        reporter.installed(build.name, build.version)
+    return staged

@@ -1,0 +1,123 @@
+"""Upgrade, downgrade and rollback: replace installed builds by others, in one transaction each.
+
+Each keeps a package's recorded options, asks the farm in one request for everything it changes (so `upgrade --all`
+is one round trip, plus the long-polls for builds in progress), and replaces exactly the packages whose build key
+differs. Rollback restores the builds a history entry replaced, by key, so it brings back the very same binaries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pkgc.client.farm_client import FarmClient
+from pkgc.client.install import Reporter, SilentReporter, switch, wait_for_builds
+from pkgc.client.transaction import recover
+from pkgc.core.errors import NotFound, UsageError
+from pkgc.core.names import validate_name
+from pkgc.core.protocol import BuildInfo, PackageRequestModel
+from pkgc.core.versions import Version
+from pkgc.localdb.store import InstalledStore
+
+
+@dataclass(frozen=True)
+class Change:
+    name: str
+    old_version: str | None
+    new_version: str | None
+
+
+@dataclass(frozen=True)
+class ChangeResult:
+    prefix: str
+    operation: str
+    changes: list[Change] = field(default_factory=list)
+
+
+@dataclass
+class ChangeVersions:
+    farm: FarmClient
+    store: InstalledStore
+    cache_dir: Path
+    reporter: Reporter = field(default_factory=SilentReporter)
+
+    def _installed(self, name: str) -> None:
+        validate_name(name)
+        if self.store.get(name) is None:
+            raise NotFound(f"{name} is not installed in {self.store.prefix}")
+
+    def upgrade(self, names: list[str], *, every: bool = False) -> ChangeResult:
+        recover(self.store)
+        if every:
+            names = [p.name for p in self.store.packages() if p.requested]
+        elif not names:
+            raise UsageError("name packages to upgrade, or use --all")
+        for name in names:
+            self._installed(name)
+        if not names:
+            return ChangeResult(str(self.store.prefix), "upgrade")
+        return self._replace([self._request(name, None) for name in names], "upgrade")
+
+    def downgrade(self, name: str, version: str | None) -> ChangeResult:
+        recover(self.store)
+        self._installed(name)
+        installed = self.store.get(name)
+        assert installed is not None
+        if version is None:
+            older = [v for v in self.farm.details(name).versions if Version(v) < Version(installed.version)]
+            if not older:
+                raise UsageError(f"{name} {installed.version} is the oldest version the farm knows")
+            version = max(older, key=Version)
+        elif Version(version) >= Version(installed.version):
+            raise UsageError(f"{name} {version} is not older than the installed {installed.version}")
+        return self._replace([self._request(name, version)], "downgrade")
+
+    def _request(self, name: str, version: str | None) -> PackageRequestModel:
+        installed = self.store.get(name)
+        assert installed is not None
+        return PackageRequestModel(name=name, version=version, options=dict(installed.options))
+
+    def _replace(self, requests: list[PackageRequestModel], operation: str) -> ChangeResult:
+        resolved = self.farm.resolve(requests)
+        builds = wait_for_builds(self.farm, resolved.builds, self.reporter)
+        requested = set(resolved.requested)
+        wanted: list[tuple[BuildInfo, bool]] = []
+        changes: list[Change] = []
+        for build in builds:
+            installed = self.store.get(build.name)
+            if installed is not None and installed.key == build.key:
+                continue
+            if installed is not None and build.key not in requested and operation == "downgrade":
+                continue  # a downgrade changes the named package, not its dependencies
+            wanted.append((build, installed.requested if installed else build.key in requested))
+            changes.append(Change(build.name, installed.version if installed else None, build.version))
+        if wanted:
+            switch(self.store, self.farm, self.cache_dir, self.reporter, wanted, operation)
+        return ChangeResult(str(self.store.prefix), operation, changes)
+
+    def rollback(self, entry: int | None) -> ChangeResult:
+        """Restore the packages as they were before history entry `entry` (default: the last one)."""
+        recover(self.store)
+        history = self.store.history()
+        if not history:
+            raise UsageError("nothing to roll back: the history is empty")
+        chosen = history[-1] if entry is None else next((h for h in history if h["id"] == entry), None)
+        if chosen is None:
+            raise NotFound(f"no transaction {entry} in the history", hint="see 'pkgc history'")
+        before = {p["name"]: p for p in chosen["before"]}
+        after = {p["name"]: p for p in chosen["after"]}
+        wanted: list[tuple[BuildInfo, bool]] = []
+        changes: list[Change] = []
+        for name, package in sorted(before.items()):
+            current = self.store.get(name)
+            if current is not None and current.key == package["key"]:
+                continue
+            wanted.append((self.farm.build(package["key"]), bool(package["requested"])))
+            changes.append(Change(name, current.version if current else None, package["version"]))
+        remove = [name for name in sorted(after) if name not in before and self.store.get(name) is not None]
+        for name in remove:
+            current = self.store.get(name)
+            changes.append(Change(name, current.version if current else None, None))
+        if wanted or remove:
+            switch(self.store, self.farm, self.cache_dir, self.reporter, wanted, "rollback", remove=remove)
+        return ChangeResult(str(self.store.prefix), "rollback", changes)

@@ -1,0 +1,62 @@
+"""`pkgc upgrade NAME ... | --all`: newest versions, same options, one transaction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from pkgc.cli import AppContext, console
+
+if TYPE_CHECKING:
+    from pkgc.client.change import ChangeResult, ChangeVersions
+
+
+def change_versions(app: AppContext) -> ChangeVersions:
+    from pkgc.client.change import ChangeVersions
+    from pkgc.commands.install import ConsoleReporter
+
+    return ChangeVersions(farm=app.farm(), store=app.store(), cache_dir=app.cache_dir, reporter=ConsoleReporter(True))
+
+
+def render_change(result: ChangeResult, as_json: bool) -> None:
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "prefix": result.prefix,
+                    "operation": result.operation,
+                    "changes": [c.__dict__ for c in result.changes],
+                }
+            )
+        )
+        return
+    out = console()
+    if not result.changes:
+        out.print(f"{result.operation}: nothing to do")
+    for change in result.changes:
+        out.print(
+            f"{change.name}: {change.old_version or '(none)'} -> {change.new_version or '(removed)'}", markup=False
+        )
+
+
+def upgrade(
+    ctx: typer.Context,
+    packages: list[str] = typer.Argument(None, help="Installed packages to upgrade."),
+    every: bool = typer.Option(False, "--all", help="Upgrade every package you installed, in one request."),
+    prefix: Path | None = typer.Option(None, "--prefix", help="Work on this prefix instead of the configured one."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Fail at once if another pkgc is changing the prefix."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Upgrade packages to their newest versions, keeping their options."""
+    from pkgc.client.lock import prefix_lock
+
+    app: AppContext = ctx.obj
+    if prefix is not None:
+        app.prefix_override = prefix
+    use_case = change_versions(app)
+    with prefix_lock(app.prefix, wait=not no_wait):
+        result = use_case.upgrade(packages or [], every=every)
+    render_change(result, as_json)
