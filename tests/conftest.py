@@ -148,6 +148,19 @@ command = ["bin/greet"]
 expect = "greet"
 """
     )
+    impostor_sha = make_tarball(sources / "impostor-1.0.tar.gz", "impostor-1.0", greet_source("impostor"))
+    (directory / "impostor.toml").write_text(
+        f"""name = "impostor"
+summary = "Ships bin/greet too, to test file conflicts between packages"
+[[versions]]
+version = "1.0"
+sha256 = "{impostor_sha}"
+urls = ["http://127.0.0.1:{port}/impostor-1.0.tar.gz"]
+[build]
+system = "make"
+install_args = ["PREFIX={{prefix}}"]
+"""
+    )
     (directory / "broken.toml").write_text(
         f"""name = "broken"
 summary = "A C project that does not compile"

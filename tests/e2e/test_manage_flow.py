@@ -90,3 +90,42 @@ def test_second_writer_waits_for_the_lock_or_fails_at_once(farm: FarmEnv) -> Non
     _out, err = waiting.communicate(timeout=60)
     assert waiting.returncode == 0, err
     assert not (prefix / "bin/lz4").exists()
+
+
+def test_two_packages_shipping_one_file_stop_before_touching_anything(farm: FarmEnv) -> None:
+    prefix = farm.root / "clash"
+    farm.pkgc("install", "greet@1.0", "--prefix", str(prefix), check=True)
+    before = user_files(prefix)
+    clash = farm.pkgc("install", "impostor", "--prefix", str(prefix))
+    assert clash.returncode == 7
+    assert "bin/greet is owned by greet, and impostor ships it too" in clash.stderr
+    assert user_files(prefix) == before
+    assert [p["name"] for p in json.loads(farm.pkgc("list", "--json", "--prefix", str(prefix)).stdout)] == ["greet"]
+    assert farm.pkgc("verify", "--prefix", str(prefix)).returncode == 0
+
+
+def test_two_concurrent_installs_on_one_prefix_both_land(farm: FarmEnv) -> None:
+    prefix = farm.root / "concurrent"
+    for name in ("greet@1.0", "lz4"):  # make sure both builds exist, so the installs overlap in time
+        farm.pkgc("install", name, "--prefix", str(farm.root / "concurrent-warm"), check=True)
+    runs = [
+        subprocess.Popen(farm.pkgc_argv("install", name, "--prefix", str(prefix)), env=farm.env, stderr=subprocess.PIPE)
+        for name in ("greet@1.0", "lz4")
+    ]
+    for run in runs:
+        assert run.wait(timeout=120) == 0
+    names = sorted(p["name"] for p in json.loads(farm.pkgc("list", "--json", "--prefix", str(prefix)).stdout))
+    assert names == ["greet", "lz4"]
+    assert farm.pkgc("verify", "--prefix", str(prefix)).returncode == 0
+
+
+def test_unreachable_farm_is_a_clear_error_and_changes_nothing(farm: FarmEnv, tmp_path: Path) -> None:
+    prefix = tmp_path / "offline"
+    env = {**farm.env, "PKGC_FARM": "http://127.0.0.1:9"}  # the discard port: nothing listens there
+    result = subprocess.run(
+        farm.pkgc_argv("install", "hello", "--prefix", str(prefix)), env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 4
+    assert result.stderr.startswith("error: cannot reach the farm at http://127.0.0.1:9")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not any(p for p in prefix.rglob("*") if ".pkgc" not in p.parts)
