@@ -48,7 +48,10 @@ class AppContext:
     def settings(self) -> Settings:
         from pkgc.client.settings import load_settings
 
-        return load_settings()
+        settings = load_settings()
+        for warning in settings.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        return settings
 
     @property
     def prefix(self) -> Path:
@@ -88,7 +91,7 @@ class AppContext:
 def console(stderr: bool = False) -> Console:
     from rich.console import Console
 
-    return Console(stderr=stderr, no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False)
+    return Console(stderr=stderr, no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False, soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -107,19 +110,36 @@ def _root(
 
 
 def _register() -> None:
-    from pkgc.commands import downgrade, farm, files, history, install, list_packages, remove, upgrade, verify
+    from pkgc.commands import (
+        config,
+        downgrade,
+        farm,
+        files,
+        history,
+        install,
+        list_packages,
+        outdated,
+        pin,
+        remove,
+        upgrade,
+        verify,
+    )
 
     app.command("install")(install.install)
     app.command("remove")(remove.remove)
     app.command("upgrade")(upgrade.upgrade)
     app.command("downgrade")(downgrade.downgrade)
     app.command("history")(history.history)
+    app.command("outdated")(outdated.outdated)
+    app.command("pin")(pin.pin)
+    app.command("unpin")(pin.unpin)
     app.command("rollback")(history.rollback)
     app.command("list")(list_packages.list_packages)
     app.command("files")(files.files)
     app.command("owner")(files.owner)
     app.command("verify")(verify.verify)
     app.add_typer(farm.app, name="farm")
+    app.add_typer(config.app, name="config")
 
 
 _register()

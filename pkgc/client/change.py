@@ -7,6 +7,7 @@ differs. Rollback restores the builds a history entry replaced, by key, so it br
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ class ChangeResult:
     prefix: str
     operation: str
     changes: list[Change] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -40,27 +42,35 @@ class ChangeVersions:
     store: InstalledStore
     cache_dir: Path
     reporter: Reporter = field(default_factory=SilentReporter)
+    pins: Mapping[str, str] = field(default_factory=dict)
 
     def _installed(self, name: str) -> None:
         validate_name(name)
         if self.store.get(name) is None:
             raise NotFound(f"{name} is not installed in {self.store.prefix}")
 
+    def _not_pinned(self, name: str) -> None:
+        if name in self.pins:
+            raise UsageError(f"{name} is pinned at {self.pins[name]}", hint=f"run 'pkgc unpin {name}' first")
+
     def upgrade(self, names: list[str], *, every: bool = False) -> ChangeResult:
         recover(self.store)
         if every:
-            names = [p.name for p in self.store.packages() if p.requested]
+            names = [p.name for p in self.store.packages() if p.requested and p.name not in self.pins]
         elif not names:
             raise UsageError("name packages to upgrade, or use --all")
         for name in names:
             self._installed(name)
+            self._not_pinned(name)
         if not names:
-            return ChangeResult(str(self.store.prefix), "upgrade")
+            held = sorted(p.name for p in self.store.packages() if p.name in self.pins)
+            return ChangeResult(str(self.store.prefix), "upgrade", [], held)
         return self._replace([self._request(name, None) for name in names], "upgrade")
 
     def downgrade(self, name: str, version: str | None) -> ChangeResult:
         recover(self.store)
         self._installed(name)
+        self._not_pinned(name)
         installed = self.store.get(name)
         assert installed is not None
         if version is None:
@@ -83,9 +93,13 @@ class ChangeVersions:
         requested = set(resolved.requested)
         wanted: list[tuple[BuildInfo, bool]] = []
         changes: list[Change] = []
+        held: list[str] = []
         for build in builds:
             installed = self.store.get(build.name)
             if installed is not None and installed.key == build.key:
+                continue
+            if installed is not None and build.name in self.pins:
+                held.append(build.name)  # a pinned dependency stays as it is
                 continue
             if installed is not None and build.key not in requested and operation == "downgrade":
                 continue  # a downgrade changes the named package, not its dependencies
@@ -93,7 +107,8 @@ class ChangeVersions:
             changes.append(Change(build.name, installed.version if installed else None, build.version))
         if wanted:
             switch(self.store, self.farm, self.cache_dir, self.reporter, wanted, operation)
-        return ChangeResult(str(self.store.prefix), operation, changes)
+        held += [p.name for p in self.store.packages() if p.name in self.pins and p.name not in held]
+        return ChangeResult(str(self.store.prefix), operation, changes, sorted(set(held)))
 
     def rollback(self, entry: int | None) -> ChangeResult:
         """Restore the packages as they were before history entry `entry` (default: the last one)."""
@@ -121,3 +136,21 @@ class ChangeVersions:
         if wanted or remove:
             switch(self.store, self.farm, self.cache_dir, self.reporter, wanted, "rollback", remove=remove)
         return ChangeResult(str(self.store.prefix), "rollback", changes)
+
+
+@dataclass(frozen=True)
+class Outdated:
+    name: str
+    installed: str
+    newest: str
+    pinned: str | None
+
+
+def find_outdated(farm: FarmClient, store: InstalledStore, pins: Mapping[str, str]) -> list[Outdated]:
+    """Installed packages whose newest version on the farm is newer; asks the farm, builds nothing."""
+    found = []
+    for package in store.packages():
+        newest = max(farm.details(package.name).versions, key=Version)
+        if Version(newest) > Version(package.version):
+            found.append(Outdated(package.name, package.version, newest, pins.get(package.name)))
+    return found

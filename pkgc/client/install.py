@@ -68,8 +68,13 @@ class InstallPackages:
     cache_dir: Path
     reporter: Reporter = field(default_factory=SilentReporter)
 
-    def __call__(self, specs: list[str], options: Mapping[str, str]) -> InstallResult:
-        """Install `specs`; the caller holds the prefix lock."""
+    def __call__(
+        self,
+        specs: list[str],
+        options: Mapping[str, str],
+        per_package: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> InstallResult:
+        """Install `specs` with `options` (and each package's own from `per_package`); the caller holds the lock."""
         started = time.monotonic()
         prefix = self.store.prefix
         check_prefix_fits(str(prefix))
@@ -79,7 +84,8 @@ class InstallPackages:
         requests = []
         for spec in specs:
             name, version = parse_spec(spec)
-            requests.append(PackageRequestModel(name=name, version=version, options=dict(options)))
+            merged: dict[str, str | bool] = {**(per_package or {}).get(name, {}), **options}  # command line wins
+            requests.append(PackageRequestModel(name=name, version=version, options=merged))
         resolved = self.farm.resolve(requests)
         builds = wait_for_builds(self.farm, resolved.builds, self.reporter)
         requested = set(resolved.requested)

@@ -89,7 +89,8 @@ def install(
     app: AppContext = ctx.obj
     if prefix is not None:
         app.prefix_override = prefix
-    options = {**app.settings.options, **parse_option_assignments(opt)}
+    settings = app.settings
+    options = {**settings.options, **parse_option_assignments(opt)}
     store = app.store()
     check_prefix_fits(str(store.prefix))  # before the farm starts or the lock creates anything in the prefix
     farm = app.farm()
@@ -97,7 +98,7 @@ def install(
     use_case = InstallPackages(farm=farm, store=store, cache_dir=app.cache_dir, reporter=reporter)
     try:
         with prefix_lock(store.prefix, wait=not no_wait):
-            result = use_case(packages, options)
+            result = use_case(packages, options, settings.package_options)
     finally:
         reporter.close()
     if as_json:

@@ -18,7 +18,13 @@ def change_versions(app: AppContext) -> ChangeVersions:
     from pkgc.client.change import ChangeVersions
     from pkgc.commands.install import ConsoleReporter
 
-    return ChangeVersions(farm=app.farm(), store=app.store(), cache_dir=app.cache_dir, reporter=ConsoleReporter(True))
+    return ChangeVersions(
+        farm=app.farm(),
+        store=app.store(),
+        cache_dir=app.cache_dir,
+        reporter=ConsoleReporter(True),
+        pins=app.settings.pins,
+    )
 
 
 def render_change(result: ChangeResult, as_json: bool) -> None:
@@ -29,6 +35,7 @@ def render_change(result: ChangeResult, as_json: bool) -> None:
                     "prefix": result.prefix,
                     "operation": result.operation,
                     "changes": [c.__dict__ for c in result.changes],
+                    "held": result.held,
                 }
             )
         )
@@ -40,6 +47,8 @@ def render_change(result: ChangeResult, as_json: bool) -> None:
         out.print(
             f"{change.name}: {change.old_version or '(none)'} -> {change.new_version or '(removed)'}", markup=False
         )
+    for name in result.held:
+        out.print(f"{name}: pinned, left as it is", markup=False)
 
 
 def upgrade(

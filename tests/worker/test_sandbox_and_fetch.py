@@ -17,6 +17,7 @@ import pytest
 
 from pkgc.core.errors import SourceUnavailable
 from pkgc.core.recipe import SourceVersion
+from tests.conftest import QuietHandler
 from worker.fetch import SourceFetcher, debian_mirrors_from_apt
 from worker.sandbox import BuildTimedOut, CommandFailed, Sandbox, bubblewrap_path
 
@@ -81,8 +82,7 @@ def test_bubblewrap_build_has_no_network_and_a_read_only_system(tmp_path: Path) 
 def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     directory = tmp_path / "served"
     directory.mkdir()
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
-    handler.log_message = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    handler = partial(QuietHandler, directory=str(directory))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield directory, f"http://127.0.0.1:{server.server_address[1]}"
