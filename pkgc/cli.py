@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from pkgc.client.farm_client import FarmClient
     from pkgc.client.settings import Settings
+    from pkgc.localdb.catalog import CatalogCache
     from pkgc.localdb.store import InstalledStore
 
 app = typer.Typer(
@@ -81,6 +82,12 @@ class AppContext:
             self._farm = FarmClient(url, client=http)
         return self._farm
 
+    def catalog(self) -> CatalogCache:
+        from pkgc.client.settings import data_dir
+        from pkgc.localdb.catalog import CatalogCache
+
+        return CatalogCache(data_dir() / "catalog.sqlite")
+
     @property
     def cache_dir(self) -> Path:
         from pkgc.client.settings import cache_dir
@@ -116,15 +123,21 @@ def _register() -> None:
         farm,
         files,
         history,
+        info,
         install,
         list_packages,
         outdated,
         pin,
         remove,
+        search,
+        update,
         upgrade,
         verify,
     )
 
+    app.command("update")(update.update)
+    app.command("search")(search.search)
+    app.command("info")(info.info)
     app.command("install")(install.install)
     app.command("remove")(remove.remove)
     app.command("upgrade")(upgrade.upgrade)

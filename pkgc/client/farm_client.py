@@ -16,7 +16,9 @@ from pkgc.core.protocol import (
     API_PREFIX,
     MAX_WAIT_SECONDS,
     BuildInfo,
+    BuildsResponse,
     BuildStatus,
+    CatalogResponse,
     PackageDetails,
     PackageRequestModel,
     ResolveRequest,
@@ -101,6 +103,17 @@ class FarmClient:
 
     def details(self, name: str) -> PackageDetails:
         return PackageDetails.model_validate(self._request("GET", f"{API_PREFIX}/packages/{name}").json())
+
+    def catalog(self, etag: str | None) -> tuple[CatalogResponse | None, str | None]:
+        """The whole catalog, or (None, etag) when it has not changed since `etag`."""
+        headers = {"If-None-Match": etag} if etag else {}
+        response = self._request("GET", f"{API_PREFIX}/catalog", headers=headers)
+        if response.status_code == 304:
+            return None, etag
+        return CatalogResponse.model_validate_json(response.content), response.headers.get("ETag")
+
+    def builds_of(self, name: str) -> list[BuildInfo]:
+        return BuildsResponse.model_validate(self._request("GET", f"{API_PREFIX}/packages/{name}/builds").json()).builds
 
     def build_log(self, key: str) -> str:
         return self._request("GET", f"{API_PREFIX}/builds/{key}/log").text

@@ -113,6 +113,16 @@ class PackageDetails(Strict):
     runtime_dependencies: list[str]
 
 
+class CatalogResponse(Strict):
+    """Every package in one document, for clients that search offline; served with an ETag."""
+
+    packages: list[PackageSummary]
+
+
+class BuildsResponse(Strict):
+    builds: list[BuildInfo]
+
+
 class ErrorBody(Strict):
     error: str
     reason: str

@@ -7,6 +7,7 @@ input; a 500 means a bug.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -21,6 +22,8 @@ from pkgc.core.errors import NotFound, PkgcError
 from pkgc.core.protocol import (
     API_PREFIX,
     BuildInfo,
+    BuildsResponse,
+    CatalogResponse,
     PackageDetails,
     ResolveRequest,
     ResolveResponse,
@@ -110,6 +113,18 @@ def create_app(service: FarmService) -> ASGIApp:
     @app.get(f"{API_PREFIX}/packages", response_model=SearchResponse)
     def search(q: str = "") -> SearchResponse:
         return SearchResponse(results=service.search(q))
+
+    @app.get(f"{API_PREFIX}/catalog", response_model=CatalogResponse)
+    def catalog(request: Request) -> Response:
+        body = CatalogResponse(packages=service.catalog_snapshot()).model_dump_json().encode()
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers={"ETag": etag})
+        return Response(body, media_type="application/json", headers={"ETag": etag})
+
+    @app.get(f"{API_PREFIX}/packages/{{name}}/builds", response_model=BuildsResponse)
+    def builds_of(name: str) -> BuildsResponse:
+        return BuildsResponse(builds=service.builds_of(name))
 
     @app.get(f"{API_PREFIX}/packages/{{name}}", response_model=PackageDetails)
     def details(name: str) -> PackageDetails:

@@ -101,6 +101,10 @@ class BuildStore(Protocol):
 
     def mark_enqueued(self, key: str, now: float) -> None: ...
 
+    def builds_of(self, name: str, limit: int = 100) -> list[BuildRecord]:
+        """Builds of one package, newest first (a secondary index on name; a GSI on DynamoDB)."""
+        ...
+
 
 class JobQueue(Protocol):
     def send(self, body: str, delay: float = 0.0) -> None: ...

@@ -96,6 +96,13 @@ class FarmService:
             ranked.append((rank, name, PackageSummary(name=name, summary=summary, latest=latest)))
         return [item for _, _, item in sorted(ranked, key=lambda r: (r[0], r[1]))]
 
+    def catalog_snapshot(self) -> list[PackageSummary]:
+        return [PackageSummary(name=n, summary=s, latest=v) for n, s, v in self.catalog.list_packages()]
+
+    def builds_of(self, name: str) -> list[BuildInfo]:
+        self.recipe(name)  # unknown packages are a 404, not an empty list
+        return [self.to_info(record) for record in self.builds.builds_of(name)]
+
     def details(self, name: str) -> PackageDetails:
         recipe = self.recipe(name)
 

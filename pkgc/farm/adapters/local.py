@@ -255,6 +255,16 @@ class SqliteBuildStore:
             updated_at=now,
         )
 
+    def builds_of(self, name: str, limit: int = 100) -> list[BuildRecord]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(builds_table)
+                .where(builds_table.c.name == name)
+                .order_by(builds_table.c.created_at.desc())
+                .limit(limit)
+            ).all()
+        return [_record_from_row(row) for row in rows]
+
     def mark_enqueued(self, key: str, now: float) -> None:
         with self._engine.begin() as conn:
             conn.execute(update(builds_table).where(builds_table.c.key == key).values(enqueued_at=now))
