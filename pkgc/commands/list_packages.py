@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from pkgc.cli import AppContext, console
+from pkgc.cli import AppContext
 
 
 def list_packages(
@@ -23,11 +23,12 @@ def list_packages(
     if as_json:
         print(json.dumps([p.as_json() for p in packages]))
         return
-    out = console()
     if not packages:
-        out.print(f"nothing installed in {app.prefix}")
+        print(f"nothing installed in {app.prefix}")
         return
+    lines = []
     for package in packages:
         options = ",".join(f"{k}={v}" for k, v in sorted(package.options.items()))
         marker = "" if package.requested else " (dependency)"
-        out.print(f"{package.name} {package.version} [{options}]{marker}", markup=False)
+        lines.append(f"{package.name} {package.version} [{options}]{marker}")
+    print("\n".join(lines))  # plain text: a table of hundreds of rows through rich costs more than the query

@@ -2,69 +2,23 @@
 
 Keeping the database in the prefix makes each prefix self-describing: two prefixes never share state, and moving
 or deleting a prefix takes its records with it.
+
+SQLAlchemy owns the schema (schema.py) and every write. The read paths that short commands take (list, files,
+owner, verify) use the standard library's sqlite3 over the same tables, so that `pkgc list` does not pay for
+importing SQLAlchemy; SQLite's WAL mode lets them read while a writer commits.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import (
-    Column,
-    Engine,
-    Float,
-    ForeignKey,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    delete,
-    insert,
-    select,
-)
-
-from pkgc.sqlite import open_sqlite
-
-metadata = MetaData()
-
-packages_table = Table(
-    "packages",
-    metadata,
-    Column("name", String, primary_key=True),
-    Column("version", String, nullable=False),
-    Column("key", String, nullable=False),
-    Column("options", Text, nullable=False),
-    Column("requested", Integer, nullable=False),
-    Column("dependencies", Text, nullable=False),
-    Column("installed_at", Float, nullable=False),
-)
-
-files_table = Table(
-    "files",
-    metadata,
-    Column("path", String, primary_key=True),
-    Column("package", String, ForeignKey("packages.name", ondelete="CASCADE"), nullable=False, index=True),
-    Column("type", String, nullable=False),
-    Column("sha256", String, nullable=False),
-    Column("size", Integer, nullable=False),
-    Column("mode", Integer, nullable=False),
-    Column("target", String, nullable=False),
-)
-
-history_table = Table(
-    "history",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("txid", String, nullable=False, unique=True),
-    Column("operation", String, nullable=False),
-    Column("finished_at", Float, nullable=False),
-    Column("before", Text, nullable=False),
-    Column("after", Text, nullable=False),
-)
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 STATE_DIR = ".pkgc"
 
@@ -114,8 +68,19 @@ class InstalledStore:
     @property
     def _engine(self) -> Engine:
         if self._engine_cache is None:
+            from pkgc.localdb.schema import metadata
+            from pkgc.sqlite import open_sqlite
+
             self._engine_cache = open_sqlite(self._path, metadata)
         return self._engine_cache
+
+    def _read(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        connection = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, timeout=30)
+        try:
+            connection.row_factory = sqlite3.Row
+            return connection.execute(sql, args).fetchall()
+        finally:
+            connection.close()
 
     def exists(self) -> bool:
         return self._path.is_file()
@@ -123,44 +88,38 @@ class InstalledStore:
     def packages(self) -> list[InstalledPackage]:
         if not self.exists():
             return []
-        with self._engine.connect() as conn:
-            rows = conn.execute(select(packages_table).order_by(packages_table.c.name)).all()
-        return [_package(row) for row in rows]
+        return [_package(row) for row in self._read("SELECT * FROM packages ORDER BY name")]
 
     def get(self, name: str) -> InstalledPackage | None:
         if not self.exists():
             return None
-        with self._engine.connect() as conn:
-            row = conn.execute(select(packages_table).where(packages_table.c.name == name)).first()
-        return None if row is None else _package(row)
+        rows = self._read("SELECT * FROM packages WHERE name = ?", name)
+        return _package(rows[0]) if rows else None
 
     def files(self, name: str) -> list[InstalledFile]:
         if not self.exists():
             return []
-        with self._engine.connect() as conn:
-            rows = conn.execute(
-                select(files_table).where(files_table.c.package == name).order_by(files_table.c.path)
-            ).all()
-        return [InstalledFile(r.path, r.type, r.sha256, r.size, r.mode, r.target) for r in rows]
+        rows = self._read("SELECT * FROM files WHERE package = ? ORDER BY path", name)
+        return [InstalledFile(r["path"], r["type"], r["sha256"], r["size"], r["mode"], r["target"]) for r in rows]
 
     def owners(self, paths: list[str]) -> dict[str, str]:
         """Which installed package owns each of `paths` (directories are shared and owned by none)."""
         if not self.exists() or not paths:
             return {}
         found: dict[str, str] = {}
-        with self._engine.connect() as conn:
-            for start in range(0, len(paths), 500):
-                chunk = paths[start : start + 500]
-                rows = conn.execute(
-                    select(files_table.c.path, files_table.c.package)
-                    .where(files_table.c.path.in_(chunk))
-                    .where(files_table.c.type != "dir")
-                ).all()
-                found.update({str(r[0]): str(r[1]) for r in rows})
+        for start in range(0, len(paths), 500):
+            chunk = paths[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._read(f"SELECT path, package FROM files WHERE type != 'dir' AND path IN ({marks})", *chunk)
+            found.update({str(r["path"]): str(r["package"]) for r in rows})
         return found
 
     @staticmethod
     def _insert(conn: Any, package: InstalledPackage, files: list[InstalledFile]) -> None:
+        from sqlalchemy import insert
+
+        from pkgc.localdb.schema import files_table, packages_table
+
         conn.execute(
             insert(packages_table).values(
                 name=package.name,
@@ -196,10 +155,14 @@ class InstalledStore:
         add: list[tuple[InstalledPackage, list[InstalledFile]]],
     ) -> None:
         """Swap package records and log the change in one SQLite transaction: the commit point of a pkgc command."""
+        from sqlalchemy import delete, insert, select
+
+        from pkgc.localdb.schema import files_table, history_table, packages_table
+
         with self._engine.begin() as conn:
             touched = sorted({*remove, *(package.name for package, _ in add)})
             before_rows = conn.execute(select(packages_table).where(packages_table.c.name.in_(touched))).all()
-            before = [_package(row).as_json() for row in before_rows]
+            before = [_package(row._mapping).as_json() for row in before_rows]
             conn.execute(delete(files_table).where(files_table.c.package.in_(touched)))
             conn.execute(delete(packages_table).where(packages_table.c.name.in_(touched)))
             for package, files in add:
@@ -217,28 +180,25 @@ class InstalledStore:
     def transaction_committed(self, txid: str) -> bool:
         if not self.exists():
             return False
-        with self._engine.connect() as conn:
-            return conn.execute(select(history_table.c.id).where(history_table.c.txid == txid)).first() is not None
+        return bool(self._read("SELECT id FROM history WHERE txid = ?", txid))
 
     def history(self) -> list[dict[str, Any]]:
         if not self.exists():
             return []
-        with self._engine.connect() as conn:
-            rows = conn.execute(select(history_table).order_by(history_table.c.id)).all()
         return [
             {
-                "id": r.id,
-                "operation": r.operation,
-                "finished_at": r.finished_at,
-                "before": json.loads(r.before),
-                "after": json.loads(r.after),
+                "id": r["id"],
+                "operation": r["operation"],
+                "finished_at": r["finished_at"],
+                "before": json.loads(r["before"]),
+                "after": json.loads(r["after"]),
             }
-            for r in rows
+            for r in self._read("SELECT * FROM history ORDER BY id")
         ]
 
 
-def _package(row: Any) -> InstalledPackage:
-    m = row._mapping
+def _package(m: Any) -> InstalledPackage:
+    """From a sqlite3.Row or a SQLAlchemy row mapping."""
     return InstalledPackage(
         name=m["name"],
         version=m["version"],
