@@ -127,6 +127,7 @@ def _register() -> None:
         install,
         list_packages,
         outdated,
+        pending,
         pin,
         remove,
         search,
@@ -144,6 +145,7 @@ def _register() -> None:
     app.command("downgrade")(downgrade.downgrade)
     app.command("history")(history.history)
     app.command("outdated")(outdated.outdated)
+    app.command("pending")(pending.pending)
     app.command("pin")(pin.pin)
     app.command("unpin")(pin.unpin)
     app.command("rollback")(history.rollback)

@@ -55,10 +55,31 @@ class InstalledItem:
 
 
 @dataclass(frozen=True)
+class PendingRequest:
+    """A package left compiling on the farm by `install --background`, to be finished by `pending --install`."""
+
+    spec: str
+    key: str
+    options: dict[str, str | bool]
+
+
+@dataclass(frozen=True)
 class InstallResult:
     prefix: str
     items: list[InstalledItem] = field(default_factory=list)
     seconds: float = 0.0
+    pending: list[PendingRequest] = field(default_factory=list)
+
+
+def _closure(key: str, by_key: Mapping[str, BuildInfo]) -> set[str]:
+    seen: set[str] = set()
+    stack = [key]
+    while stack:
+        current = stack.pop()
+        if current not in seen:
+            seen.add(current)
+            stack.extend(by_key[current].dependencies)
+    return seen
 
 
 @dataclass
@@ -73,6 +94,8 @@ class InstallPackages:
         specs: list[str],
         options: Mapping[str, str],
         per_package: Mapping[str, Mapping[str, str]] | None = None,
+        *,
+        wait: bool = True,
     ) -> InstallResult:
         """Install `specs` with `options` (and each package's own from `per_package`); the caller holds the lock."""
         started = time.monotonic()
@@ -87,7 +110,24 @@ class InstallPackages:
             merged: dict[str, str | bool] = {**(per_package or {}).get(name, {}), **options}  # command line wins
             requests.append(PackageRequestModel(name=name, version=version, options=merged))
         resolved = self.farm.resolve(requests)
-        builds = wait_for_builds(self.farm, resolved.builds, self.reporter)
+        pending: list[PendingRequest] = []
+        if wait:
+            builds = wait_for_builds(self.farm, resolved.builds, self.reporter)
+        else:
+            # Install now what is ready with all its dependencies; leave the rest compiling and say so.
+            by_key = {b.key: b for b in resolved.builds}
+            failed = [b for b in resolved.builds if b.status == BuildStatus.FAILED]
+            if failed:
+                raise _failure(self.farm, failed[0])
+            ready: set[str] = set()
+            for spec, request, key in zip(specs, requests, resolved.requested, strict=True):
+                closure = _closure(key, by_key)
+                if all(by_key[k].status == BuildStatus.READY for k in closure):
+                    ready |= closure
+                else:
+                    pending.append(PendingRequest(spec, key, dict(request.options)))
+            builds = [b for b in resolved.builds if b.key in ready]
+            self.reporter.builds_changed(resolved.builds)
         requested = set(resolved.requested)
         items: list[InstalledItem] = []
         wanted: list[tuple[BuildInfo, bool]] = []
@@ -109,7 +149,7 @@ class InstallPackages:
                 items.append(
                     InstalledItem(build.name, build.version, build.key, "installed", _count(staged, build.name))
                 )
-        return InstallResult(prefix=str(prefix), items=items, seconds=time.monotonic() - started)
+        return InstallResult(str(prefix), items, time.monotonic() - started, pending)
 
 
 def _count(staged: list[StagedPackage], name: str) -> int:

@@ -77,7 +77,12 @@ def install(
     prefix: Path | None = typer.Option(
         None, "--prefix", help="Install into this prefix instead of the configured one."
     ),
-    wait: bool = typer.Option(True, "--wait", help="Wait for builds in progress, then install (the default)."),
+    wait: bool | None = typer.Option(
+        None,
+        "--wait/--background",
+        help="Wait for builds in progress, or install what is ready and leave the rest compiling "
+        "(default: install_mode in the config, else --wait).",
+    ),
     no_wait: bool = typer.Option(False, "--no-wait", help="Fail at once if another pkgc is changing the prefix."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
@@ -98,7 +103,16 @@ def install(
     use_case = InstallPackages(farm=farm, store=store, cache_dir=app.cache_dir, reporter=reporter)
     try:
         with prefix_lock(store.prefix, wait=not no_wait):
-            result = use_case(packages, options, settings.package_options)
+            result = use_case(
+                packages,
+                options,
+                settings.package_options,
+                wait=settings.install_mode == "wait" if wait is None else wait,
+            )
+            if result.pending:
+                from pkgc.client.pending import add_pending
+
+                add_pending(store.prefix, result.pending)
     finally:
         reporter.close()
     if as_json:
@@ -108,6 +122,7 @@ def install(
                     "prefix": result.prefix,
                     "seconds": round(result.seconds, 3),
                     "packages": [item.__dict__ for item in result.items],
+                    "pending": [p.spec for p in result.pending],
                 }
             )
         )
@@ -115,4 +130,8 @@ def install(
     out = console()
     for item in result.items:
         out.print(f"{item.name} {item.version}: {item.action}")
+    for request in result.pending:
+        out.print(f"{request.spec}: still compiling on the farm", markup=False)
+    if result.pending:
+        out.print("run 'pkgc pending' to follow the builds and 'pkgc pending --install' to finish")
     out.print(f"prefix: {result.prefix} ({result.seconds:.1f}s)")
