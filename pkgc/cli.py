@@ -95,10 +95,20 @@ class AppContext:
         return cache_dir()
 
 
+_QUIET = False
+
+
 def console(stderr: bool = False) -> Console:
+    """Rich output for people; `--quiet` silences it (data printed for scripts, and errors, are not affected)."""
     from rich.console import Console
 
-    return Console(stderr=stderr, no_color=bool(os.environ.get("NO_COLOR")) or None, highlight=False, soft_wrap=True)
+    return Console(
+        quiet=_QUIET,
+        stderr=stderr,
+        no_color=bool(os.environ.get("NO_COLOR")) or None,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _version(value: bool) -> None:
@@ -111,8 +121,11 @@ def _version(value: bool) -> None:
 def _root(
     ctx: typer.Context,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks and more detail."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only results and errors."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
+    global _QUIET
+    _QUIET = quiet
     ctx.obj = AppContext(verbose=verbose)
 
 

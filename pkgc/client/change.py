@@ -43,6 +43,7 @@ class ChangeVersions:
     cache_dir: Path
     reporter: Reporter = field(default_factory=SilentReporter)
     pins: Mapping[str, str] = field(default_factory=dict)
+    parallel_downloads: int = 4
 
     def _installed(self, name: str) -> None:
         validate_name(name)
@@ -106,7 +107,15 @@ class ChangeVersions:
             wanted.append((build, installed.requested if installed else build.key in requested))
             changes.append(Change(build.name, installed.version if installed else None, build.version))
         if wanted:
-            switch(self.store, self.farm, self.cache_dir, self.reporter, wanted, operation)
+            switch(
+                self.store,
+                self.farm,
+                self.cache_dir,
+                self.reporter,
+                wanted,
+                operation,
+                parallel_downloads=self.parallel_downloads,
+            )
         held += [p.name for p in self.store.packages() if p.name in self.pins and p.name not in held]
         return ChangeResult(str(self.store.prefix), operation, changes, sorted(set(held)))
 
@@ -134,7 +143,16 @@ class ChangeVersions:
             current = self.store.get(name)
             changes.append(Change(name, current.version if current else None, None))
         if wanted or remove:
-            switch(self.store, self.farm, self.cache_dir, self.reporter, wanted, "rollback", remove=remove)
+            switch(
+                self.store,
+                self.farm,
+                self.cache_dir,
+                self.reporter,
+                wanted,
+                "rollback",
+                remove=remove,
+                parallel_downloads=self.parallel_downloads,
+            )
         return ChangeResult(str(self.store.prefix), "rollback", changes)
 
 

@@ -49,7 +49,8 @@ def http_client(*, token: str = "", tls: bool = True) -> httpx.Client:
         # A debugging aid (and how the tests count round trips): one line per request, method and path.
         def log_request(request: httpx.Request) -> None:
             with open(trace, "a", encoding="utf-8") as handle:
-                handle.write(f"{request.method} {request.url.path}\n")
+                resume = request.headers.get("Range")
+                handle.write(f"{request.method} {request.url.path}{' ' + resume if resume else ''}\n")
 
         hooks["request"] = [log_request]
     return httpx.Client(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import stat
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -88,6 +89,7 @@ class InstallPackages:
     store: InstalledStore
     cache_dir: Path
     reporter: Reporter = field(default_factory=SilentReporter)
+    parallel_downloads: int = 4
 
     def __call__(
         self,
@@ -144,7 +146,15 @@ class InstallPackages:
             else:
                 wanted.append((build, build.key in requested))
         if wanted:
-            staged = switch(self.store, self.farm, self.cache_dir, self.reporter, wanted, "install")
+            staged = switch(
+                self.store,
+                self.farm,
+                self.cache_dir,
+                self.reporter,
+                wanted,
+                "install",
+                parallel_downloads=self.parallel_downloads,
+            )
             for build, _ in wanted:
                 items.append(
                     InstalledItem(build.name, build.version, build.key, "installed", _count(staged, build.name))
@@ -156,22 +166,29 @@ def _count(staged: list[StagedPackage], name: str) -> int:
     return sum(1 for s in staged if s.package.name == name for f in s.files if f.type != "dir")
 
 
-def stage_build(
-    farm: FarmClient,
-    build: BuildInfo,
-    requested: bool,
-    transaction: Transaction,
-    cache_dir: Path,
-    reporter: Reporter,
-) -> StagedPackage:
-    """Download, verify, unpack and relocate one build into the transaction's staging area."""
-    assert build.url and build.sha256
-    artifact = farm.download(
-        build.url,
-        cache_dir / "artifacts" / f"{build.sha256}.tar.zst",
-        build.sha256,
-        lambda done, total: reporter.download_progress(build.name, done, total),
-    )
+def download_builds(
+    farm: FarmClient, builds: list[BuildInfo], cache_dir: Path, reporter: Reporter, parallel: int
+) -> dict[str, Path]:
+    """Download (or find in the cache) every artifact, `parallel` at a time, each checked against its sha256."""
+
+    def fetch(build: BuildInfo) -> tuple[str, Path]:
+        assert build.url and build.sha256
+        path = farm.download(
+            build.url,
+            cache_dir / "artifacts" / f"{build.sha256}.tar.zst",
+            build.sha256,
+            lambda done, total: reporter.download_progress(build.name, done, total),
+        )
+        return build.key, path
+
+    if parallel <= 1 or len(builds) <= 1:
+        return dict(fetch(build) for build in builds)
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        return dict(pool.map(fetch, builds))
+
+
+def stage_build(build: BuildInfo, artifact: Path, requested: bool, transaction: Transaction) -> StagedPackage:
+    """Unpack (through the allowlist) and relocate one verified artifact into the transaction's staging area."""
     root = transaction.stage_dir / build.name
     manifest = unpack_artifact(artifact, root)
     if manifest.key != build.key or manifest.name != build.name:
@@ -266,11 +283,13 @@ def switch(
     wanted: list[tuple[BuildInfo, bool]],
     operation: str,
     remove: list[str] | None = None,
+    parallel_downloads: int = 4,
 ) -> list[StagedPackage]:
-    """Stage `wanted` builds, check conflicts, then switch in one transaction (replacing installed versions)."""
+    """Download and stage `wanted` builds, check conflicts, then switch in one transaction."""
     transaction = Transaction(store, operation)
     try:
-        staged = [stage_build(farm, build, requested, transaction, cache_dir, reporter) for build, requested in wanted]
+        artifacts = download_builds(farm, [b for b, _ in wanted], cache_dir, reporter, parallel_downloads)
+        staged = [stage_build(build, artifacts[build.key], requested, transaction) for build, requested in wanted]
         replacing = {*(remove or []), *(b.name for b, _ in wanted if store.get(b.name) is not None)}
         check_conflicts(store, staged, replacing=replacing)
         transaction.apply(add=staged, remove=remove or [])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,9 @@ class ConsoleReporter:
         self.last: dict[str, str] = {}
         self.since: dict[str, float] = {}
         self.live: Any = None
+        self.progress: Any = None
+        self.tasks: dict[str, Any] = {}
+        self.lock = threading.Lock()
         if not quiet and self.err.is_terminal:
             from rich.live import Live
 
@@ -57,7 +61,23 @@ class ConsoleReporter:
             self.live.update(self._table(builds))
 
     def download_progress(self, name: str, done: int, total: int) -> None:
-        pass
+        """Progress bars on a terminal (called from the download threads); nothing otherwise."""
+        if self.quiet or not self.err.is_terminal:
+            return
+        with self.lock:
+            if self.live is not None:
+                self.live.stop()
+                self.live = None
+            if self.progress is None:
+                from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+                self.progress = Progress(
+                    TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=self.err
+                )
+                self.progress.start()
+            if name not in self.tasks:
+                self.tasks[name] = self.progress.add_task(name, total=total or None)
+            self.progress.update(self.tasks[name], completed=done, total=total or None)
 
     def installed(self, name: str, version: str) -> None:
         self.close()
@@ -68,6 +88,9 @@ class ConsoleReporter:
         if self.live is not None:
             self.live.stop()
             self.live = None
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
 
 
 def install(
@@ -100,7 +123,13 @@ def install(
     check_prefix_fits(str(store.prefix))  # before the farm starts or the lock creates anything in the prefix
     farm = app.farm()
     reporter = ConsoleReporter(quiet=as_json)
-    use_case = InstallPackages(farm=farm, store=store, cache_dir=app.cache_dir, reporter=reporter)
+    use_case = InstallPackages(
+        farm=farm,
+        store=store,
+        cache_dir=app.cache_dir,
+        reporter=reporter,
+        parallel_downloads=settings.parallel_downloads,
+    )
     try:
         with prefix_lock(store.prefix, wait=not no_wait):
             result = use_case(

@@ -24,6 +24,7 @@ def change_versions(app: AppContext) -> ChangeVersions:
         cache_dir=app.cache_dir,
         reporter=ConsoleReporter(True),
         pins=app.settings.pins,
+        parallel_downloads=app.settings.parallel_downloads,
     )
 
 

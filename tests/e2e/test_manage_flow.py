@@ -129,3 +129,28 @@ def test_unreachable_farm_is_a_clear_error_and_changes_nothing(farm: FarmEnv, tm
     assert result.stderr.startswith("error: cannot reach the farm at http://127.0.0.1:9")
     assert len(result.stderr.strip().splitlines()) == 1
     assert not any(p for p in prefix.rglob("*") if ".pkgc" not in p.parts)
+
+
+def test_interrupted_download_resumes_where_it_stopped(farm: FarmEnv, tmp_path: Path) -> None:
+    farm.pkgc("install", "hello", "--prefix", str(tmp_path / "warm"), check=True)
+    with farm.api() as api:
+        body = api.post("/v1/resolve", json={"packages": [{"name": "hello"}]}).json()
+        build = next(b for b in body["builds"] if b["key"] == body["requested"][0])
+        whole = api.get(build["url"]).content
+    cache = tmp_path / "cache"
+    partial = cache / "pkgc" / "artifacts" / f"{build['sha256']}.tar.zst.part"
+    partial.parent.mkdir(parents=True)
+    half = len(whole) // 2
+    partial.write_bytes(whole[:half])  # what an interrupted download left behind
+    trace = tmp_path / "trace.log"
+    env = {**farm.env, "XDG_CACHE_HOME": str(cache), "PKGC_TRACE_HTTP": str(trace)}
+    result = subprocess.run(
+        farm.pkgc_argv("install", "hello", "--prefix", str(tmp_path / "prefix")),
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"GET {build['url']} bytes={half}-" in trace.read_text().splitlines()
+    assert (cache / "pkgc" / "artifacts" / f"{build['sha256']}.tar.zst").read_bytes() == whole
+    assert not partial.exists()
