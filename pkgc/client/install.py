@@ -112,37 +112,56 @@ class InstallPackages:
             merged: dict[str, str | bool] = {**(per_package or {}).get(name, {}), **options}  # command line wins
             requests.append(PackageRequestModel(name=name, version=version, options=merged))
         resolved = self.farm.resolve(requests)
-        pending: list[PendingRequest] = []
-        if wait:
-            builds = wait_for_builds(self.farm, resolved.builds, self.reporter)
-        else:
-            # Install now what is ready with all its dependencies; leave the rest compiling and say so.
-            by_key = {b.key: b for b in resolved.builds}
-            failed = [b for b in resolved.builds if b.status == BuildStatus.FAILED]
-            if failed:
-                raise _failure(self.farm, failed[0])
-            ready: set[str] = set()
-            for spec, request, key in zip(specs, requests, resolved.requested, strict=True):
-                closure = _closure(key, by_key)
-                if all(by_key[k].status == BuildStatus.READY for k in closure):
-                    ready |= closure
-                else:
-                    pending.append(PendingRequest(spec, key, dict(request.options)))
-            builds = [b for b in resolved.builds if b.key in ready]
-            self.reporter.builds_changed(resolved.builds)
         requested = set(resolved.requested)
-        items: list[InstalledItem] = []
-        wanted: list[tuple[BuildInfo, bool]] = []
-        for build in builds:
+        for build in resolved.builds:  # refuse before anything compiles or downloads
             existing = self.store.get(build.name)
-            if existing is not None and (existing.key == build.key or build.key not in requested):
-                # The same build, or a dependency already present in some build: keep what is there.
-                items.append(InstalledItem(build.name, existing.version, existing.key, "already installed"))
-            elif existing is not None:
+            if existing is not None and existing.key != build.key and build.key in requested:
                 raise ConflictError(
                     f"{build.name} {existing.version} is already installed with other options or version",
                     hint=f"use 'pkgc upgrade {build.name}' or 'pkgc downgrade', or remove it first",
                 )
+        by_key = {b.key: b for b in resolved.builds}
+        groups = [
+            (spec, request, key, _closure(key, by_key))
+            for spec, request, key in zip(specs, requests, resolved.requested, strict=True)
+        ]
+        items: list[InstalledItem] = []
+        pending: list[PendingRequest] = []
+        installed_keys: set[str] = set()
+        self.reporter.builds_changed(resolved.builds)
+        while groups:
+            failed = [
+                by_key[k] for _, _, _, closure in groups for k in closure if by_key[k].status == BuildStatus.FAILED
+            ]
+            if failed:
+                raise _failure(self.farm, failed[0])
+            ready = [g for g in groups if all(by_key[k].status == BuildStatus.READY for k in g[3])]
+            if ready:
+                # Each package goes in as soon as it and its dependencies are built: one transaction per group.
+                keys = set().union(*(g[3] for g in ready)) - installed_keys
+                builds = [b for b in resolved.builds if b.key in keys]
+                items += self._install_builds([by_key[b.key] for b in builds], requested)
+                installed_keys |= keys
+                groups = [g for g in groups if g not in ready]
+                continue
+            if not wait:
+                pending = [PendingRequest(spec, key, dict(request.options)) for spec, request, key, _ in groups]
+                break
+            waiting = sorted({k for g in groups for k in g[3] if not by_key[k].status.finished})
+            answer = self.farm.wait(waiting, seen={k: by_key[k].status for k in waiting})
+            for info in [*answer.finished, *answer.progress]:
+                by_key[info.key] = info
+            self.reporter.builds_changed(list(by_key.values()))
+        return InstallResult(str(prefix), items, time.monotonic() - started, pending)
+
+    def _install_builds(self, builds: list[BuildInfo], requested: set[str]) -> list[InstalledItem]:
+        items: list[InstalledItem] = []
+        wanted: list[tuple[BuildInfo, bool]] = []
+        for build in builds:
+            existing = self.store.get(build.name)
+            if existing is not None:
+                # The same build, or a dependency already present in some build: keep what is there.
+                items.append(InstalledItem(build.name, existing.version, existing.key, "already installed"))
             else:
                 wanted.append((build, build.key in requested))
         if wanted:
@@ -159,7 +178,7 @@ class InstallPackages:
                 items.append(
                     InstalledItem(build.name, build.version, build.key, "installed", _count(staged, build.name))
                 )
-        return InstallResult(str(prefix), items, time.monotonic() - started, pending)
+        return items
 
 
 def _count(staged: list[StagedPackage], name: str) -> int:

@@ -77,3 +77,18 @@ def test_upgrade_all_is_one_resolve_for_every_package(farm: FarmEnv) -> None:
     requests = [line.split()[1] for line in access_log.read_text().splitlines()]
     assert requests.count("/v1/resolve") == 1
     assert state(farm, prefix)[0] == {"greet": "2.0", "lz4": "1.9.4"}
+
+
+def test_errors_of_the_version_commands(farm: FarmEnv, tmp_path: Path) -> None:
+    p = ("--prefix", str(tmp_path / "empty"))
+    assert farm.pkgc("upgrade", "greet", *p).returncode == 3
+    assert farm.pkgc("upgrade", *p).returncode == 2
+    assert farm.pkgc("downgrade", "greet", *p).returncode == 3
+    assert farm.pkgc("files", "greet", *p).returncode == 3
+    assert farm.pkgc("rollback", *p).returncode == 2
+    farm.pkgc("install", "greet@1.0", *p, check=True)
+    missing = farm.pkgc("rollback", "99", *p)
+    assert missing.returncode == 3 and "pkgc history" in missing.stderr
+    assert farm.pkgc("downgrade", "greet", "2.0", *p).returncode == 2
+    assert farm.pkgc("unpin", "nothing-pinned").returncode == 3
+    assert farm.pkgc("install", "greet@9.9", *p).returncode == 3
