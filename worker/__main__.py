@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         build_timeout=_env_float("PKGC_FARM_BUILD_TIMEOUT", 3600.0),
         visibility_timeout=visibility,
         lease_ttl=_env_float("PKGC_FARM_LEASE_TTL", visibility),
-        heartbeat_interval=max(0.5, visibility / 4),
+        heartbeat_interval=max(0.5, min(visibility / 4, 5.0)),
         bubblewrap=bwrap,
     )
     worker = Worker(

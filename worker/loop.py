@@ -139,10 +139,10 @@ class Worker:
             relocate_tree(unpacked, manifest, str(depsdir))
             shutil.copytree(unpacked, depsdir, symlinks=True, dirs_exist_ok=True)
 
-    def _heartbeat(self, lease: Lease, job: Job, done: threading.Event, lost: threading.Event) -> None:
+    def _heartbeat(self, lease: Lease, job: Job, log_path: Path, done: threading.Event, lost: threading.Event) -> None:
         while not done.wait(self.settings.heartbeat_interval):
             self.queue.extend(job, self.settings.visibility_timeout)
-            if not self.builds.renew_lease(lease, self.clock(), self.settings.lease_ttl):
+            if not self.builds.renew_lease(lease, self.clock(), self.settings.lease_ttl, _last_line(log_path)):
                 lost.set()
                 return
 
@@ -151,7 +151,7 @@ class Worker:
         workdir = Path(tempfile.mkdtemp(prefix=f"{record.name}-", dir=self.settings.workroot))
         log_path = workdir / "build.log"
         done, lost = threading.Event(), threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(lease, job, done, lost), daemon=True)
+        beat = threading.Thread(target=self._heartbeat, args=(lease, job, log_path, done, lost), daemon=True)
         beat.start()
         status, error, artifact_fields = BuildStatus.FAILED, "", {}
         try:
@@ -218,3 +218,14 @@ class Worker:
         pack_tree(staged, manifest, out)
         data = out.read_bytes()
         return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+
+def _last_line(log_path: Path) -> str:
+    """The last non-empty line of a log that is still being written."""
+    try:
+        with log_path.open("rb") as handle:
+            handle.seek(max(0, log_path.stat().st_size - 4096))
+            lines = [line for line in handle.read().decode(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip() if lines else ""

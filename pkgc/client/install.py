@@ -30,12 +30,16 @@ LOG_TAIL_LINES = 25
 
 
 class Reporter(Protocol):
+    poll_seconds: float  # how long one long-poll may block: short when a live display wants fresh log lines
+
     def builds_changed(self, builds: list[BuildInfo]) -> None: ...
     def download_progress(self, name: str, done: int, total: int) -> None: ...
     def installed(self, name: str, version: str) -> None: ...
 
 
 class SilentReporter:
+    poll_seconds = 20.0
+
     def builds_changed(self, builds: list[BuildInfo]) -> None:
         pass
 
@@ -148,7 +152,9 @@ class InstallPackages:
                 pending = [PendingRequest(spec, key, dict(request.options)) for spec, request, key, _ in groups]
                 break
             waiting = sorted({k for g in groups for k in g[3] if not by_key[k].status.finished})
-            answer = self.farm.wait(waiting, seen={k: by_key[k].status for k in waiting})
+            answer = self.farm.wait(
+                waiting, timeout=self.reporter.poll_seconds, seen={k: by_key[k].status for k in waiting}
+            )
             for info in [*answer.finished, *answer.progress]:
                 by_key[info.key] = info
             self.reporter.builds_changed(list(by_key.values()))
@@ -276,7 +282,7 @@ def wait_for_builds(farm: FarmClient, builds: list[BuildInfo], reporter: Reporte
         pending = [k for k, b in current.items() if not b.status.finished]
         if not pending:
             return [current[b.key] for b in builds]
-        answer = farm.wait(pending, seen={k: current[k].status for k in pending})
+        answer = farm.wait(pending, timeout=reporter.poll_seconds, seen={k: current[k].status for k in pending})
         for info in [*answer.finished, *answer.progress]:
             current[info.key] = info
         reporter.builds_changed(list(current.values()))

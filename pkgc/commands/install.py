@@ -30,21 +30,29 @@ class ConsoleReporter:
         self.progress: Any = None
         self.tasks: dict[str, Any] = {}
         self.lock = threading.Lock()
+        self.poll_seconds = 20.0
         if not quiet and self.err.is_terminal:
             from rich.live import Live
 
             self.live = Live(console=self.err, transient=False, refresh_per_second=4)
             self.live.start()
+            self.poll_seconds = 3.0  # refresh the table's log column every few seconds
 
     def _table(self, builds: list[BuildInfo]) -> Any:
         from rich.table import Table
 
         table = Table(box=None, pad_edge=False)
-        for column in ("package", "version", "status", "elapsed"):
+        for column in ("package", "version", "status", "elapsed", "log"):
             table.add_column(column)
         now = time.monotonic()
         for build in builds:
-            table.add_row(build.name, build.version, build.status.value, f"{now - self.since[build.key]:.0f}s")
+            table.add_row(
+                build.name,
+                build.version,
+                build.status.value,
+                f"{now - self.since[build.key]:.0f}s",
+                build.last_line[-60:],
+            )
         return table
 
     def builds_changed(self, builds: list[BuildInfo]) -> None:

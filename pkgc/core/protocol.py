@@ -59,6 +59,7 @@ class BuildInfo(Strict):
     error: str | None = None
     log_url: str | None = None
     attempts: int = Field(default=0, description="how many times a worker has taken this build")
+    last_line: str = Field(default="", description="the latest line of the build log, while it builds")
 
 
 class ResolveResponse(Strict):
@@ -80,7 +81,9 @@ class WaitResponse(Strict):
     finished: list[BuildInfo]
     pending: list[str]
     progress: list[BuildInfo] = Field(
-        default_factory=list, description="pending builds whose status differs from what the client had seen"
+        default_factory=list,
+        description="pending builds whose status differs from what the client had seen; all pending builds, as they "
+        "are now, when the wait timed out",
     )
 
 

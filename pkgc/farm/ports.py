@@ -35,6 +35,7 @@ class BuildRecord:
     lease_token: int = 0
     lease_expires: float = 0.0
     attempts: int = 0
+    last_line: str = ""
     created_at: float = 0.0
     updated_at: float = 0.0
     enqueued_at: float = 0.0
@@ -78,7 +79,9 @@ class BuildStore(Protocol):
         """Take the build if it is queued, or building under an expired lease; bump the fencing token."""
         ...
 
-    def renew_lease(self, lease: Lease, now: float, ttl: float) -> bool: ...
+    def renew_lease(self, lease: Lease, now: float, ttl: float, last_line: str | None = None) -> bool:
+        """Extend the lease (and note the build log's latest line, for clients watching); False if it was lost."""
+        ...
 
     def release_lease(self, lease: Lease, now: float) -> bool:
         """Give the build back (status queued) without counting an attempt, e.g. while dependencies build."""

@@ -182,6 +182,7 @@ class FarmService:
             error=record.error,
             log_url=f"{API_PREFIX}/builds/{record.key}/log" if record.log else None,
             attempts=record.attempts,
+            last_line=record.last_line if record.status == BuildStatus.BUILDING else "",
         )
 
     def build(self, key: str) -> BuildInfo:
@@ -206,7 +207,10 @@ class FarmService:
                 for k in wanted
                 if not (r := records[k]).status.finished and k in seen and seen[k] != r.status
             ]
-            if finished or progress or self.clock() >= deadline:
+            if not (finished or progress) and self.clock() >= deadline:
+                # Nothing finished: report every pending build as it is now (a watcher's latest log line).
+                progress = [self.to_info(records[k]) for k in wanted]
+            if finished or progress:
                 done = {info.key for info in finished}
                 return WaitResponse(finished=finished, pending=[k for k in wanted if k not in done], progress=progress)
             self.sleep(min(self.poll_interval, max(0.0, deadline - self.clock())))

@@ -226,3 +226,19 @@ def test_prefix_longer_than_placeholder_is_refused_before_download(farm: FarmEnv
     assert result.returncode == 2
     assert "prefix is" in result.stderr and "bytes" in result.stderr
     assert not prefix.exists()
+
+
+def test_a_build_in_progress_shows_its_latest_log_line(farm: FarmEnv) -> None:
+    info = resolve(farm, "slowpoke", opt="O0")
+    deadline = time.monotonic() + 60
+    seen = ""
+    with farm.api() as api:
+        while time.monotonic() < deadline and not seen:
+            current = api.get(f"/v1/builds/{info['key']}").json()
+            if current["status"] == "building":
+                seen = current["last_line"]
+            time.sleep(0.3)
+        answer = api.post("/v1/wait", json={"keys": [info["key"]], "timeout": 1}).json()
+    assert seen == "$ sleep 8", "the worker reports the line it is on: the recipe's first step"
+    assert answer["pending"] == [info["key"]] and answer["progress"][0]["status"] == "building"
+    assert wait_ready(farm, info["key"])["last_line"] == "", "a finished build has no live line"

@@ -65,6 +65,7 @@ builds_table = Table(
     Column("lease_token", Integer, nullable=False, default=0),
     Column("lease_expires", Float, nullable=False, default=0.0),
     Column("attempts", Integer, nullable=False, default=0),
+    Column("last_line", Text, nullable=False, default=""),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("enqueued_at", Float, nullable=False),
@@ -84,7 +85,12 @@ jobs_table = Table(
 
 def open_farm_database(path: Path) -> Engine:
     """One engine per process; WAL lets the API read while a worker writes."""
-    return open_sqlite(path, metadata)
+    engine = open_sqlite(path, metadata)
+    with engine.begin() as conn:  # forward-only migration for databases made before the column existed
+        columns = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(builds)")}
+        if "last_line" not in columns:
+            conn.exec_driver_sql("ALTER TABLE builds ADD COLUMN last_line TEXT NOT NULL DEFAULT ''")
+    return engine
 
 
 class SqliteCatalogStore:
@@ -134,6 +140,7 @@ def _record_from_row(row: Any) -> BuildRecord:
         lease_token=m["lease_token"],
         lease_expires=m["lease_expires"],
         attempts=m["attempts"],
+        last_line=m["last_line"] or "",
         created_at=m["created_at"],
         updated_at=m["updated_at"],
         enqueued_at=m["enqueued_at"],
@@ -157,6 +164,7 @@ class SqliteBuildStore:
             "lease_token": 0,
             "lease_expires": 0.0,
             "attempts": 0,
+            "last_line": "",
             "created_at": record.created_at,
             "updated_at": record.updated_at,
             "enqueued_at": record.enqueued_at,
@@ -215,8 +223,11 @@ class SqliteBuildStore:
             ).rowcount
         return bool(changed)
 
-    def renew_lease(self, lease: Lease, now: float, ttl: float) -> bool:
-        return self._update_leased(lease, lease_expires=now + ttl, updated_at=now)
+    def renew_lease(self, lease: Lease, now: float, ttl: float, last_line: str | None = None) -> bool:
+        values: dict[str, Any] = {"lease_expires": now + ttl, "updated_at": now}
+        if last_line is not None:
+            values["last_line"] = last_line[:500]
+        return self._update_leased(lease, **values)
 
     def release_lease(self, lease: Lease, now: float) -> bool:
         return self._update_leased(
