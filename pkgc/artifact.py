@@ -21,7 +21,7 @@ from typing import Any
 
 import zstandard
 
-from pkgc.core.errors import IntegrityError
+from pkgc.core.errors import IntegrityError, is_disk_full
 from pkgc.core.relocation import PLACEHOLDER, PLACEHOLDER_BYTES, kind_of, relocate
 
 MANIFEST_NAME = ".pkgc-manifest.json"
@@ -270,6 +270,8 @@ def unpack_artifact(artifact: Path, destination: Path) -> Manifest:
     except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
         raise IntegrityError(f"artifact is not a valid .tar.zst: {exc}") from None
     except OSError as exc:  # e.g. a member that collides with an earlier one: the archive is not well formed
+        if is_disk_full(exc):
+            raise
         raise IntegrityError(f"artifact cannot be unpacked: {exc.strerror or exc}") from None
     if manifest is None:
         raise IntegrityError("artifact is empty")

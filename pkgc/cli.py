@@ -77,7 +77,7 @@ class AppContext:
             from pkgc.client.farm_client import FarmClient, http_client
 
             settings = self.settings
-            http = http_client(token=settings.token, tls=not settings.embedded)
+            http = http_client(token=settings.token, tls=not settings.embedded, timeout=settings.network_timeout)
             url = ensure_running(farm_home(), http=http) if settings.embedded else settings.farm
             self._farm = FarmClient(url, client=http)
         return self._farm

@@ -27,6 +27,8 @@ from pkgc.core.protocol import (
     WaitResponse,
 )
 
+DEFAULT_NETWORK_TIMEOUT = 30.0
+
 _ERRORS_BY_CODE: dict[str, type[PkgcError]] = {
     "not_found": NotFound,
     "invalid_request": UsageError,
@@ -35,10 +37,12 @@ _ERRORS_BY_CODE: dict[str, type[PkgcError]] = {
 }
 
 
-def http_client(*, token: str = "", tls: bool = True) -> httpx.Client:
+def http_client(*, token: str = "", tls: bool = True, timeout: float = DEFAULT_NETWORK_TIMEOUT) -> httpx.Client:
     """One client per command, shared by the embedded-farm health check and the farm API calls.
 
     `tls=False` (a loopback farm) skips loading the certificate store, a noticeable part of a short command's time.
+    `timeout` bounds every wait for bytes from the farm (a stalled download fails after it); a long-poll gets its
+    own wait on top.
     """
     headers = {"User-Agent": f"pkgc/{pkgc.__version__}"}
     if token:
@@ -55,7 +59,7 @@ def http_client(*, token: str = "", tls: bool = True) -> httpx.Client:
         hooks["request"] = [log_request]
     return httpx.Client(
         headers=headers,
-        timeout=httpx.Timeout(MAX_WAIT_SECONDS + 15, connect=10),
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
         verify=tls,
         event_hooks=hooks,
     )
@@ -97,7 +101,11 @@ class FarmClient:
         self, keys: list[str], timeout: float = MAX_WAIT_SECONDS, seen: dict[str, BuildStatus] | None = None
     ) -> WaitResponse:
         body = WaitRequest(keys=keys, timeout=timeout, seen=seen or {}).model_dump(mode="json")
-        return WaitResponse.model_validate(self._request("POST", f"{API_PREFIX}/wait", json=body).json())
+        read = self._http.timeout.read or DEFAULT_NETWORK_TIMEOUT
+        limits = httpx.Timeout(read + timeout, connect=self._http.timeout.connect)  # the farm may hold it `timeout`
+        return WaitResponse.model_validate(
+            self._request("POST", f"{API_PREFIX}/wait", json=body, timeout=limits).json()
+        )
 
     def build(self, key: str) -> BuildInfo:
         return BuildInfo.model_validate(self._request("GET", f"{API_PREFIX}/builds/{key}").json())
@@ -138,7 +146,7 @@ class FarmClient:
                 total = offset + int(response.headers.get("Content-Length", 0))
                 with partial.open("ab" if offset else "wb") as out:
                     done = offset
-                    for chunk in response.iter_bytes(1024 * 256):
+                    for chunk in response.iter_bytes():  # as they arrive: an interrupted download keeps them all
                         out.write(chunk)
                         done += len(chunk)
                         if progress:

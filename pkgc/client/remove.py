@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pkgc.client.transaction import Transaction, recover
-from pkgc.core.errors import ConflictError, NotFound
+from pkgc.core.errors import ConflictError, NotFound, disk_full, is_disk_full
 from pkgc.core.names import validate_name
 from pkgc.localdb.store import InstalledStore
 
@@ -61,7 +61,9 @@ def remove_packages(store: InstalledStore, names: list[str], *, cascade: bool = 
     transaction = Transaction(store, "remove")
     try:
         transaction.apply(add=[], remove=sorted(targets))
-    except BaseException:
+    except BaseException as exc:
         transaction.abort()
+        if is_disk_full(exc):
+            raise disk_full(exc) from exc
         raise
     return RemoveResult(prefix=str(store.prefix), removed=removed)

@@ -8,6 +8,7 @@ the same one-line error naming the file, the key and what is allowed. Unknown ke
     prefix = "~/.local/share/pkgc/prefix"
     install_mode = "wait"             # or "background"
     parallel_downloads = 4
+    network_timeout = 30              # seconds without a byte from the farm before a request fails
     [options]                         # defaults for every package: global options only
     opt = "O3"
     [packages.hello.options]          # per package, any of its options
@@ -54,6 +55,7 @@ class Settings:
     prefix: Path = field(default_factory=lambda: data_dir() / "prefix")
     install_mode: str = "wait"
     parallel_downloads: int = 4
+    network_timeout: float = 30.0
     options: dict[str, str] = field(default_factory=dict)
     package_options: dict[str, dict[str, str]] = field(default_factory=dict)
     pins: dict[str, str] = field(default_factory=dict)
@@ -106,6 +108,13 @@ def _parallel(value: Any) -> Any:
     raise ValueError("a whole number from 1 to 16")
 
 
+def _seconds(value: Any) -> Any:
+    number = float(value) if isinstance(value, str) and value.replace(".", "", 1).isdigit() else value
+    if isinstance(number, (int, float)) and not isinstance(number, bool) and 1 <= number <= 600:
+        return number
+    raise ValueError("a number of seconds from 1 to 600")
+
+
 def _global_option(name: str) -> Callable[[Any], Any]:
     spec = global_option_specs(detect_platform().arch)[name]
 
@@ -140,6 +149,7 @@ SCALAR_KEYS: dict[str, Callable[[Any], Any]] = {
     "prefix": _prefix,
     "install_mode": _install_mode,
     "parallel_downloads": _parallel,
+    "network_timeout": _seconds,
 }
 
 
@@ -217,6 +227,7 @@ def settings_from(values: dict[str, Any], warnings: list[str]) -> Settings:
         prefix=Path(prefix_value).expanduser() if prefix_value else data_dir() / "prefix",
         install_mode=values.get("install_mode", "wait"),
         parallel_downloads=values.get("parallel_downloads", 4),
+        network_timeout=float(values.get("network_timeout", 30.0)),
         options={k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("options.")},
         package_options=package_options,
         pins={k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("pins.")},

@@ -6,6 +6,8 @@ an exit code or a JSON response, so the mapping is documented once and tested on
 
 from __future__ import annotations
 
+import errno
+
 
 class PkgcError(Exception):
     """Base of every expected failure; the message is one line a user can act on."""
@@ -79,3 +81,29 @@ class SourceUnavailable(PkgcError):
     exit_code = 8
     http_status = 502
     code = "source_unavailable"
+
+
+class DiskFull(PkgcError):
+    """The local disk (prefix, download cache or database) ran out of space; the change was undone."""
+
+    exit_code = 9
+    http_status = 507
+    code = "disk_full"
+
+
+_DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An OSError for a full disk or quota, or SQLite's (possibly wrapped) "database or disk is full"."""
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS:
+        return True
+    return "database or disk is full" in str(exc)
+
+
+def disk_full(exc: BaseException) -> DiskFull:
+    where = getattr(exc, "filename", None)
+    return DiskFull(
+        f"no space left on device{f' writing {where}' if where else ''}: nothing was changed",
+        hint="free some space and run the command again",
+    )

@@ -40,6 +40,8 @@ def test_config_set_get_unset_and_validation(farm: FarmEnv, tmp_path: Path) -> N
         ("options.opt", "O9", "O0, O1, O2, O3, Os"),
         ("farm", "ftp://example", "http"),
         ("parallel_downloads", "0", "1 to 16"),
+        ("network_timeout", "0", "1 to 600"),
+        ("network_timeout", "soon", "1 to 600"),
         ("install_mode", "later", "'wait' or 'background'"),
         ("prefix", "relative/dir", "absolute path"),
     ]:
