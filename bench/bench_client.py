@@ -115,7 +115,7 @@ def make_catalog(path: Path, count: int) -> None:
         CatalogEntry(f"{rng.choice(WORDS)}-{index}", " ".join(rng.choice(WORDS) for _ in range(8)), "1.0")
         for index in range(count)
     ]
-    CatalogCache(path).replace(entries, "bench")
+    CatalogCache(path).replace(entries, "bench", "embedded")
 
 
 def main() -> int:

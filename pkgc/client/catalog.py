@@ -16,13 +16,16 @@ class UpdateResult:
     packages: int
 
 
-def update_catalog(farm: Any, cache: CatalogCache) -> UpdateResult:
-    """Download the catalog only if it changed since the last update (ETag)."""
-    document, etag = farm.catalog(cache.etag())
+def update_catalog(farm: Any, cache: CatalogCache, source: str) -> UpdateResult:
+    """Download the catalog only if it changed since the last update (ETag) from the same farm (`source`).
+
+    After the user points pkgc at another farm, the cached catalog is that of the old one: fetch the new one whole.
+    """
+    document, etag = farm.catalog(cache.etag(source))
     if document is None:
         return UpdateResult(False, cache.count())
     entries = [CatalogEntry(p.name, p.summary, p.latest) for p in document.packages]
-    return UpdateResult(True, cache.replace(entries, etag))
+    return UpdateResult(True, cache.replace(entries, etag, source))
 
 
 def search_catalog(cache: CatalogCache, term: str, limit: int) -> list[CatalogEntry]:

@@ -14,7 +14,7 @@ def update(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     from pkgc.client.catalog import update_catalog
 
     app: AppContext = ctx.obj
-    result = update_catalog(app.farm(), app.catalog())
+    result = update_catalog(app.farm(), app.catalog(), app.settings.farm)
     if as_json:
         print(json.dumps(result.__dict__))
         return

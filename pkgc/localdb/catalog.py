@@ -40,15 +40,16 @@ class CatalogCache:
     def exists(self) -> bool:
         return self.path.is_file()
 
-    def etag(self) -> str | None:
+    def etag(self, source: str) -> str | None:
+        """The ETag of the cached catalog if it came from `source` (the configured farm); None means fetch it all."""
         if not self.exists():
             return None
         with self._connect() as connection:
-            row = connection.execute("SELECT value FROM meta WHERE key = 'etag'").fetchone()
-        return None if row is None else str(row[0])
+            meta = dict(connection.execute("SELECT key, value FROM meta WHERE key IN ('etag', 'source')"))
+        return meta.get("etag") if meta.get("source", "") == source else None
 
-    def replace(self, entries: Iterable[CatalogEntry], etag: str | None) -> int:
-        """Swap in a new catalog in one transaction; searches never see half of it."""
+    def replace(self, entries: Iterable[CatalogEntry], etag: str | None, source: str) -> int:
+        """Swap in a new catalog from `source` in one transaction; searches never see half of it."""
         rows = [(e.name, e.summary, e.latest) for e in entries]
         connection = self._connect()
         try:
@@ -56,7 +57,9 @@ class CatalogCache:
                 connection.execute("DELETE FROM packages")
                 connection.executemany("INSERT INTO packages (name, summary, latest) VALUES (?, ?, ?)", rows)
                 connection.execute("INSERT INTO packages_fts(packages_fts) VALUES ('rebuild')")
-                connection.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('etag', ?)", (etag or "",))
+                connection.executemany(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [("etag", etag or ""), ("source", source)]
+                )
         finally:
             connection.close()
         return len(rows)

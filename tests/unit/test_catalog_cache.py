@@ -1,0 +1,54 @@
+"""The offline catalog: ETag-conditional updates that never mix two farms' catalogs, and ranked search."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pkgc.client.catalog import update_catalog
+from pkgc.core.protocol import CatalogResponse, PackageSummary
+from pkgc.localdb.catalog import CatalogCache
+
+
+@dataclass
+class FakeFarm:
+    """Answers like the farm's /v1/catalog: 304 (None) when the client's ETag is current."""
+
+    names: list[str]
+    etag: str
+    asked_with: list[str | None] = field(default_factory=list)
+
+    def catalog(self, etag: str | None) -> tuple[CatalogResponse | None, str | None]:
+        self.asked_with.append(etag)
+        if etag == self.etag:
+            return None, etag
+        packages = [PackageSummary(name=n, summary=f"the {n} tool", latest="1.0") for n in self.names]
+        return CatalogResponse(packages=packages), self.etag
+
+
+def test_an_unchanged_catalog_is_not_downloaded_again(tmp_path: Path) -> None:
+    cache = CatalogCache(tmp_path / "catalog.sqlite")
+    farm = FakeFarm(["zlib", "zstd"], etag='"v1"')
+    first = update_catalog(farm, cache, "http://farm-a")
+    second = update_catalog(farm, cache, "http://farm-a")
+    assert (first.changed, first.packages) == (True, 2)
+    assert (second.changed, second.packages) == (False, 2)
+    assert farm.asked_with == [None, '"v1"']
+
+
+def test_another_farm_gets_no_etag_and_replaces_the_whole_catalog(tmp_path: Path) -> None:
+    cache = CatalogCache(tmp_path / "catalog.sqlite")
+    update_catalog(FakeFarm(["zlib", "zstd"], etag='"same"'), cache, "http://farm-a")
+    other = FakeFarm(["hello"], etag='"same"')  # an equal ETag from another farm means nothing
+    result = update_catalog(other, cache, "embedded")
+    assert other.asked_with == [None]
+    assert (result.changed, result.packages) == (True, 1)
+    assert [e.name for e in cache.search("zlib")] == []
+    assert [e.name for e in cache.search("hello")] == ["hello"]
+
+
+def test_search_ranks_exact_name_then_prefix_then_summary(tmp_path: Path) -> None:
+    cache = CatalogCache(tmp_path / "catalog.sqlite")
+    update_catalog(FakeFarm(["zlibx", "zlib", "pigz"], etag='"v"'), cache, "embedded")
+    cache_names = [e.name for e in cache.search("zlib")]
+    assert cache_names == ["zlib", "zlibx"]
