@@ -118,12 +118,18 @@ def make_catalog(path: Path, count: int) -> None:
     CatalogCache(path).replace(entries, "bench", "embedded")
 
 
+def beside_python(command: str) -> str | None:
+    """The console script installed beside this interpreter, so that neither side pays for a version manager's shim
+    (pyenv's are shell scripts that run `pyenv exec`)."""
+    beside = Path(sys.executable).parent / command
+    return str(beside) if beside.is_file() else shutil.which(command)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=9)
     args = parser.parse_args()
-    pkgc = shutil.which("pkgc")
-    pip = shutil.which("pip")
+    pkgc, pip = beside_python("pkgc"), beside_python("pip")
     apt_cache = shutil.which("apt-cache")
     if not (pkgc and pip and apt_cache):
         print("needs pkgc, pip and apt-cache on PATH", file=sys.stderr)

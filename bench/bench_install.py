@@ -329,6 +329,13 @@ def bench_cold_build(
     return pkgc_times, manual_times
 
 
+def default_pkgc() -> str | None:
+    """The console script installed beside this interpreter: a version manager's shim on PATH (pyenv's is a shell
+    script that runs `pyenv exec`) would add its own start-up to every pkgc figure."""
+    beside = Path(sys.executable).parent / "pkgc"
+    return str(beside) if beside.is_file() else shutil.which("pkgc")
+
+
 # -- main -----------------------------------------------------------------------------------------------------------
 
 
@@ -337,7 +344,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="N=2 for A, N=1 for B")
     parser.add_argument("--reps-a", type=int, default=None, help="repetitions of A (default 5, quick 2)")
     parser.add_argument("--reps-b", type=int, default=None, help="repetitions of B (default 3, quick 1)")
-    parser.add_argument("--pkgc", default=shutil.which("pkgc"), help="the pkgc command (default: pkgc on PATH)")
+    parser.add_argument(
+        "--pkgc", default=default_pkgc(), help="the pkgc command (default: the one beside this Python, else on PATH)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory for inspection")
     args = parser.parse_args()
     reps_a = max(1, min(100, args.reps_a or (2 if args.quick else 5)))

@@ -18,6 +18,10 @@ from typing import TYPE_CHECKING
 import typer
 
 import pkgc
+
+# The CLI talks to the farm synchronously. httpcore imports trio whenever it is installed (about 150 ms on a short
+# command) although only async clients use it; a None entry makes that import fail fast, as if trio were absent.
+sys.modules.setdefault("trio", None)  # type: ignore[arg-type]
 from pkgc.core.errors import PkgcError
 
 if TYPE_CHECKING:
