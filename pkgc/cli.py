@@ -18,10 +18,6 @@ from typing import TYPE_CHECKING
 import typer
 
 import pkgc
-
-# The CLI talks to the farm synchronously. httpcore imports trio whenever it is installed (about 150 ms on a short
-# command) although only async clients use it; a None entry makes that import fail fast, as if trio were absent.
-sys.modules.setdefault("trio", None)  # type: ignore[arg-type]
 from pkgc.core.errors import PkgcError
 
 if TYPE_CHECKING:
@@ -31,6 +27,10 @@ if TYPE_CHECKING:
     from pkgc.client.settings import Settings
     from pkgc.localdb.catalog import CatalogCache
     from pkgc.localdb.store import InstalledStore
+
+# The CLI talks to the farm synchronously. httpcore imports trio whenever it is installed (about 150 ms on a short
+# command) although only async clients use it; a None entry makes that import fail fast, as if trio were absent.
+sys.modules.setdefault("trio", None)  # type: ignore[arg-type]
 
 app = typer.Typer(
     name="pkgc",

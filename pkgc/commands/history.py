@@ -47,7 +47,6 @@ def rollback(
     app: AppContext = ctx.obj
     if prefix is not None:
         app.prefix_override = prefix
-    use_case = change_versions(app)
-    with prefix_lock(app.prefix, wait=not no_wait):
+    with change_versions(app, quiet=as_json) as use_case, prefix_lock(app.prefix, wait=not no_wait):
         result = use_case.rollback(entry)
     render_change(result, as_json)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,18 +16,24 @@ if TYPE_CHECKING:
     from pkgc.client.change import ChangeResult, ChangeVersions
 
 
-def change_versions(app: AppContext) -> ChangeVersions:
+@contextmanager
+def change_versions(app: AppContext, *, quiet: bool) -> Iterator[ChangeVersions]:
+    """The use case behind upgrade, downgrade and rollback, with the live build table and download bars of install."""
     from pkgc.client.change import ChangeVersions
     from pkgc.commands.install import ConsoleReporter
 
-    return ChangeVersions(
-        farm=app.farm(),
-        store=app.store(),
-        cache_dir=app.cache_dir,
-        reporter=ConsoleReporter(True),
-        pins=app.settings.pins,
-        parallel_downloads=app.settings.parallel_downloads,
-    )
+    reporter = ConsoleReporter(quiet=quiet)
+    try:
+        yield ChangeVersions(
+            farm=app.farm(),
+            store=app.store(),
+            cache_dir=app.cache_dir,
+            reporter=reporter,
+            pins=app.settings.pins,
+            parallel_downloads=app.settings.parallel_downloads,
+        )
+    finally:
+        reporter.close()
 
 
 def render_change(result: ChangeResult, as_json: bool) -> None:
@@ -66,7 +74,6 @@ def upgrade(
     app: AppContext = ctx.obj
     if prefix is not None:
         app.prefix_override = prefix
-    use_case = change_versions(app)
-    with prefix_lock(app.prefix, wait=not no_wait):
+    with change_versions(app, quiet=as_json) as use_case, prefix_lock(app.prefix, wait=not no_wait):
         result = use_case.upgrade(packages or [], every=every)
     render_change(result, as_json)
