@@ -102,6 +102,15 @@ class AppContext:
 _QUIET = False
 
 
+def quiet_mode() -> bool:
+    return _QUIET
+
+
+def no_color() -> bool:
+    """NO_COLOR set to anything but the empty string (no-color.org): no colour, and no animation either."""
+    return bool(os.environ.get("NO_COLOR"))
+
+
 def console(stderr: bool = False) -> Console:
     """Rich output for people; `--quiet` silences it (data printed for scripts, and errors, are not affected)."""
     from rich.console import Console
@@ -109,7 +118,7 @@ def console(stderr: bool = False) -> Console:
     return Console(
         quiet=_QUIET,
         stderr=stderr,
-        no_color=bool(os.environ.get("NO_COLOR")) or None,
+        no_color=no_color() or None,
         highlight=False,
         soft_wrap=True,
     )
@@ -177,11 +186,36 @@ def _register() -> None:
 _register()
 
 
+def _error_label() -> str:
+    """`error:`, in bold red when a person reads stderr on a terminal that takes colour."""
+    if sys.stderr.isatty() and not no_color() and os.environ.get("TERM", "dumb") != "dumb":
+        return "\x1b[1;31merror:\x1b[0m"
+    return "error:"
+
+
+def _usage_error_exit(exc: Exception) -> int | None:
+    """Report a command-line usage error of click's in one line and return its exit code; None for anything else.
+
+    Recognised by shape, not class: recent typer releases carry their own copy of click, whose exceptions are not
+    click's classes.
+    """
+    code = getattr(exc, "exit_code", None)
+    format_message = getattr(exc, "format_message", None)
+    if not isinstance(code, int) or not callable(format_message):
+        return None
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        return 0  # a bare `pkgc` or `pkgc config`: the help was the answer
+    context = getattr(exc, "ctx", None)
+    hint = f" (see '{context.command_path} --help')" if context is not None else ""
+    print(f"{_error_label()} {format_message()}{hint}", file=sys.stderr)
+    return code
+
+
 def main() -> None:
     verbose = "--verbose" in sys.argv or "-v" in sys.argv
     try:
         # Without standalone mode click returns (not raises) the code of a typer.Exit.
-        status = app(standalone_mode=False)
+        status = app(standalone_mode=False, prog_name="pkgc")
         if isinstance(status, int) and status:
             sys.exit(status)
     except PkgcError as exc:
@@ -191,26 +225,24 @@ def main() -> None:
             traceback.print_exc()
         if exc.details:
             print(exc.details, file=sys.stderr)
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{_error_label()} {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
-        print("error: aborted", file=sys.stderr)
+        print(f"{_error_label()} aborted", file=sys.stderr)
         sys.exit(130)
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        print(f"{_error_label()} interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:  # click usage errors and real bugs
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+        status = _usage_error_exit(exc)
+        if status is not None:
+            sys.exit(status)
         if verbose:
             raise
         print(
-            f"error: unexpected {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)",
+            f"{_error_label()} unexpected {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)",
             file=sys.stderr,
         )
         sys.exit(1)

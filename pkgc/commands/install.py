@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from pkgc.cli import AppContext, console
+from pkgc.cli import AppContext, console, no_color, quiet_mode
 from pkgc.core.options import parse_option_assignments
 
 if TYPE_CHECKING:
@@ -22,7 +22,9 @@ class ConsoleReporter:
 
     def __init__(self, quiet: bool) -> None:
         self.err = console(stderr=True)
-        self.quiet = quiet
+        self.quiet = quiet or quiet_mode()
+        # Redrawing in place is for people at a terminal who did not ask for plain output (NO_COLOR, TERM=dumb).
+        self.animated = not self.quiet and self.err.is_terminal and not self.err.is_dumb_terminal and not no_color()
         self.started = time.monotonic()
         self.last: dict[str, str] = {}
         self.since: dict[str, float] = {}
@@ -31,7 +33,7 @@ class ConsoleReporter:
         self.tasks: dict[str, Any] = {}
         self.lock = threading.Lock()
         self.poll_seconds = 20.0
-        if not quiet and self.err.is_terminal:
+        if self.animated:
             from rich.live import Live
 
             self.live = Live(console=self.err, transient=False, refresh_per_second=4)
@@ -70,7 +72,7 @@ class ConsoleReporter:
 
     def download_progress(self, name: str, done: int, total: int) -> None:
         """Progress bars on a terminal (called from the download threads); nothing otherwise."""
-        if self.quiet or not self.err.is_terminal:
+        if not self.animated:
             return
         with self.lock:
             if self.live is not None:

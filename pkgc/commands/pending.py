@@ -45,11 +45,22 @@ def pending(
     statuses = pending_status(app.farm(), app.prefix)
     if as_json:
         print(
-            json.dumps([{"spec": s.request.spec, "key": s.build.key, "status": s.build.status.value} for s in statuses])
+            json.dumps(
+                [
+                    {
+                        "spec": s.request.spec,
+                        "key": s.build.key,
+                        "status": s.build.status.value,
+                        "last_line": s.build.last_line,
+                    }
+                    for s in statuses
+                ]
+            )
         )
         return
     out = console()
     if not statuses:
         out.print("nothing pending")
     for status in statuses:
-        out.print(f"{status.request.spec}: {status.build.status.value}", markup=False)
+        latest = f"  {status.build.last_line[-80:]}" if status.build.last_line else ""
+        out.print(f"{status.request.spec}: {status.build.status.value}{latest}", markup=False)
