@@ -33,7 +33,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print the result 
         return
     if not url or state is None:
         console().print(f"embedded farm is not running (home {home})")
-        raise typer.Exit(1)
+        raise typer.Exit(4)  # the exit code of "the farm cannot be reached", so scripts can test for it
     console().print(f"embedded farm running at {url}, pid {state['pid']}, workers {len(state['workers'])}")
 
 

@@ -58,7 +58,8 @@ class Version:
     _keys: tuple[_Key, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if len(self.text) > MAX_VERSION_LENGTH or not _VALID.fullmatch(self.text):
+        # No `..`: versions become parts of file names and URLs, where it must never read as a parent directory.
+        if len(self.text) > MAX_VERSION_LENGTH or not _VALID.fullmatch(self.text) or ".." in self.text:
             raise UsageError(
                 f"invalid version {self.text!r}",
                 hint="versions use letters, digits and . + ~ _ - (for example 2.10 or 1.0.8+dfsg)",

@@ -135,3 +135,28 @@ def test_shell_completion_completes_commands_and_options(farm: FarmEnv) -> None:
     assert complete("pkgc install --pr") == ["--prefix"]
     script = farm.pkgc("--show-completion", "bash")
     assert script.returncode == 0 and "_PKGC_COMPLETE" in script.stdout
+
+
+def test_the_other_commands_report_errors_in_one_line(farm: FarmEnv, tmp_path: Path) -> None:
+    empty = ("--prefix", str(tmp_path / "empty"))
+    offline = {**farm.env, "PKGC_FARM": "http://127.0.0.1:9", "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    nowhere = {**farm.env, "PKGC_FARM_HOME": str(tmp_path / "no-farm")}
+    cases: list[tuple[tuple[str, ...], dict[str, str], int, str]] = [
+        (("pin", "greet", *empty), farm.env, 3, "greet is not installed"),
+        (("pin", "greet", "0..1"), offline, 2, "key 'pins.greet' has a bad value '0..1'"),
+        (("unpin", "../x"), offline, 2, "invalid package name"),
+        (("search", " "), farm.env, 2, "give a search term"),
+        (("update",), offline, 4, "cannot reach the farm at http://127.0.0.1:9"),
+        (("outdated", "--prefix", str(tmp_path / "has-greet")), offline, 4, "cannot reach the farm"),
+        (("verify", "greet", *empty), farm.env, 3, "greet is not installed"),
+        (("config", "get", "pins.greet"), offline, 3, "'pins.greet' is not set"),
+        (("info", "../x"), farm.env, 2, "invalid package name '../x'"),
+        (("farm", "status"), nowhere, 4, "embedded farm is not running"),
+    ]
+    farm.pkgc("install", "greet@1.0", "--prefix", str(tmp_path / "has-greet"), check=True)
+    for argv, env, code, message in cases:
+        result = subprocess.run(farm.pkgc_argv(*argv), env=env, capture_output=True, text=True, timeout=120)
+        report = result.stderr.strip() or result.stdout.strip()
+        assert result.returncode == code, (argv, result.stderr)
+        assert message in report and "\n" not in report and "Traceback" not in report, (argv, report)
+    assert not (tmp_path / "config" / "pkgc" / "config.toml").exists(), "a refused pin writes nothing"

@@ -90,7 +90,9 @@ def test_newest() -> None:
     assert newest(["2.9", "2.10", "2.10rc1"]) == "2.10"
 
 
-@pytest.mark.parametrize("bad", ["", "a b", "../x", "-1", "1" * 65, "1.0/2", ":1.0", "1.0;rm", ".1"])
+@pytest.mark.parametrize(
+    "bad", ["", "a b", "../x", "-1", "1" * 65, "1.0/2", ":1.0", "1.0;rm", ".1", "0..1", "1.0..", "1:.."]
+)
 def test_invalid_versions_are_usage_errors(bad: str) -> None:
     with pytest.raises(UsageError) as info:
         Version(bad)
