@@ -20,7 +20,7 @@ from pkgc.artifact import Manifest, relocate_tree, unpack_artifact
 from pkgc.client.farm_client import FarmClient
 from pkgc.client.hashing import sha256_file
 from pkgc.client.transaction import StagedPackage, Transaction, recover
-from pkgc.core.errors import BuildFailed, ConflictError, IntegrityError, UsageError, disk_full, is_disk_full
+from pkgc.core.errors import BuildFailed, ConflictError, IntegrityError, UsageError
 from pkgc.core.names import parse_spec
 from pkgc.core.protocol import BuildInfo, BuildStatus, PackageRequestModel
 from pkgc.core.relocation import check_prefix_fits
@@ -311,18 +311,12 @@ def switch(
     parallel_downloads: int = 4,
 ) -> list[StagedPackage]:
     """Download and stage `wanted` builds, check conflicts, then switch in one transaction."""
-    transaction = Transaction(store, operation)
-    try:
+    with Transaction(store, operation) as transaction:
         artifacts = download_builds(farm, [b for b, _ in wanted], cache_dir, reporter, parallel_downloads)
         staged = [stage_build(build, artifacts[build.key], requested, transaction) for build, requested in wanted]
         replacing = {*(remove or []), *(b.name for b, _ in wanted if store.get(b.name) is not None)}
         check_conflicts(store, staged, replacing=replacing)
         transaction.apply(add=staged, remove=remove or [])
-    except BaseException as exc:
-        transaction.abort()
-        if is_disk_full(exc):
-            raise disk_full(exc) from exc
-        raise
     for build, _ in wanted:
         reporter.installed(build.name, build.version)
     return staged

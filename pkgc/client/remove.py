@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pkgc.client.transaction import Transaction, recover
-from pkgc.core.errors import ConflictError, NotFound, disk_full, is_disk_full
+from pkgc.core.errors import ConflictError, NotFound
 from pkgc.core.names import validate_name
 from pkgc.localdb.store import InstalledStore
 
@@ -58,12 +58,6 @@ def remove_packages(store: InstalledStore, names: list[str], *, cascade: bool = 
         package = store.get(name)
         assert package is not None
         removed.append(RemovedItem(name, package.version, sum(1 for f in store.files(name) if f.type != "dir")))
-    transaction = Transaction(store, "remove")
-    try:
+    with Transaction(store, "remove") as transaction:
         transaction.apply(add=[], remove=sorted(targets))
-    except BaseException as exc:
-        transaction.abort()
-        if is_disk_full(exc):
-            raise disk_full(exc) from exc
-        raise
     return RemoveResult(prefix=str(store.prefix), removed=removed)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pkgc.core.errors import disk_full, is_disk_full
 from pkgc.localdb.store import STATE_DIR, InstalledFile, InstalledPackage, InstalledStore
 
 FAULT_ENV = "PKGC_FAULT"
@@ -73,6 +74,17 @@ class Transaction:
     @property
     def stage_dir(self) -> Path:
         return self.root / "stage"
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: Any) -> None:
+        """Any failure inside the block undoes the transaction; a full disk then says that nothing was changed."""
+        if error is None:
+            return
+        self.abort()
+        if is_disk_full(error):
+            raise disk_full(error) from error
 
     def abort(self) -> None:
         """Undo whatever part of this transaction happened, after an error in this process."""
