@@ -6,9 +6,11 @@ import http.server
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +34,13 @@ BROKEN_MAKEFILE = b"""broken: broken.c
 install: broken
 \tinstall -D -m 755 broken $(DESTDIR)$(PREFIX)/bin/broken
 """
+FLAKY_MAKEFILE = """flaky: flaky.c
+\ttest ! -e {marker} || {{ echo "flaky: {marker} exists, failing on purpose"; exit 1; }}
+\t$(CC) $(CFLAGS) -o flaky flaky.c
+install: flaky
+\tinstall -D -m 755 flaky $(DESTDIR)$(PREFIX)/bin/flaky
+"""
+FLAKY_C = b'#include <stdio.h>\nint main(void) { puts("flaky built"); return 0; }\n'
 
 
 GREET_MAKEFILE = b"""greet: greet.c
@@ -70,6 +79,7 @@ class FarmEnv:
     env: dict[str, str]
     url: str
     farm_home: Path
+    flaky_marker: Path  # while this file exists, the test recipe "flaky" fails to build
 
     def pkgc(self, *args: str, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -123,8 +133,26 @@ def _serve(directory: Path) -> tuple[http.server.ThreadingHTTPServer, int]:
     return server, server.server_address[1]
 
 
-def _test_recipes(directory: Path, sources: Path, port: int) -> None:
+def _test_recipes(directory: Path, sources: Path, port: int, flaky_marker: Path) -> None:
     directory.mkdir()
+    # The marker lives outside /tmp: the build sandbox mounts a fresh /tmp, but sees the rest of the file system.
+    flaky_sha = make_tarball(
+        sources / "flaky-1.0.tar.gz",
+        "flaky-1.0",
+        {"flaky.c": FLAKY_C, "Makefile": FLAKY_MAKEFILE.format(marker=flaky_marker).encode()},
+    )
+    (directory / "flaky.toml").write_text(
+        f"""name = "flaky"
+summary = "Fails to build while a marker file exists, to test retrying failed builds"
+[[versions]]
+version = "1.0"
+sha256 = "{flaky_sha}"
+urls = ["http://127.0.0.1:{port}/flaky-1.0.tar.gz"]
+[build]
+system = "make"
+install_args = ["PREFIX={{prefix}}"]
+"""
+    )
     broken_sha = make_tarball(
         sources / "broken-1.0.tar.gz", "broken-1.0", {"broken.c": BROKEN_C, "Makefile": BROKEN_MAKEFILE}
     )
@@ -201,7 +229,8 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FarmEnv]:
     sources = root / "served"
     sources.mkdir()
     server, port = _serve(sources)
-    _test_recipes(root / "recipes", sources, port)
+    marker_dir = Path(tempfile.mkdtemp(prefix="pkgc-flaky-", dir="/var/tmp"))
+    _test_recipes(root / "recipes", sources, port, marker_dir / "fail")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PKGC_", "XDG_", "LC_", "LANG"))}
     env.update(
         HOME=str(root / "home"),
@@ -223,7 +252,8 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FarmEnv]:
     assert started.returncode == 0, started.stderr
     state = json.loads((root / "farm" / "state.json").read_text())
     try:
-        yield FarmEnv(root=root, env=env, url=state["url"], farm_home=root / "farm")
+        yield FarmEnv(root=root, env=env, url=state["url"], farm_home=root / "farm", flaky_marker=marker_dir / "fail")
     finally:
         subprocess.run([sys.executable, "-m", "pkgc", "farm", "stop"], env=env, capture_output=True, timeout=60)
         server.shutdown()
+        shutil.rmtree(marker_dir, ignore_errors=True)

@@ -93,8 +93,8 @@ class FarmClient:
             raise _ERRORS_BY_CODE.get(code, UsageError)(reason)
         return response
 
-    def resolve(self, packages: list[PackageRequestModel]) -> ResolveResponse:
-        body = ResolveRequest(packages=packages).model_dump(mode="json")
+    def resolve(self, packages: list[PackageRequestModel], *, retry_failed: bool = False) -> ResolveResponse:
+        body = ResolveRequest(packages=packages, retry_failed=retry_failed).model_dump(mode="json")
         return ResolveResponse.model_validate(self._request("POST", f"{API_PREFIX}/resolve", json=body).json())
 
     def wait(

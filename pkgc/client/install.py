@@ -102,6 +102,7 @@ class InstallPackages:
         per_package: Mapping[str, Mapping[str, str]] | None = None,
         *,
         wait: bool = True,
+        retry_failed: bool = False,
     ) -> InstallResult:
         """Install `specs` with `options` (and each package's own from `per_package`); the caller holds the lock."""
         started = time.monotonic()
@@ -115,7 +116,7 @@ class InstallPackages:
             name, version = parse_spec(spec)
             merged: dict[str, str | bool] = {**(per_package or {}).get(name, {}), **options}  # command line wins
             requests.append(PackageRequestModel(name=name, version=version, options=merged))
-        resolved = self.farm.resolve(requests)
+        resolved = self.farm.resolve(requests, retry_failed=retry_failed)
         requested = set(resolved.requested)
         for build in resolved.builds:  # refuse before anything compiles or downloads
             existing = self.store.get(build.name)
@@ -295,7 +296,7 @@ def _failure(farm: FarmClient, build: BuildInfo) -> BuildFailed:
         tail = "\n".join(log.rstrip().splitlines()[-LOG_TAIL_LINES:])
     return BuildFailed(
         f"build of {build.name}@{build.version} failed: {build.error or 'see the log'}",
-        hint=f"full log: {farm.base_url}/v1/builds/{build.key}/log",
+        hint=f"full log: {farm.base_url}/v1/builds/{build.key}/log; to try the build again, add --retry-failed",
         details=tail,
     )
 

@@ -116,6 +116,9 @@ def install(
         help="Wait for builds in progress, or install what is ready and leave the rest compiling "
         "(default: install_mode in the config, else --wait).",
     ),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="Build again what failed before (the farm keeps failures otherwise)."
+    ),
     no_wait: bool = typer.Option(False, "--no-wait", help="Fail at once if another pkgc is changing the prefix."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
@@ -147,6 +150,7 @@ def install(
                 options,
                 settings.package_options,
                 wait=settings.install_mode == "wait" if wait is None else wait,
+                retry_failed=retry_failed,
             )
             if result.pending:
                 from pkgc.client.pending import add_pending

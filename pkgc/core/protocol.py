@@ -41,6 +41,11 @@ class PackageRequestModel(Strict):
 
 class ResolveRequest(Strict):
     packages: list[PackageRequestModel] = Field(min_length=1, max_length=MAX_PACKAGES_PER_REQUEST)
+    retry_failed: bool = Field(
+        default=False,
+        description="queue failed builds among those resolved for another try (failures are kept otherwise, so that "
+        "a broken recipe is not rebuilt on every request)",
+    )
 
 
 class BuildInfo(Strict):

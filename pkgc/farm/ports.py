@@ -104,6 +104,10 @@ class BuildStore(Protocol):
 
     def mark_enqueued(self, key: str, now: float) -> None: ...
 
+    def requeue_failed(self, key: str, now: float) -> bool:
+        """Failed → queued for another try, only if it is failed now: of N concurrent retries exactly one wins."""
+        ...
+
     def builds_of(self, name: str, limit: int = 100) -> list[BuildRecord]:
         """Builds of one package, newest first (a secondary index on name; a GSI on DynamoDB)."""
         ...

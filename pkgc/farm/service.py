@@ -137,10 +137,10 @@ class FarmService:
         for item in requests:
             validate_name(item.name)
         specs, requested = plan_builds(requests, self.recipe, self.platform)
-        records = [self._ensure_build(spec) for spec in specs]
+        records = [self._ensure_build(spec, retry_failed=request.retry_failed) for spec in specs]
         return ResolveResponse(requested=requested, builds=[self.to_info(record) for record in records])
 
-    def _ensure_build(self, spec: BuildSpec) -> BuildRecord:
+    def _ensure_build(self, spec: BuildSpec, *, retry_failed: bool = False) -> BuildRecord:
         now = self.clock()
         candidate = BuildRecord(
             key=spec.key,
@@ -157,6 +157,10 @@ class FarmService:
         created, record = self.builds.create_if_absent(candidate)
         if created:
             self.queue.send(spec.key)
+        elif record.status == BuildStatus.FAILED and retry_failed:
+            if self.builds.requeue_failed(spec.key, now):  # one of several concurrent retries sends the job
+                self.queue.send(spec.key)
+            record = self.builds.get(spec.key) or record
         elif record.status == BuildStatus.QUEUED and now - record.enqueued_at > self.requeue_after:
             # A creator that died between its write and its send leaves a queued build with no job: send again.
             # Duplicate jobs are harmless, the lease lets one worker build.

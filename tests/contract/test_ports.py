@@ -104,6 +104,38 @@ def test_release_returns_build_to_queue_without_counting_an_attempt(builds: Buil
     assert again is not None and again.attempts == 1
 
 
+def test_only_a_failed_build_is_requeued_and_only_once(builds: BuildStore) -> None:
+    key = "k" * 64
+    builds.create_if_absent(record())
+    assert not builds.requeue_failed(key, now=1.0), "a queued build is not failed"
+    lease = builds.acquire_lease(key, "w1", now=2.0, ttl=10.0)
+    assert lease is not None
+    assert not builds.requeue_failed(key, now=3.0), "a build in progress is not failed"
+    assert builds.finish(lease, 4.0, status=BuildStatus.FAILED, log="old-log", error="cc exited 1")
+
+    results: list[bool] = []
+    barrier = threading.Barrier(20)
+
+    def retry() -> None:
+        barrier.wait()
+        results.append(builds.requeue_failed(key, now=5.0))
+
+    threads = [threading.Thread(target=retry) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [False] * 19 + [True]
+    stored = builds.get(key)
+    assert stored is not None and stored.status == BuildStatus.QUEUED
+    assert stored.error is None and stored.attempts == 0 and stored.lease_owner is None
+    again = builds.acquire_lease(key, "w2", now=6.0, ttl=10.0)
+    assert again is not None and again.token > lease.token and again.attempts == 1
+    assert not builds.finish(lease, 7.0, status=BuildStatus.FAILED), "the first try's lease stays fenced off"
+    assert builds.finish(again, 8.0, status=BuildStatus.READY, artifact="a", sha256="s", size=1, log="l")
+    assert not builds.requeue_failed(key, now=9.0), "a ready build is never rebuilt"
+
+
 def test_get_many_returns_only_existing(builds: BuildStore) -> None:
     builds.create_if_absent(record("a" * 64))
     builds.create_if_absent(record("b" * 64))

@@ -179,6 +179,28 @@ def test_failed_build_shows_log_tail_and_installs_nothing(farm: FarmEnv) -> None
         assert "this_is_not_c" in api.get(info["log_url"]).text
 
 
+def test_a_failed_build_is_kept_until_retried_then_builds(farm: FarmEnv) -> None:
+    prefix = farm.root / "flaky"
+    farm.flaky_marker.touch()
+    first = farm.pkgc("install", "flaky", "--prefix", str(prefix))
+    assert first.returncode == 5, first.stderr
+    assert "failing on purpose" in first.stderr and "--retry-failed" in first.stderr
+    failed = resolve(farm, "flaky")
+    assert failed["status"] == "failed" and failed["attempts"] == 1
+
+    farm.flaky_marker.unlink()  # whatever broke the build is gone now
+    kept = farm.pkgc("install", "flaky", "--prefix", str(prefix))
+    assert kept.returncode == 5, "without --retry-failed the farm answers with the failure it has"
+    assert resolve(farm, "flaky")["attempts"] == 1, "and does not build again"
+
+    retried = farm.pkgc("install", "flaky", "--retry-failed", "--prefix", str(prefix))
+    assert retried.returncode == 0, retried.stderr
+    assert subprocess.run([str(prefix / "bin" / "flaky")], capture_output=True, text=True).stdout == "flaky built\n"
+    built = resolve(farm, "flaky")
+    assert built["status"] == "ready" and built["key"] == failed["key"], "the same build key, built again"
+    assert [(p["name"], p["version"]) for p in installed(farm, prefix).values()] == [("flaky", "1.0")]
+
+
 STARTERS = sorted(p.stem for p in bundled_recipe_dir().glob("*.toml"))
 
 

@@ -280,6 +280,26 @@ class SqliteBuildStore:
         with self._engine.begin() as conn:
             conn.execute(update(builds_table).where(builds_table.c.key == key).values(enqueued_at=now))
 
+    def requeue_failed(self, key: str, now: float) -> bool:
+        table = builds_table
+        with self._engine.begin() as conn:
+            changed = conn.execute(
+                update(table)
+                .where(table.c.key == key)
+                .where(table.c.status == BuildStatus.FAILED.value)
+                .values(
+                    status=BuildStatus.QUEUED.value,
+                    error=None,
+                    last_line="",
+                    attempts=0,  # an explicit retry starts afresh: earlier tries must not count toward giving up
+                    lease_owner=None,
+                    lease_expires=0.0,
+                    updated_at=now,
+                    enqueued_at=now,
+                )
+            ).rowcount
+        return bool(changed)
+
 
 class SqliteJobQueue:
     """At-least-once delivery with visibility timeouts, as SQS does; too many receives move a job aside."""
