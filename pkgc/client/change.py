@@ -13,8 +13,9 @@ from pathlib import Path
 
 from pkgc.client.farm_client import FarmClient
 from pkgc.client.install import Reporter, SilentReporter, switch, wait_for_builds
+from pkgc.client.remove import dependents
 from pkgc.client.transaction import recover
-from pkgc.core.errors import NotFound, UsageError
+from pkgc.core.errors import ConflictError, NotFound, UsageError
 from pkgc.core.names import validate_name
 from pkgc.core.protocol import BuildInfo, PackageRequestModel
 from pkgc.core.versions import Version
@@ -139,6 +140,13 @@ class ChangeVersions:
             wanted.append((self.farm.build(package["key"]), bool(package["requested"])))
             changes.append(Change(name, current.version if current else None, package["version"]))
         remove = [name for name in sorted(after) if name not in before and self.store.get(name) is not None]
+        needed = dependents(self.store, set(remove))
+        if needed:  # a package installed later links it: taking it away would break that package
+            name, users = sorted(needed.items())[0]
+            raise ConflictError(
+                f"rolling back entry {chosen['id']} would remove {name}, which is needed by {', '.join(sorted(users))}",
+                hint="roll back the later entries first, or remove those packages",
+            )
         for name in remove:
             current = self.store.get(name)
             changes.append(Change(name, current.version if current else None, None))

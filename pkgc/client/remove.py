@@ -23,7 +23,7 @@ class RemoveResult:
     removed: list[RemovedItem] = field(default_factory=list)
 
 
-def _dependents(store: InstalledStore, names: set[str]) -> dict[str, list[str]]:
+def dependents(store: InstalledStore, names: set[str]) -> dict[str, list[str]]:
     """For each of `names`, the installed packages outside `names` that need it at run time."""
     needed: dict[str, list[str]] = {}
     for package in store.packages():
@@ -43,14 +43,14 @@ def remove_packages(store: InstalledStore, names: list[str], *, cascade: bool = 
         if store.get(name) is None:
             raise NotFound(f"{name} is not installed in {store.prefix}")
         targets.add(name)
-    needed = _dependents(store, targets)
+    needed = dependents(store, targets)
     while needed and cascade:
-        targets |= {dependent for dependents in needed.values() for dependent in dependents}
-        needed = _dependents(store, targets)
+        targets |= {dependent for users in needed.values() for dependent in users}
+        needed = dependents(store, targets)
     if needed:
-        name, dependents = sorted(needed.items())[0]
+        name, users = sorted(needed.items())[0]
         raise ConflictError(
-            f"{name} is needed by {', '.join(sorted(dependents))}",
+            f"{name} is needed by {', '.join(sorted(users))}",
             hint="remove those too, or use --cascade",
         )
     removed = []

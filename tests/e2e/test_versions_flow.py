@@ -62,6 +62,22 @@ def test_install_upgrade_downgrade_rollback_remove(farm: FarmEnv) -> None:
     assert state(farm, prefix) == ({}, [])
 
 
+def test_rollback_refuses_to_take_away_what_a_later_package_needs(farm: FarmEnv, tmp_path: Path) -> None:
+    prefix = tmp_path / "needed"
+    p = ("--prefix", str(prefix))
+    farm.pkgc("install", "zlib", *p, check=True)  # entry 1
+    farm.pkgc("install", "pigz", *p, check=True)  # entry 2: pigz links the zlib of entry 1
+    before = state(farm, prefix)
+    refused = farm.pkgc("rollback", "1", *p)
+    assert refused.returncode == 7, refused.stderr
+    assert "zlib" in refused.stderr and "needed by pigz" in refused.stderr
+    assert state(farm, prefix) == before
+    assert farm.pkgc("verify", *p).returncode == 0
+    farm.pkgc("rollback", *p, check=True)  # entry 2 first: pigz goes
+    farm.pkgc("rollback", "1", *p, check=True)  # now nothing needs zlib
+    assert state(farm, prefix) == ({}, [])
+
+
 def test_upgrade_all_is_one_resolve_for_every_package(farm: FarmEnv) -> None:
     prefix = farm.root / "upgrade-all"
     p = ("--prefix", str(prefix))
