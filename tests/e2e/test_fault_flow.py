@@ -2,8 +2,8 @@
 
 Each one must end with a one-line error and a non-zero exit, leave the prefix and its database exactly as they were,
 and (for the network) keep the bytes already downloaded so that the next try resumes where it stopped. The network
-faults come from a real HTTP proxy on loopback (`tests/faultproxy.py`); the full disk is a real 256 KiB tmpfs
-mounted over the prefix by bubblewrap.
+faults come from a real HTTP proxy on loopback (`tests/faultproxy.py`); the full disk is a real small tmpfs that
+bubblewrap mounts over the prefix (256 KiB) or over the download cache (16 KiB).
 """
 
 from __future__ import annotations
@@ -172,3 +172,29 @@ def test_a_full_disk_while_staging_is_a_clear_error_and_changes_nothing(farm: Fa
     assert [p["name"] for p in json.loads(steps["list"]["stdout"])] == ["greet"]
     assert steps["verify"]["code"] == 0, steps["verify"]["stdout"] + steps["verify"]["stderr"]
     assert steps["greet"].strip()
+
+
+def test_a_full_download_cache_is_a_clear_error_and_changes_nothing(farm: FarmEnv, tmp_path: Path) -> None:
+    bwrap = shutil.which("bwrap")
+    assert bwrap, "bubblewrap is needed to mount a small tmpfs (.ci/run installs it)"
+    farm.pkgc("install", "hello", "--prefix", str(tmp_path / "warm"), check=True)  # the build exists
+    prefix = tmp_path / "prefix"
+    farm.pkgc("install", "greet@1.0", "--prefix", str(prefix), check=True)
+    before = snapshot(prefix)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    # The artifact (about 54 KB) does not fit in a 16 KiB cache.
+    result = subprocess.run(
+        [bwrap, "--dev-bind", "/", "/", "--size", str(16 * 1024), "--tmpfs", str(cache), "--",
+         sys.executable, "-m", "pkgc", "install", "hello", "--prefix", str(prefix)],
+        env={**farm.env, "XDG_CACHE_HOME": str(cache)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 9, result.stderr
+    [error] = error_lines(result.stderr)
+    assert error.startswith("error: no space left on device") and "nothing was changed" in error
+    assert snapshot(prefix) == before
+    assert installed(farm, prefix) == ["greet"]
+    assert farm.pkgc("verify", "--prefix", str(prefix)).returncode == 0
