@@ -222,6 +222,24 @@ expect = "slowpoke 1.0"
     )
 
 
+def _seed_bundled_sources(cache: Path) -> None:
+    """Put the real upstream sources of the bundled recipes, prefetched once by .ci/run, into the farm's cache."""
+    from worker.prefetch import bundled_recipes, default_dir, missing_sources
+
+    prefetched = default_dir()
+    recipes = bundled_recipes()
+    missing = missing_sources(prefetched, recipes)
+    if missing:
+        pytest.fail(
+            f"the test farm fetches from loopback only; prefetch the recipes' sources first with "
+            f"'python -m worker.prefetch {prefetched}' (bash .ci/run does): missing {', '.join(missing)}"
+        )
+    cache.mkdir(parents=True)
+    for recipe in recipes:
+        for version in recipe.versions:
+            shutil.copyfile(prefetched / version.sha256, cache / version.sha256)
+
+
 @pytest.fixture(scope="session")
 def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FarmEnv]:
     """One real embedded farm (API process and two worker processes) for the whole session."""
@@ -231,6 +249,7 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FarmEnv]:
     server, port = _serve(sources)
     marker_dir = Path(tempfile.mkdtemp(prefix="pkgc-flaky-", dir="/var/tmp"))
     _test_recipes(root / "recipes", sources, port, marker_dir / "fail")
+    _seed_bundled_sources(root / "farm" / "sources")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PKGC_", "XDG_", "LC_", "LANG"))}
     env.update(
         HOME=str(root / "home"),
@@ -240,6 +259,7 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FarmEnv]:
         PKGC_FARM_HOME=str(root / "farm"),
         PKGC_RECIPE_PATH=str(root / "recipes"),
         PKGC_FARM_VISIBILITY_TIMEOUT="6",
+        PKGC_FETCH_LOOPBACK_ONLY="1",  # tests stay on loopback: real sources come from the seeded cache
         NO_COLOR="1",
     )
     (root / "home").mkdir()

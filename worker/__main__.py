@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         queue=SqliteJobQueue(engine),
         blobs=DirectoryBlobStore(paths.blobs),
         notifier=JsonLinesNotifier(paths.events),
-        fetcher=SourceFetcher(paths.sources),
+        fetcher=SourceFetcher(paths.sources, loopback_only=os.environ.get("PKGC_FETCH_LOOPBACK_ONLY") == "1"),
         settings=settings,
     )
     stop = threading.Event()

@@ -55,6 +55,10 @@ def debian_mirrors_from_apt(root: Path = Path("/etc/apt")) -> list[str]:
     return seen
 
 
+def is_loopback(url: str) -> bool:
+    return httpx.URL(url).host in ("127.0.0.1", "localhost", "::1")
+
+
 class SourceFetcher:
     def __init__(
         self,
@@ -63,8 +67,11 @@ class SourceFetcher:
         debian_mirrors: list[str] | None = None,
         client: httpx.Client | None = None,
         log: Callable[[str], None] = lambda _line: None,
+        loopback_only: bool = False,
     ) -> None:
         self._cache = cache_dir
+        # A farm under test must never leave the machine: sources come from its seeded cache or from loopback.
+        self._loopback_only = loopback_only
         self._cache.mkdir(parents=True, exist_ok=True)
         override = os.environ.get("PKGC_DEBIAN_MIRROR")
         if debian_mirrors is not None:
@@ -79,10 +86,12 @@ class SourceFetcher:
     def candidates(self, url: str) -> list[str]:
         if url.startswith("mirror://debian/"):
             path = url.removeprefix("mirror://debian/")
-            return [f"{base}/{path}" for base in self._debian]
-        if url.startswith("mirror://"):
-            return []
-        return [url]
+            found = [f"{base}/{path}" for base in self._debian]
+        elif url.startswith("mirror://"):
+            found = []
+        else:
+            found = [url]
+        return [u for u in found if is_loopback(u)] if self._loopback_only else found
 
     def cached(self, sha256: str) -> Path:
         return self._cache / sha256
@@ -105,7 +114,9 @@ class SourceFetcher:
                     self._log(f"could not use {candidate}: {exc}")
         raise SourceUnavailable(
             f"no URL or mirror produced source sha256 {source.sha256}",
-            hint="; ".join(problems[-3:]) or "no usable URL",
+            hint="; ".join(problems[-3:])
+            or ("this farm fetches from loopback only (PKGC_FETCH_LOOPBACK_ONLY)" if self._loopback_only else "")
+            or "no usable URL",
         )
 
     def _download(self, url: str, sha256: str, target: Path) -> None:

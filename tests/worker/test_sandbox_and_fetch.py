@@ -121,6 +121,25 @@ def test_fetch_fails_clearly_when_nothing_matches(tmp_path: Path, served: tuple[
     assert not any((tmp_path / "cache").iterdir()), "nothing half-downloaded is left in the cache"
 
 
+def test_a_loopback_only_fetcher_never_leaves_the_machine(tmp_path: Path, served: tuple[Path, str]) -> None:
+    directory, base = served
+    good = b"served on loopback" * 100
+    (directory / "pool").mkdir()
+    (directory / "pool" / "x.orig.tar.gz").write_bytes(good)
+    fetcher = SourceFetcher(
+        tmp_path / "cache", debian_mirrors=["http://archive.example/debian", base], loopback_only=True
+    )
+    assert fetcher.candidates("https://ftp.example.org/x.tar.gz") == []
+    assert fetcher.candidates("mirror://debian/pool/x.orig.tar.gz") == [f"{base}/pool/x.orig.tar.gz"]
+    outside = SourceVersion("1.0", "0" * 64, urls=("https://ftp.example.org/x.tar.gz",))
+    with pytest.raises(SourceUnavailable) as refused:
+        fetcher.fetch(outside)
+    assert "loopback only" in str(refused.value)
+    inside = SourceVersion("1.0", hashlib.sha256(good).hexdigest(), urls=("https://ftp.example.org/x.tar.gz",),
+                           mirrors=("mirror://debian/pool/x.orig.tar.gz",))  # fmt: skip
+    assert fetcher.fetch(inside).read_bytes() == good
+
+
 def test_debian_mirrors_are_read_from_apt_sources(tmp_path: Path) -> None:
     (tmp_path / "sources.list.d").mkdir()
     (tmp_path / "sources.list.d" / "debian.sources").write_text(

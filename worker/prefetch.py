@@ -1,0 +1,63 @@
+"""Fetch the sources of recipes into a directory laid out as a farm's source cache (one file per sha256).
+
+CI runs this once, next to installing the system packages, so that the farm the tests start can be seeded from it
+and never leave loopback (the tests run it with PKGC_FETCH_LOOPBACK_ONLY=1). It fetches exactly as a worker does:
+the recipe's URLs, then its mirrors (mirror://debian/ through apt's configuration), each checked against its sha256.
+
+    python -m worker.prefetch DIR               # every bundled recipe, every version
+    python -m worker.prefetch DIR hello zlib    # only these packages
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from pkgc.core.errors import PkgcError
+from pkgc.core.recipe import Recipe, load_recipe
+from pkgc.recipes import bundled_recipe_dir
+from worker.fetch import SourceFetcher
+
+DEFAULT_DIR_ENV = "PKGC_TEST_SOURCES"
+
+
+def default_dir() -> Path:
+    """Where CI keeps the prefetched sources for the tests and benchmarks, unless PKGC_TEST_SOURCES says otherwise."""
+    configured = os.environ.get(DEFAULT_DIR_ENV)
+    return Path(configured) if configured else Path.home() / ".cache" / "pkgc" / "test-sources"
+
+
+def bundled_recipes(names: list[str] | None = None) -> list[Recipe]:
+    recipes = [load_recipe(path) for path in sorted(bundled_recipe_dir().glob("*.toml"))]
+    return [r for r in recipes if not names or r.name in names]
+
+
+def missing_sources(directory: Path, recipes: list[Recipe]) -> list[str]:
+    """`name version` of every source not yet in `directory`."""
+    return [f"{r.name} {v.version}" for r in recipes for v in r.versions if not (directory / v.sha256).is_file()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("directory", type=Path, nargs="?", default=None, help="default: $PKGC_TEST_SOURCES")
+    parser.add_argument("packages", nargs="*", help="only these recipes (default: all bundled ones)")
+    args = parser.parse_args(argv)
+    directory: Path = args.directory or default_dir()
+    recipes = bundled_recipes(args.packages)
+    fetcher = SourceFetcher(directory)
+    failures = 0
+    for recipe in recipes:
+        for version in recipe.versions:
+            try:
+                path = fetcher.fetch(version)
+                print(f"{recipe.name} {version.version}: {path}")
+            except PkgcError as exc:
+                failures += 1
+                print(f"{recipe.name} {version.version}: {exc}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
