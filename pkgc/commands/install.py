@@ -32,13 +32,8 @@ class ConsoleReporter:
         self.progress: Any = None
         self.tasks: dict[str, Any] = {}
         self.lock = threading.Lock()
-        self.poll_seconds = 20.0
-        if self.animated:
-            from rich.live import Live
-
-            self.live = Live(console=self.err, transient=False, refresh_per_second=4)
-            self.live.start()
-            self.poll_seconds = 3.0  # refresh the table's log column every few seconds
+        # Refresh the table's log column every few seconds; plain output only needs to hear of status changes.
+        self.poll_seconds = 3.0 if self.animated else 20.0
 
     def _table(self, builds: list[BuildInfo]) -> Any:
         from rich.table import Table
@@ -64,10 +59,19 @@ class ConsoleReporter:
             self.since.setdefault(build.key, time.monotonic())
             if self.last.get(build.key) != build.status.value:
                 self.last[build.key] = build.status.value
-                if self.live is None:
+                if not self.animated:
                     elapsed = time.monotonic() - self.started
                     self.err.print(f"  {build.name}@{build.version}: {build.status.value} ({elapsed:.0f}s)")
-        if self.live is not None:
+        if not self.animated:
+            return
+        with self.lock:
+            if self.progress is not None:
+                return  # download bars own the terminal until the packages are in
+            if self.live is None:  # started on the first news, so that an early error prints nothing before it
+                from rich.live import Live
+
+                self.live = Live(console=self.err, transient=False, refresh_per_second=4)
+                self.live.start()
             self.live.update(self._table(builds))
 
     def download_progress(self, name: str, done: int, total: int) -> None:

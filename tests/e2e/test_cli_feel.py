@@ -62,6 +62,7 @@ def test_a_terminal_gets_colour_and_a_live_table(farm: FarmEnv, tmp_path: Path) 
     assert CURSOR.search(output), "a live display redraws in place on a terminal"
     code, output = on_terminal(env, "install", "../escape", "--prefix", str(tmp_path / "tty"))
     assert code == 2 and COLOUR.search(output), "errors are coloured on a terminal"
+    assert output.startswith("\x1b[1;31merror:"), "nothing is drawn before an early error"
 
 
 def test_no_color_on_a_terminal_means_plain_lines(farm: FarmEnv, tmp_path: Path) -> None:
