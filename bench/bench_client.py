@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import beside_python
+
 from pkgc.localdb.catalog import CatalogCache, CatalogEntry
 from pkgc.localdb.store import InstalledFile, InstalledPackage, InstalledStore
 
@@ -116,13 +118,6 @@ def make_catalog(path: Path, count: int) -> None:
         for index in range(count)
     ]
     CatalogCache(path).replace(entries, "bench", "embedded")
-
-
-def beside_python(command: str) -> str | None:
-    """The console script installed beside this interpreter, so that neither side pays for a version manager's shim
-    (pyenv's are shell scripts that run `pyenv exec`)."""
-    beside = Path(sys.executable).parent / command
-    return str(beside) if beside.is_file() else shutil.which(command)
 
 
 def main() -> int:

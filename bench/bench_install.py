@@ -35,6 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from common import beside_python
+
+from worker.prefetch import seed_cache
 
 TARGET_A = 1.5
 TARGET_B = 1.15
@@ -136,19 +139,6 @@ class Sandbox:
         shutil.rmtree(self.artifact_cache, ignore_errors=True)
 
 
-def seed_hello_source(farm_home: Path) -> None:
-    """The benchmark stays on loopback: the hello source comes from the prefetched directory, not the network."""
-    from worker.prefetch import bundled_recipes, default_dir, missing_sources
-
-    recipes = bundled_recipes(["hello"])
-    missing = missing_sources(default_dir(), recipes)
-    if missing:
-        raise RuntimeError(f"run 'python -m worker.prefetch' first (the benchmark fetches nothing); missing {missing}")
-    (farm_home / "sources").mkdir(parents=True)
-    for version in recipes[0].versions:
-        shutil.copyfile(default_dir() / version.sha256, farm_home / "sources" / version.sha256)
-
-
 def farm_url(farm_home: Path) -> str:
     return str(json.loads((farm_home / "state.json").read_text())["url"])
 
@@ -178,7 +168,7 @@ def bench_cache_hit(
     work = box.root / "a"
     work.mkdir()
 
-    seed_hello_source(farm_home)
+    seed_cache(farm_home / "sources", ["hello"])  # the benchmark fetches nothing: the source was prefetched
     log("A: warm-up install (starts the farm, compiles hello from the seeded source)")
     seconds, result = timed(
         [pkgc, "install", "hello", "--prefix", str(work / "warm"), "--json"], env, timeout=INSTALL_TIMEOUT
@@ -345,13 +335,6 @@ def bench_cold_build(
     return pkgc_times, manual_times
 
 
-def default_pkgc() -> str | None:
-    """The console script installed beside this interpreter: a version manager's shim on PATH (pyenv's is a shell
-    script that runs `pyenv exec`) would add its own start-up to every pkgc figure."""
-    beside = Path(sys.executable).parent / "pkgc"
-    return str(beside) if beside.is_file() else shutil.which("pkgc")
-
-
 # -- main -----------------------------------------------------------------------------------------------------------
 
 
@@ -361,7 +344,9 @@ def main() -> int:
     parser.add_argument("--reps-a", type=int, default=None, help="repetitions of A (default 5, quick 2)")
     parser.add_argument("--reps-b", type=int, default=None, help="repetitions of B (default 3, quick 1)")
     parser.add_argument(
-        "--pkgc", default=default_pkgc(), help="the pkgc command (default: the one beside this Python, else on PATH)"
+        "--pkgc",
+        default=beside_python("pkgc"),
+        help="the pkgc command (default: the one beside this Python, else on PATH)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory for inspection")
     args = parser.parse_args()

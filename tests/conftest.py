@@ -133,6 +133,22 @@ def _serve(directory: Path) -> tuple[http.server.ThreadingHTTPServer, int]:
     return server, server.server_address[1]
 
 
+def _make_recipe(directory: Path, name: str, summary: str, sha: str, port: int) -> None:
+    """A one-version recipe of a test project served on loopback, built by its plain Makefile."""
+    (directory / f"{name}.toml").write_text(
+        f"""name = "{name}"
+summary = "{summary}"
+[[versions]]
+version = "1.0"
+sha256 = "{sha}"
+urls = ["http://127.0.0.1:{port}/{name}-1.0.tar.gz"]
+[build]
+system = "make"
+install_args = ["PREFIX={{prefix}}"]
+"""
+    )
+
+
 def _test_recipes(directory: Path, sources: Path, port: int, flaky_marker: Path) -> None:
     directory.mkdir()
     # The marker lives outside /tmp: the build sandbox mounts a fresh /tmp, but sees the rest of the file system.
@@ -141,18 +157,8 @@ def _test_recipes(directory: Path, sources: Path, port: int, flaky_marker: Path)
         "flaky-1.0",
         {"flaky.c": FLAKY_C, "Makefile": FLAKY_MAKEFILE.format(marker=flaky_marker).encode()},
     )
-    (directory / "flaky.toml").write_text(
-        f"""name = "flaky"
-summary = "Fails to build while a marker file exists, to test retrying failed builds"
-[[versions]]
-version = "1.0"
-sha256 = "{flaky_sha}"
-urls = ["http://127.0.0.1:{port}/flaky-1.0.tar.gz"]
-[build]
-system = "make"
-install_args = ["PREFIX={{prefix}}"]
-"""
-    )
+    _make_recipe(directory, "flaky", "Fails to build while a marker file exists, to test retrying failed builds",
+                 flaky_sha, port)  # fmt: skip
     broken_sha = make_tarball(
         sources / "broken-1.0.tar.gz", "broken-1.0", {"broken.c": BROKEN_C, "Makefile": BROKEN_MAKEFILE}
     )
@@ -181,30 +187,10 @@ expect = "greet"
 """
     )
     impostor_sha = make_tarball(sources / "impostor-1.0.tar.gz", "impostor-1.0", greet_source("impostor"))
-    (directory / "impostor.toml").write_text(
-        f"""name = "impostor"
-summary = "Ships bin/greet too, to test file conflicts between packages"
-[[versions]]
-version = "1.0"
-sha256 = "{impostor_sha}"
-urls = ["http://127.0.0.1:{port}/impostor-1.0.tar.gz"]
-[build]
-system = "make"
-install_args = ["PREFIX={{prefix}}"]
-"""
+    _make_recipe(
+        directory, "impostor", "Ships bin/greet too, to test file conflicts between packages", impostor_sha, port
     )
-    (directory / "broken.toml").write_text(
-        f"""name = "broken"
-summary = "A C project that does not compile"
-[[versions]]
-version = "1.0"
-sha256 = "{broken_sha}"
-urls = ["http://127.0.0.1:{port}/broken-1.0.tar.gz"]
-[build]
-system = "make"
-install_args = ["PREFIX={{prefix}}"]
-"""
-    )
+    _make_recipe(directory, "broken", "A C project that does not compile", broken_sha, port)
     (directory / "slowpoke.toml").write_text(
         f"""name = "slowpoke"
 summary = "A C project whose build takes a while, for killing workers in the middle"
@@ -224,20 +210,13 @@ expect = "slowpoke 1.0"
 
 def _seed_bundled_sources(cache: Path) -> None:
     """Put the real upstream sources of the bundled recipes, prefetched once by .ci/run, into the farm's cache."""
-    from worker.prefetch import bundled_recipes, default_dir, missing_sources
+    from pkgc.core.errors import SourceUnavailable
+    from worker.prefetch import seed_cache
 
-    prefetched = default_dir()
-    recipes = bundled_recipes()
-    missing = missing_sources(prefetched, recipes)
-    if missing:
-        pytest.fail(
-            f"the test farm fetches from loopback only; prefetch the recipes' sources first with "
-            f"'python -m worker.prefetch {prefetched}' (bash .ci/run does): missing {', '.join(missing)}"
-        )
-    cache.mkdir(parents=True)
-    for recipe in recipes:
-        for version in recipe.versions:
-            shutil.copyfile(prefetched / version.sha256, cache / version.sha256)
+    try:
+        seed_cache(cache)
+    except SourceUnavailable as exc:
+        pytest.fail(f"the test farm fetches from loopback only: {exc}")
 
 
 @pytest.fixture(scope="session")

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 
-from pkgc.core.errors import PkgcError
+from pkgc.core.errors import PkgcError, SourceUnavailable
 from pkgc.core.recipe import Recipe, load_recipe
 from pkgc.recipes import bundled_recipe_dir
 from worker.fetch import SourceFetcher
@@ -37,6 +38,23 @@ def bundled_recipes(names: list[str] | None = None) -> list[Recipe]:
 def missing_sources(directory: Path, recipes: list[Recipe]) -> list[str]:
     """`name version` of every source not yet in `directory`."""
     return [f"{r.name} {v.version}" for r in recipes for v in r.versions if not (directory / v.sha256).is_file()]
+
+
+def seed_cache(cache: Path, names: list[str] | None = None) -> None:
+    """Copy the prefetched sources of the bundled recipes (or of `names`) into a farm's source cache, so that the
+    farm builds them without fetching; refuse, naming the command to run, if any of them was not prefetched."""
+    prefetched = default_dir()
+    recipes = bundled_recipes(names)
+    missing = missing_sources(prefetched, recipes)
+    if missing:
+        raise SourceUnavailable(
+            f"sources not prefetched into {prefetched}: {', '.join(missing)}",
+            hint="run 'python -m worker.prefetch' (bash .ci/run does)",
+        )
+    cache.mkdir(parents=True, exist_ok=True)
+    for recipe in recipes:
+        for version in recipe.versions:
+            shutil.copyfile(prefetched / version.sha256, cache / version.sha256)
 
 
 def main(argv: list[str] | None = None) -> int:

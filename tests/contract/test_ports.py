@@ -60,22 +60,30 @@ def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
     return request.param(tmp_path)  # type: ignore[no-any-return]
 
 
-def test_create_if_absent_creates_once_under_concurrency(builds: BuildStore) -> None:
+def race(attempt: Callable[[], bool], callers: int = 20) -> list[bool]:
+    """Run `attempt` in `callers` threads released at the same instant; return what each one got."""
     results: list[bool] = []
-    barrier = threading.Barrier(20)
+    barrier = threading.Barrier(callers)
 
-    def create() -> None:
+    def run() -> None:
         barrier.wait()
-        created, stored = builds.create_if_absent(record())
-        assert stored.key == "k" * 64
-        results.append(created)
+        results.append(attempt())
 
-    threads = [threading.Thread(target=create) for _ in range(20)]
+    threads = [threading.Thread(target=run) for _ in range(callers)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(results) == [False] * 19 + [True]
+    return results
+
+
+def test_create_if_absent_creates_once_under_concurrency(builds: BuildStore) -> None:
+    def create() -> bool:
+        created, stored = builds.create_if_absent(record())
+        assert stored.key == "k" * 64
+        return created
+
+    assert sorted(race(create)) == [False] * 19 + [True]
 
 
 def test_lease_is_exclusive_and_fences_stale_holders(builds: BuildStore) -> None:
@@ -113,19 +121,7 @@ def test_only_a_failed_build_is_requeued_and_only_once(builds: BuildStore) -> No
     assert not builds.requeue_failed(key, now=3.0), "a build in progress is not failed"
     assert builds.finish(lease, 4.0, status=BuildStatus.FAILED, log="old-log", error="cc exited 1")
 
-    results: list[bool] = []
-    barrier = threading.Barrier(20)
-
-    def retry() -> None:
-        barrier.wait()
-        results.append(builds.requeue_failed(key, now=5.0))
-
-    threads = [threading.Thread(target=retry) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(results) == [False] * 19 + [True]
+    assert sorted(race(lambda: builds.requeue_failed(key, now=5.0))) == [False] * 19 + [True]
     stored = builds.get(key)
     assert stored is not None and stored.status == BuildStatus.QUEUED
     assert stored.error is None and stored.attempts == 0 and stored.lease_owner is None
