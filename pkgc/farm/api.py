@@ -83,7 +83,57 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-def create_app(service: FarmService) -> ASGIApp:
+LOOPBACK_HOST_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
+
+
+def loopback_host_name(host: str) -> bool:
+    """True if a Host header names 127.0.0.1, localhost or [::1], with or without a numeric port."""
+    name, port = host.lower(), ""
+    if name.startswith("["):
+        end = name.find("]")
+        if end < 0:
+            return False
+        name, rest = name[: end + 1], name[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                return False
+            port = rest[1:]
+            if not port:
+                return False
+    elif ":" in name:
+        name, port = name.split(":", 1)
+        if not port:
+            return False
+    return name in LOOPBACK_HOST_NAMES and (not port or (port.isascii() and port.isdigit()))
+
+
+class LoopbackHostOnly:
+    """Refuse requests whose Host header is not a loopback name: the embedded farm's guard against DNS rebinding.
+
+    The embedded farm listens on 127.0.0.1 only, but a web page whose host name starts resolving to 127.0.0.1 can
+    make the user's browser send it requests; those carry the page's host name. Only the embedded composition root
+    turns this on: a deployment behind a load balancer has its own host names.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            hosts = [value for name, value in scope.get("headers", []) if name == b"host"]
+            host = hosts[0].decode("latin-1") if len(hosts) == 1 else ""
+            if not loopback_host_name(host):
+                reason = f"this farm answers only requests to a loopback host (127.0.0.1, localhost, [::1]), not {host[:80]!r}"
+                if scope["type"] == "http":
+                    await _error(403, "forbidden_host", reason)(scope, receive, send)
+                else:
+                    await send({"type": "websocket.close", "code": 1008})
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(service: FarmService, *, loopback_only: bool = False) -> ASGIApp:
+    """The farm's ASGI app; `loopback_only` (the embedded farm) refuses Host headers that are not loopback names."""
     app = FastAPI(
         title="pkgc build farm",
         version=pkgc.__version__,
@@ -162,7 +212,8 @@ def create_app(service: FarmService) -> ASGIApp:
             },
         )
 
-    return BodyLimit(app, MAX_BODY_BYTES)
+    limited = BodyLimit(app, MAX_BODY_BYTES)
+    return LoopbackHostOnly(limited) if loopback_only else limited
 
 
 def openapi_document(service: FarmService) -> str:

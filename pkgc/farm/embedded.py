@@ -110,9 +110,8 @@ def serve(home: Path, workers: int, port: int) -> None:
     pool = WorkerPool(paths, workers)
     supervisor = threading.Thread(target=pool.supervise, daemon=True)
     supervisor.start()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    )
+    app = create_app(service, loopback_only=True)  # this farm is the user's alone: refuse DNS-rebound requests
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
 
     def write_state() -> None:
         while not server.started and supervisor.is_alive():
