@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
 
@@ -14,10 +15,11 @@ app = typer.Typer(help="Run the embedded build farm on this machine.", no_args_i
 @app.command("up")
 def up(workers: int = typer.Option(0, help="Worker processes (default: one per core).")) -> None:
     """Start the embedded farm in the background (if it is not running) and print its URL."""
-    from pkgc.client.embedded import ensure_running, farm_home
+    from pkgc.client.embedded import ensure_running, farm_home, read_state
 
     url = ensure_running(farm_home(), workers or None)
     console().print(f"embedded farm running at {url}")
+    _print_skipped_recipes(read_state(farm_home()) or {})
 
 
 @app.command("status")
@@ -35,6 +37,13 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print the result 
         console().print(f"embedded farm is not running (home {home})")
         raise typer.Exit(4)  # the exit code of "the farm cannot be reached", so scripts can test for it
     console().print(f"embedded farm running at {url}, pid {state['pid']}, workers {len(state['workers'])}")
+    _print_skipped_recipes(state)
+
+
+def _print_skipped_recipes(state: dict[str, Any]) -> None:
+    """Recipes the farm could not publish at start, each with its one-line error, so the user can fix them."""
+    for recipe in state.get("skipped_recipes") or []:
+        console().print(f"skipped recipe {recipe['file']}: {recipe['error']}", markup=False, highlight=False)
 
 
 @app.command("stop")

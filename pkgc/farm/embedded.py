@@ -16,11 +16,13 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
+from pkgc.core.errors import PkgcError
 from pkgc.core.platform import detect_platform
 from pkgc.farm.adapters.local import (
     DirectoryBlobStore,
@@ -46,11 +48,31 @@ def build_service(paths: FarmPaths) -> FarmService:
     )
 
 
-def publish_recipes(service: FarmService) -> int:
-    files = recipe_files()
-    for path in files:
-        service.publish_recipe(path.read_text(encoding="utf-8"), source=path.name)
-    return len(files)
+@dataclass(frozen=True)
+class SkippedRecipe:
+    """A recipe file the farm could not publish, with the one-line reason (shown in farm.log and `farm status`)."""
+
+    file: str
+    error: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"file": self.file, "error": self.error}
+
+
+def publish_recipes(service: FarmService) -> list[SkippedRecipe]:
+    """Publish every recipe on the recipe path; a recipe with an error is skipped and named, the rest still serve.
+
+    One broken file among the user's own recipes must not take the whole farm down with it.
+    """
+    skipped: list[SkippedRecipe] = []
+    for path in recipe_files():
+        try:
+            service.publish_recipe(path.read_text(encoding="utf-8"), source=path.name)
+        except Exception as exc:  # any error in one recipe (its TOML, its fields, its bytes) skips that recipe only
+            reason = str(exc) if isinstance(exc, PkgcError | OSError) else f"{type(exc).__name__}: {exc}"
+            skipped.append(SkippedRecipe(str(path), " ".join(reason.split())[:500]))
+            print(f"pkgc farm: skipped recipe {path}: {skipped[-1].error}", file=sys.stderr, flush=True)
+    return skipped
 
 
 def _free_port() -> int:
@@ -105,7 +127,7 @@ def serve(home: Path, workers: int, port: int) -> None:
     paths = FarmPaths(home)
     paths.home.mkdir(parents=True, exist_ok=True)
     service = build_service(paths)
-    publish_recipes(service)
+    skipped = publish_recipes(service)
     port = port or _free_port()
     pool = WorkerPool(paths, workers)
     supervisor = threading.Thread(target=pool.supervise, daemon=True)
@@ -121,6 +143,7 @@ def serve(home: Path, workers: int, port: int) -> None:
             "url": f"http://127.0.0.1:{port}",
             "workers": pool.pids(),
             "started": time.time(),
+            "skipped_recipes": [recipe.as_dict() for recipe in skipped],
         }
         temporary = paths.state.with_suffix(".tmp")
         temporary.write_text(json.dumps(state))
