@@ -14,6 +14,7 @@ from pkgc.farm.adapters.local import (
     JsonLinesNotifier,
     SqliteBuildStore,
     SqliteJobQueue,
+    checkpoint_farm_database,
     open_farm_database,
 )
 from pkgc.farm.paths import FarmPaths
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-jobs", type=int, default=None)
     args = parser.parse_args(argv)
     paths = FarmPaths(args.home)
+    os.umask(0o077)  # blobs, logs and sources are the user's alone (build commands run with their own umask)
     engine = open_farm_database(paths.database)
     bwrap = None if os.environ.get("PKGC_NO_SANDBOX") else bubblewrap_path()
     if bwrap is None:
@@ -61,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     worker.run(stop, max_jobs=args.max_jobs)
+    checkpoint_farm_database(engine, "PASSIVE")  # leave what this worker wrote in farm.db, without waiting for others
 
 
 if __name__ == "__main__":

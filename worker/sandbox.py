@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 _PR_SET_PDEATHSIG = 1
+# Builds get the usual umask, not the farm's private one: the modes they install go into the artifact as they are.
+BUILD_UMASK = 0o022
 
 
 class CommandFailed(Exception):
@@ -108,6 +110,7 @@ class Sandbox:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=_die_with_parent,
+            umask=BUILD_UMASK,
         )
         try:
             returncode = process.wait(timeout=remaining)

@@ -24,6 +24,7 @@ import httpx
 from pkgc.client.settings import data_dir
 from pkgc.core.errors import FarmUnavailable
 from pkgc.core.protocol import API_PREFIX
+from pkgc.farm.paths import FarmPaths
 
 START_TIMEOUT = 60.0
 
@@ -80,6 +81,7 @@ def ensure_running(home: Path, workers: int | None = None, http: httpx.Client | 
         argv = [sys.executable, "-m", "pkgc.farm.embedded", "serve", "--home", str(home)]
         if workers:
             argv += ["--workers", str(workers)]
+        launched = time.time()
         with (home / "farm.log").open("ab") as log:
             process = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
@@ -87,16 +89,29 @@ def ensure_running(home: Path, workers: int | None = None, http: httpx.Client | 
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise FarmUnavailable(
-                    f"the embedded farm exited at start (status {process.returncode})",
-                    hint=f"see {home}/farm.log",
-                )
+                raise exited_at_start(home, process.returncode, launched)
             url = running_url(home, http)
             if url:
                 return url
             time.sleep(0.1)
         process.terminate()
         raise FarmUnavailable("the embedded farm did not become healthy in time", hint=f"see {home}/farm.log")
+
+
+def exited_at_start(home: Path, status: int | None, launched: float) -> FarmUnavailable:
+    """The error for a farm that exited while starting: its own one-line reason if it left one, else the status.
+
+    The supervisor writes `start-error.json` when it refuses to start (a damaged database, say); only a reason
+    written after this launch counts, so a stale file from an earlier attempt is never shown.
+    """
+    try:
+        report = json.loads(FarmPaths(home).start_error.read_text())
+        reason = " ".join(str(report["error"]).split())[:500] if float(report["time"]) >= launched - 1.0 else ""
+    except (OSError, ValueError, KeyError, TypeError):
+        reason = ""
+    if reason:
+        return FarmUnavailable(f"the embedded farm cannot start: {reason}")
+    return FarmUnavailable(f"the embedded farm exited at start (status {status})", hint=f"see {home}/farm.log")
 
 
 def stop(home: Path, timeout: float = 30.0) -> bool:

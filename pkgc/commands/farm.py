@@ -54,3 +54,36 @@ def stop() -> None:
 
     stopped = stop_farm(farm_home())
     console().print("embedded farm stopped" if stopped else "embedded farm was not running")
+
+
+@app.command("reset")
+def reset(yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")) -> None:
+    """Start the farm's database afresh (after damage), keeping the artifacts: those that prove their build
+    by their manifests are adopted again, so installing them needs no new compile."""
+    from pkgc.client.embedded import farm_home
+    from pkgc.farm.reset import ensure_stopped, reset_farm
+
+    home = farm_home()
+    ensure_stopped(home)  # before asking: a running farm is refused whatever the answer
+    if not yes:
+        typer.confirm(
+            f"Reset the embedded farm's database in {home}? Queued builds and failure records are forgotten; "
+            "built artifacts are kept and adopted again",
+            default=False,
+            abort=True,
+        )
+    report = reset_farm(home)
+    out = console()
+    for moved in report.moved_aside:
+        out.print(f"old database kept as {moved} (delete it when you no longer need it)", markup=False)
+    for recipe in report.skipped_recipes:
+        out.print(f"skipped recipe {recipe.file}: {recipe.error}", markup=False)
+    for name, reason in report.left_out:
+        out.print(f"left out {name}: {reason}", markup=False)
+    count = len(report.adopted)
+    adopted = ", ".join(f"{a.name} {a.version}" for a in report.adopted)
+    out.print(
+        f"farm database reset; re-adopted {count} build{'' if count == 1 else 's'}"
+        + (f": {adopted}" if adopted else ""),
+        markup=False,
+    )

@@ -12,15 +12,18 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import uvicorn
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from pkgc.core.errors import PkgcError
 from pkgc.core.platform import detect_platform
@@ -29,6 +32,8 @@ from pkgc.farm.adapters.local import (
     SqliteBuildStore,
     SqliteCatalogStore,
     SqliteJobQueue,
+    check_farm_database,
+    checkpoint_farm_database,
     open_farm_database,
 )
 from pkgc.farm.api import create_app
@@ -37,8 +42,8 @@ from pkgc.farm.service import FarmService
 from pkgc.recipes import recipe_files
 
 
-def build_service(paths: FarmPaths) -> FarmService:
-    engine = open_farm_database(paths.database)
+def build_service(paths: FarmPaths, engine: Engine | None = None) -> FarmService:
+    engine = engine if engine is not None else open_farm_database(paths.database)
     return FarmService(
         catalog=SqliteCatalogStore(engine),
         builds=SqliteBuildStore(engine),
@@ -71,7 +76,6 @@ def publish_recipes(service: FarmService) -> list[SkippedRecipe]:
         except Exception as exc:  # any error in one recipe (its TOML, its fields, its bytes) skips that recipe only
             reason = str(exc) if isinstance(exc, PkgcError | OSError) else f"{type(exc).__name__}: {exc}"
             skipped.append(SkippedRecipe(str(path), " ".join(reason.split())[:500]))
-            print(f"pkgc farm: skipped recipe {path}: {skipped[-1].error}", file=sys.stderr, flush=True)
     return skipped
 
 
@@ -123,11 +127,49 @@ class WorkerPool:
                 process.kill()
 
 
+FARM_UMASK = 0o077  # the farm's files (database, artifacts, logs) are the user's alone
+
+
+def private_home(paths: FarmPaths) -> None:
+    """Create the farm home readable by its owner only, and tighten what a client or an older pkgc left there."""
+    paths.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(paths.home, 0o700)
+    for entry in paths.home.iterdir():
+        if entry.is_file() and not entry.is_symlink():
+            os.chmod(entry, 0o600)
+
+
+def refuse_start(paths: FarmPaths, reason: str, status: int) -> NoReturn:
+    """Leave the one-line reason where the client that launched us finds it (and in farm.log), then exit."""
+    line = " ".join(reason.split())
+    print(f"pkgc farm: cannot start: {line}", file=sys.stderr, flush=True)
+    temporary = paths.start_error.with_suffix(".tmp")
+    temporary.write_text(json.dumps({"time": time.time(), "error": line}))
+    os.replace(temporary, paths.start_error)
+    raise SystemExit(status)
+
+
+def open_checked_database(paths: FarmPaths) -> Engine:
+    """The farm database, after SQLite's quick_check; a damaged or unopenable file refuses the start."""
+    try:
+        check_farm_database(paths.database)
+        return open_farm_database(paths.database)
+    except PkgcError as exc:
+        refuse_start(paths, str(exc), exc.exit_code)
+    except (SQLAlchemyError, sqlite3.Error) as exc:
+        refuse_start(paths, f"cannot open the farm database {paths.database}: {exc}", 1)
+
+
 def serve(home: Path, workers: int, port: int) -> None:
     paths = FarmPaths(home)
-    paths.home.mkdir(parents=True, exist_ok=True)
-    service = build_service(paths)
+    os.umask(FARM_UMASK)  # inherited by the workers; their build commands set their own
+    private_home(paths)
+    paths.start_error.unlink(missing_ok=True)
+    engine = open_checked_database(paths)
+    service = build_service(paths, engine)
     skipped = publish_recipes(service)
+    for recipe in skipped:  # farm.log: where the user looks when a package is missing
+        print(f"pkgc farm: skipped recipe {recipe.file}: {recipe.error}", file=sys.stderr, flush=True)
     port = port or _free_port()
     pool = WorkerPool(paths, workers)
     supervisor = threading.Thread(target=pool.supervise, daemon=True)
@@ -155,7 +197,16 @@ def serve(home: Path, workers: int, port: int) -> None:
         server.run()
     finally:
         pool.stop()
+        stop_database(engine)
         paths.state.unlink(missing_ok=True)
+
+
+def stop_database(engine: Engine) -> None:
+    """A clean stop leaves the whole database in farm.db: checkpoint the WAL (TRUNCATE) once the workers are gone."""
+    try:
+        checkpoint_farm_database(engine, "TRUNCATE")
+    except (SQLAlchemyError, sqlite3.Error) as exc:
+        print(f"pkgc farm: could not checkpoint the database at stop: {exc}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:

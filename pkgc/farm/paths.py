@@ -35,5 +35,10 @@ class FarmPaths:
         return self.home / "farm.log"
 
     @property
+    def start_error(self) -> Path:
+        """Why the supervisor refused to start, as JSON {"time", "error"}, for the client that launched it."""
+        return self.home / "start-error.json"
+
+    @property
     def events(self) -> Path:
         return self.home / "events.jsonl"

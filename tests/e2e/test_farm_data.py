@@ -96,7 +96,12 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     server, port = _serve(served)
     recipes = root / "recipes"
     recipes.mkdir()
-    sha = make_tarball(served / "greet-2.0.tar.gz", "greet-2.0", greet_source("2.0"))
+    files = greet_source("2.0")
+    # Like autotools' install rules: directories by mkdir -p and files by cp, whose modes follow the umask.
+    files["Makefile"] += (
+        b"\tmkdir -p $(DESTDIR)$(PREFIX)/share/doc/greet\n\tcp notes.txt $(DESTDIR)$(PREFIX)/share/doc/greet/\n"
+    )
+    sha = make_tarball(served / "greet-2.0.tar.gz", "greet-2.0", files)
     (recipes / "greet.toml").write_text(
         f"""name = "greet"
 summary = "Says which version it is"
@@ -237,8 +242,8 @@ def test_the_farm_files_are_readable_by_their_owner_only(farm: PrivateFarm) -> N
     assert not loose, f"farm files others can read: {loose}"
     # What the farm builds keeps its own modes: the farm's umask does not reach the build.
     assert _mode(farm.root / "prefix3" / "bin" / "greet") == 0o755
-    assert _mode(farm.root / "prefix3" / "share" / "greet") == 0o755
-    assert _mode(farm.root / "prefix3" / "share" / "greet" / "notes-2.0.txt") == 0o644
+    assert _mode(farm.root / "prefix3" / "share" / "doc" / "greet") == 0o755
+    assert _mode(farm.root / "prefix3" / "share" / "doc" / "greet" / "notes.txt") == 0o644
 
 
 MALFORMED = """name = "broken-recipe"
@@ -271,5 +276,8 @@ def test_a_bad_recipe_is_skipped_and_named_and_the_farm_runs(sources: Path, tmp_
         assert "broken-recipe.toml" in log and "notoml.toml" in log
         names = [p["name"] for p in httpx.get(f"{farm.url()}/v1/catalog", timeout=30).json()["packages"]]
         assert "greet" in names and "hello" in names and "broken-recipe" not in names
+        # The embedded farm is this user's alone: a DNS-rebound request naming another host is refused.
+        rebound = httpx.get(f"{farm.url()}/v1/catalog", headers={"Host": "evil.example"}, timeout=30)
+        assert rebound.status_code == 403 and rebound.json()["error"] == "forbidden_host"
     finally:
         farm.stop()

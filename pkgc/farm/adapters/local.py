@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -30,6 +31,7 @@ from sqlalchemy import (
     update,
 )
 
+from pkgc.core.errors import FarmUnavailable
 from pkgc.core.protocol import BuildStatus
 from pkgc.farm.ports import BuildRecord, Job, Lease
 from pkgc.sqlite import open_sqlite
@@ -91,6 +93,54 @@ def open_farm_database(path: Path) -> Engine:
         if "last_line" not in columns:
             conn.exec_driver_sql("ALTER TABLE builds ADD COLUMN last_line TEXT NOT NULL DEFAULT ''")
     return engine
+
+
+class FarmDatabaseDamaged(FarmUnavailable):
+    """The farm's SQLite file fails its integrity check; the farm refuses to start on it."""
+
+
+def check_farm_database(path: Path) -> None:
+    """Run SQLite's quick_check on the farm database before anything opens it for real.
+
+    A damaged file otherwise shows up later as odd failures in the middle of builds (or an exit at start with no
+    reason); checking first lets the farm refuse with one line that names the file and the way out.
+    """
+    if not path.exists():
+        return
+    problem: str | None = None
+    try:
+        connection = sqlite3.connect(str(path), timeout=30)
+        try:
+            rows = connection.execute("PRAGMA quick_check").fetchall()
+        finally:
+            connection.close()
+    except sqlite3.OperationalError as exc:  # locked, unreadable: not proof of damage, so no reset advice
+        raise FarmUnavailable(f"cannot open the farm database {path}: {exc}") from None
+    except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
+        problem = str(exc)
+    else:
+        if [tuple(row) for row in rows] != [("ok",)]:
+            problem = " ".join(str(rows[0][0]).split()) if rows else "quick_check gave no answer"
+    if problem is not None:
+        raise FarmDatabaseDamaged(
+            f"the farm database {path} is damaged ({problem[:200]}): "
+            "run 'pkgc farm reset' to start it afresh (built artifacts are kept)"
+        )
+
+
+def checkpoint_farm_database(engine: Engine, mode: str = "TRUNCATE") -> None:
+    """Copy the WAL into the database file and close every connection: what a clean stop leaves is one file.
+
+    Without it a stopped farm keeps its recent writes only in farm.db-wal, and losing that file loses them.
+    The supervisor uses TRUNCATE once the workers are gone; a worker uses PASSIVE, which never waits for others.
+    """
+    if mode not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
+        raise ValueError(f"unknown checkpoint mode {mode!r}")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")
+    finally:
+        engine.dispose()
 
 
 class SqliteCatalogStore:
@@ -275,6 +325,34 @@ class SqliteBuildStore:
                 .limit(limit)
             ).all()
         return [_record_from_row(row) for row in rows]
+
+    def adopt_ready(self, record: BuildRecord) -> bool:
+        """Insert a ready build with its artifact, unless the key exists: `farm reset` re-adopting an artifact."""
+        if record.status != BuildStatus.READY or not record.artifact or not record.sha256:
+            raise ValueError("adopt_ready() takes a ready build with its artifact and sha256")
+        values = {
+            "key": record.key,
+            "name": record.name,
+            "version": record.version,
+            "options": json.dumps(record.options, sort_keys=True),
+            "spec": json.dumps(record.spec, sort_keys=True),
+            "status": record.status.value,
+            "dependencies": json.dumps(list(record.dependencies)),
+            "runtime_dependencies": json.dumps(list(record.runtime_dependencies)),
+            "artifact": record.artifact,
+            "sha256": record.sha256,
+            "size": record.size,
+            "log": record.log,
+            "lease_token": 0,
+            "lease_expires": 0.0,
+            "attempts": 0,
+            "last_line": "",
+            "created_at": record.created_at,
+            "updated_at": record.updated_at,
+            "enqueued_at": record.enqueued_at,
+        }
+        with self._engine.begin() as conn:
+            return bool(conn.execute(insert(builds_table).prefix_with("OR IGNORE").values(**values)).rowcount)
 
     def mark_enqueued(self, key: str, now: float) -> None:
         with self._engine.begin() as conn:
