@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -181,8 +182,10 @@ def create_app(service: FarmService, *, loopback_only: bool = False) -> ASGIApp:
         return service.details(name)
 
     @app.post(f"{API_PREFIX}/resolve", response_model=ResolveResponse)
-    def resolve(body: ResolveRequest) -> ResolveResponse:
-        return service.resolve(body)
+    async def resolve(body: ResolveRequest) -> ResolveResponse:
+        # Cache hits (the common case) are answered on the event loop; anything that needs a store goes to a thread.
+        answer = service.resolve_from_memory(body)
+        return answer if answer is not None else await run_in_threadpool(service.resolve, body)
 
     @app.post(f"{API_PREFIX}/wait", response_model=WaitResponse)
     def wait(body: WaitRequest) -> WaitResponse:

@@ -6,7 +6,9 @@ laptop or in Lambda. State lives only in the ports, so every call is stateless a
 
 from __future__ import annotations
 
+import json
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -32,6 +34,26 @@ from pkgc.core.versions import Version
 from pkgc.farm.ports import BlobStore, BuildRecord, BuildStore, CatalogStore, JobQueue
 
 _KEY_LENGTH = 64
+RECIPE_TTL_SECONDS = 2.0
+_RECIPE_CACHE_SIZE = 100_000
+_PLAN_CACHE_SIZE = 4096
+_READY_CACHE_SIZE = 65536
+
+
+_STALE = "\x00stale"  # never a recipe's text (TOML cannot hold a NUL)
+
+
+def _plan_key(request: ResolveRequest) -> str:
+    return json.dumps([p.model_dump(mode="json") for p in request.packages], sort_keys=True)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A memoised plan and the exact recipe texts it was computed from (it is valid while they are current)."""
+
+    specs: list[BuildSpec]
+    requested: list[str]
+    recipe_texts: dict[str, str]
 
 
 def artifact_blob_name(key: str) -> str:
@@ -59,17 +81,43 @@ class FarmService:
     sleep: Callable[[float], None] = time.sleep
     poll_interval: float = 0.1
     requeue_after: float = 600.0
+    recipe_ttl: float = RECIPE_TTL_SECONDS
     _recipes: dict[str, tuple[str, Recipe]] = field(default_factory=dict)
+    _recipe_texts: dict[str, tuple[float, str | None]] = field(default_factory=dict)
+    _plans: OrderedDict[str, _Plan] = field(default_factory=OrderedDict)
+    _ready: OrderedDict[str, BuildInfo] = field(default_factory=OrderedDict)
 
     # -- catalog -------------------------------------------------------------------------------------------
     def publish_recipe(self, recipe_text: str, *, source: str = "recipe") -> Recipe:
         recipe = parse_recipe(recipe_text, source=source)
         self.catalog.put_recipe(recipe.name, recipe_text, recipe.summary, recipe.newest_version().version)
+        self._recipe_texts.pop(recipe.name, None)  # this process sees its own publication at once
         return recipe
+
+    def _recipe_text(self, name: str, *, memory_only: bool = False) -> str | None:
+        """The recipe's text, read from the catalog at most once per `recipe_ttl` seconds.
+
+        Resolving is the farm's hot path and every resolve needs every recipe of the closure; a recipe published by
+        another process (another Lambda container, the refresh) is seen within `recipe_ttl` seconds. With
+        `memory_only`, an expired or unknown entry gives `_STALE` instead of a store read.
+        """
+        now = time.monotonic()
+        cached = self._recipe_texts.get(name)
+        if cached is not None and now - cached[0] < self.recipe_ttl:
+            return cached[1]
+        if memory_only:
+            return _STALE
+        text = self.catalog.get_recipe_text(name)
+        if cached is not None and cached[1] == text:
+            text = cached[1]  # the same object as before, so that the plans made from it compare in constant time
+        if len(self._recipe_texts) >= _RECIPE_CACHE_SIZE:
+            self._recipe_texts.clear()
+        self._recipe_texts[name] = (now, text)
+        return text
 
     def recipe(self, name: str) -> Recipe:
         validate_name(name)
-        text = self.catalog.get_recipe_text(name)
+        text = self._recipe_text(name)
         if text is None:
             raise NotFound(f"unknown package '{name}'", hint="try 'pkgc search'")
         cached = self._recipes.get(name)
@@ -133,12 +181,59 @@ class FarmService:
     # -- builds --------------------------------------------------------------------------------------------
     def resolve(self, request: ResolveRequest) -> ResolveResponse:
         """Plan every build the request needs; create the missing ones (exactly once per key) and enqueue them."""
+        specs, requested = self._plan(request)
+        builds = []
+        for spec in specs:
+            # A ready build never changes (its key names its content): answer it from memory, no store round trip.
+            info = self._ready.get(spec.key)
+            if info is None:
+                info = self.to_info(self._ensure_build(spec, retry_failed=request.retry_failed))
+                self._remember_if_ready(info)
+            builds.append(info)
+        return ResolveResponse(requested=requested, builds=builds)
+
+    def resolve_from_memory(self, request: ResolveRequest) -> ResolveResponse | None:
+        """The answer to a resolve whose builds are all ready and whose plan is known, without touching a store;
+        None otherwise. An event loop can call this inline and send everything else to `resolve` in a thread."""
+        cached = self._plans.get(_plan_key(request))
+        if cached is None or any(self._recipe_text(n, memory_only=True) != t for n, t in cached.recipe_texts.items()):
+            return None
+        builds = [self._ready.get(spec.key) for spec in cached.specs]
+        if any(info is None for info in builds):
+            return None
+        return ResolveResponse(requested=cached.requested, builds=[b for b in builds if b is not None])
+
+    def _plan(self, request: ResolveRequest) -> tuple[list[BuildSpec], list[str]]:
+        """`plan_builds` for the request, memoised while every recipe it read is unchanged.
+
+        Planning parses options and hashes every recipe of the closure; the same request (a package with the same
+        options) comes again and again, so its plan is kept with the texts of the recipes it used.
+        """
+        cache_key = _plan_key(request)
+        cached = self._plans.get(cache_key)
+        if cached is not None and all(self._recipe_text(n) == t for n, t in cached.recipe_texts.items()):
+            return cached.specs, cached.requested
         requests = [PackageRequest(p.name, p.version, p.options) for p in request.packages]
         for item in requests:
             validate_name(item.name)
-        specs, requested = plan_builds(requests, self.recipe, self.platform)
-        records = [self._ensure_build(spec, retry_failed=request.retry_failed) for spec in specs]
-        return ResolveResponse(requested=requested, builds=[self.to_info(record) for record in records])
+        used: dict[str, str] = {}
+
+        def get_recipe(name: str) -> Recipe:
+            recipe = self.recipe(name)
+            used[name] = self._recipes[name][0]
+            return recipe
+
+        specs, requested = plan_builds(requests, get_recipe, self.platform)
+        self._plans[cache_key] = _Plan(specs, requested, used)
+        if len(self._plans) > _PLAN_CACHE_SIZE:
+            self._plans.popitem(last=False)
+        return specs, requested
+
+    def _remember_if_ready(self, info: BuildInfo) -> None:
+        if info.status == BuildStatus.READY:
+            self._ready[info.key] = info
+            if len(self._ready) > _READY_CACHE_SIZE:
+                self._ready.popitem(last=False)
 
     def _ensure_build(self, spec: BuildSpec, *, retry_failed: bool = False) -> BuildRecord:
         now = self.clock()
