@@ -11,7 +11,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import pytest
 
 from pkgc.core.recipe import load_recipe
@@ -238,7 +237,8 @@ def test_artifact_download_supports_range_and_checksum_header(farm: FarmEnv) -> 
 
 
 def test_openapi_document_lists_the_protocol(farm: FarmEnv) -> None:
-    document = httpx.get(f"{farm.url}/openapi.json").json()
+    with farm.api() as api:
+        document = api.get("/openapi.json").json()
     assert {"/v1/resolve", "/v1/wait", "/v1/builds/{key}/log"} <= set(document["paths"])
 
 
