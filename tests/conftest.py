@@ -239,9 +239,25 @@ def _seed_bundled_sources(cache: Path) -> None:
         pytest.fail(f"the test farm fetches from loopback only: {exc}")
 
 
+def require_bubblewrap() -> str:
+    """The e2e builds must be sandboxed: without a working bubblewrap the session fails, it does not degrade."""
+    from worker.sandbox import bubblewrap_path
+
+    found = bubblewrap_path()
+    if found is None:
+        pytest.fail(
+            "bubblewrap is required for the e2e tests: 'bwrap' is not installed or cannot create namespaces here "
+            "(install the bubblewrap package; in a container allow unprivileged user namespaces). Without it the "
+            "farm's workers would build unsandboxed and the tests would prove nothing about the sandbox.",
+            pytrace=False,
+        )
+    return found
+
+
 @pytest.fixture(scope="session")
 def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FarmEnv]:
     """One real embedded farm (API process and two worker processes) for the whole session."""
+    require_bubblewrap()
     root = tmp_path_factory.mktemp("pkgc")
     sources = root / "served"
     sources.mkdir()
@@ -257,7 +273,11 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FarmEnv]:
             XDG_CACHE_HOME=str(root / "cache"),
             PKGC_FARM_HOME=str(root / "farm"),
             PKGC_RECIPE_PATH=str(root / "recipes"),
-            PKGC_FARM_VISIBILITY_TIMEOUT="6",
+            # The lease and the job's visibility (the worker heartbeats both every 5 s): long enough that a worker
+            # stalled up to 15 s by a loaded machine keeps its build (attempts == 1 holds), short enough that a
+            # killed worker's build comes back within 20 s.
+            PKGC_FARM_VISIBILITY_TIMEOUT="20",
+            PKGC_REQUIRE_SANDBOX="1",  # a worker without a working bubblewrap refuses to start
             PKGC_FETCH_LOOPBACK_ONLY="1",  # tests stay on loopback: real sources come from the seeded cache
             NO_COLOR="1",
         )

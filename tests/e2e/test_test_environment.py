@@ -7,7 +7,10 @@ that is down, slow or logging would fail or slow the tests for reasons that have
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -56,3 +59,46 @@ def test_the_client_talks_to_a_loopback_farm_directly_whatever_the_proxy_variabl
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["name"] == "hello"
+
+
+# A worker of a loaded machine can stall (no CPU for its heartbeat thread, a busy SQLite). This long a stall must not
+# cost the build its lease: with too short a lease another worker builds it again and `attempts == 1` fails.
+STALL_SECONDS = 10.0
+
+
+def test_a_worker_stalled_for_seconds_keeps_its_build(farm: FarmEnv) -> None:
+    from pkgc.farm.adapters.local import SqliteBuildStore, open_farm_database
+
+    options = {"debug": "true"}  # a slowpoke (its build sleeps 8 s) no other test builds
+    with farm.api() as api:
+        body = api.post("/v1/resolve", json={"packages": [{"name": "slowpoke", "options": options}]}).json()
+        key = body["requested"][0]
+        deadline = time.monotonic() + 120
+        while api.get(f"/v1/builds/{key}").json()["status"] != "building" and time.monotonic() < deadline:
+            time.sleep(0.1)
+    engine = open_farm_database(farm.farm_home / "farm.db")
+    try:
+        record = SqliteBuildStore(engine).get(key)
+    finally:
+        engine.dispose()
+    assert record is not None and record.lease_owner, "the build was leased"
+    pid = int(record.lease_owner.rsplit("-", 1)[1])  # the worker's id ends in its pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(STALL_SECONDS)  # the stall itself: what is being simulated, not a wait for a condition
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    finished = wait_for_finish(farm, key)
+    assert finished["status"] == "ready"
+    assert finished["attempts"] == 1, "the stalled worker lost its lease and the build ran again"
+    assert len(farm.finished_events(key)) == 1
+
+
+def wait_for_finish(farm: FarmEnv, key: str, limit: float = 300) -> dict:  # type: ignore[type-arg]
+    deadline = time.monotonic() + limit
+    with farm.api() as api:
+        while time.monotonic() < deadline:
+            answer = api.post("/v1/wait", json={"keys": [key], "timeout": 20}).json()
+            if answer["finished"]:
+                return answer["finished"][0]  # type: ignore[no-any-return]
+    raise AssertionError(f"build {key} did not finish in {limit}s")
