@@ -35,3 +35,11 @@ def test_a_worker_that_must_sandbox_refuses_to_start_without_bubblewrap(
     assert "refusing to build without a sandbox" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "farm" / "farm.db").exists(), "it refuses before touching the farm"
+
+
+def test_the_test_session_fails_clearly_without_bubblewrap(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import require_bubblewrap
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(pytest.fail.Exception, match="bubblewrap is required for the e2e tests"):
+        require_bubblewrap()
