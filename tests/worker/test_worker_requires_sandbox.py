@@ -3,12 +3,13 @@ so builds never run unsandboxed silently where the sandbox is part of what is be
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import subprocess_env
 
 
 @pytest.mark.parametrize(
@@ -19,8 +20,7 @@ import pytest
 def test_a_worker_that_must_sandbox_refuses_to_start_without_bubblewrap(
     tmp_path: Path, without: dict[str, str]
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PKGC_")}
-    env.update(PKGC_REQUIRE_SANDBOX="1", **without)
+    env = subprocess_env({"PKGC_REQUIRE_SANDBOX": "1", **without})
     try:
         result = subprocess.run(
             [sys.executable, "-m", "worker", "--home", str(tmp_path / "farm"), "--id", "w1", "--max-jobs", "1"],
