@@ -243,8 +243,10 @@ def unpack_artifact(artifact: Path, destination: Path) -> Manifest:
                 elif member.issym() and entry.type == "symlink":
                     link = member.linkname
                     resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), link))
-                    if link.startswith("/") or resolved == ".." or resolved.startswith("../") or link != entry.target:
+                    if link.startswith("/") or resolved == ".." or resolved.startswith("../"):
                         raise IntegrityError(f"artifact symlink {name!r} -> {link!r} points outside the prefix")
+                    if link != entry.target:
+                        raise IntegrityError(f"artifact symlink {name!r} -> {link!r} does not match its manifest")
                     target.parent.mkdir(parents=True, exist_ok=True)
                     os.symlink(link, target)
                     symlinks.add(name)

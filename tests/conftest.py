@@ -12,7 +12,7 @@ import sys
 import tarfile
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -73,6 +73,25 @@ def make_tarball(path: Path, top: str, files: dict[str, bytes]) -> str:
     return hashlib.sha256(buffer.getvalue()).hexdigest()
 
 
+# Proxy settings of the developer's shell must not reach the processes the tests start: loopback traffic (the farm,
+# the source server) sent to a proxy that is down, slow or logging fails the tests for reasons unrelated to pkgc.
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+LOOPBACK_NO_PROXY = "127.0.0.1,localhost,::1"
+
+
+def subprocess_env(settings: Mapping[str, str]) -> dict[str, str]:
+    """The environment of every process the tests start: this one's, without pkgc's, XDG's, locale or proxy
+    variables (in either case), with `NO_PROXY` covering loopback, and then `settings` on top."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PKGC_", "XDG_", "LC_", "LANG")) and k.upper() not in (*PROXY_VARIABLES, "NO_PROXY")
+    }
+    env.update(NO_PROXY=LOOPBACK_NO_PROXY, no_proxy=LOOPBACK_NO_PROXY)
+    env.update(settings)
+    return env
+
+
 @dataclass
 class FarmEnv:
     root: Path
@@ -98,7 +117,8 @@ class FarmEnv:
         return [sys.executable, "-m", "pkgc", *args]
 
     def api(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=60)
+        """The tests' own client of the farm: straight to loopback, whatever proxy the environment names."""
+        return httpx.Client(base_url=self.url, timeout=60, trust_env=False)
 
     def finished_events(self, key: str) -> list[dict[str, str]]:
         path = self.farm_home / "events.jsonl"
@@ -219,9 +239,25 @@ def _seed_bundled_sources(cache: Path) -> None:
         pytest.fail(f"the test farm fetches from loopback only: {exc}")
 
 
+def require_bubblewrap() -> str:
+    """The e2e builds must be sandboxed: without a working bubblewrap the session fails, it does not degrade."""
+    from worker.sandbox import bubblewrap_path
+
+    found = bubblewrap_path()
+    if found is None:
+        pytest.fail(
+            "bubblewrap is required for the e2e tests: 'bwrap' is not installed or cannot create namespaces here "
+            "(install the bubblewrap package; in a container allow unprivileged user namespaces). Without it the "
+            "farm's workers would build unsandboxed and the tests would prove nothing about the sandbox.",
+            pytrace=False,
+        )
+    return found
+
+
 @pytest.fixture(scope="session")
 def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FarmEnv]:
     """One real embedded farm (API process and two worker processes) for the whole session."""
+    require_bubblewrap()
     root = tmp_path_factory.mktemp("pkgc")
     sources = root / "served"
     sources.mkdir()
@@ -229,17 +265,22 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FarmEnv]:
     marker_dir = Path(tempfile.mkdtemp(prefix="pkgc-flaky-", dir="/var/tmp"))
     _test_recipes(root / "recipes", sources, port, marker_dir / "fail")
     _seed_bundled_sources(root / "farm" / "sources")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PKGC_", "XDG_", "LC_", "LANG"))}
-    env.update(
-        HOME=str(root / "home"),
-        XDG_CONFIG_HOME=str(root / "config"),
-        XDG_DATA_HOME=str(root / "data"),
-        XDG_CACHE_HOME=str(root / "cache"),
-        PKGC_FARM_HOME=str(root / "farm"),
-        PKGC_RECIPE_PATH=str(root / "recipes"),
-        PKGC_FARM_VISIBILITY_TIMEOUT="6",
-        PKGC_FETCH_LOOPBACK_ONLY="1",  # tests stay on loopback: real sources come from the seeded cache
-        NO_COLOR="1",
+    env = subprocess_env(
+        dict(
+            HOME=str(root / "home"),
+            XDG_CONFIG_HOME=str(root / "config"),
+            XDG_DATA_HOME=str(root / "data"),
+            XDG_CACHE_HOME=str(root / "cache"),
+            PKGC_FARM_HOME=str(root / "farm"),
+            PKGC_RECIPE_PATH=str(root / "recipes"),
+            # The lease and the job's visibility (the worker heartbeats both every 5 s): long enough that a worker
+            # stalled up to 15 s by a loaded machine keeps its build (attempts == 1 holds), short enough that a
+            # killed worker's build comes back within 20 s.
+            PKGC_FARM_VISIBILITY_TIMEOUT="20",
+            PKGC_REQUIRE_SANDBOX="1",  # a worker without a working bubblewrap refuses to start
+            PKGC_FETCH_LOOPBACK_ONLY="1",  # tests stay on loopback: real sources come from the seeded cache
+            NO_COLOR="1",
+        )
     )
     (root / "home").mkdir()
     started = subprocess.run(

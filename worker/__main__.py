@@ -35,12 +35,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--max-jobs", type=int, default=None)
     args = parser.parse_args(argv)
-    paths = FarmPaths(args.home)
     os.umask(0o077)  # blobs, logs and sources are the user's alone (build commands run with their own umask)
-    engine = open_farm_database(paths.database)
     bwrap = None if os.environ.get("PKGC_NO_SANDBOX") else bubblewrap_path()
     if bwrap is None:
+        if os.environ.get("PKGC_REQUIRE_SANDBOX") == "1":
+            # CI and the tests' farm: an unsandboxed build there would pass silently and prove nothing.
+            raise SystemExit(
+                f"worker {args.id}: PKGC_REQUIRE_SANDBOX=1, but bubblewrap is missing, cannot create namespaces here, "
+                "or PKGC_NO_SANDBOX is set: refusing to build without a sandbox"
+            )
         print(f"worker {args.id}: bubblewrap is not available; builds run without a sandbox", file=sys.stderr)
+    paths = FarmPaths(args.home)
+    engine = open_farm_database(paths.database)
     visibility = _env_float("PKGC_FARM_VISIBILITY_TIMEOUT", 60.0)
     settings = WorkerSettings(
         worker_id=f"{args.id}-{os.getpid()}",

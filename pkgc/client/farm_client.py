@@ -57,11 +57,15 @@ def http_client(*, token: str = "", tls: bool = True, timeout: float = DEFAULT_N
                 handle.write(f"{request.method} {request.url.path}{' ' + resume if resume else ''}\n")
 
         hooks["request"] = [log_request]
+    # Proxy variables are for the outside world: a farm on loopback (the embedded one always is) is reached directly,
+    # or a proxy that is down or slow would break every command. Mounts beat the proxies httpx reads from the env.
+    direct = httpx.HTTPTransport(verify=False)  # plain http only, so no certificate store is loaded
     return httpx.Client(
         headers=headers,
         timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
         verify=tls,
         event_hooks=hooks,
+        mounts={f"http://{host}": direct for host in ("127.0.0.1", "localhost", "[::1]")},
     )
 
 

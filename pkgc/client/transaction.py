@@ -29,6 +29,9 @@ from pkgc.localdb.store import STATE_DIR, InstalledFile, InstalledPackage, Insta
 
 FAULT_ENV = "PKGC_FAULT"
 FAULT_POINTS = ("staged", "journal-written", "old-moved-aside", "new-moved-in", "db-committed")
+# Inside the two ways a transaction ends, so the tests can crash a recovery too: rolling back with half the old
+# files restored, and finishing (rolling forward) with the backup deleted but the emptied directories not yet pruned.
+RECOVERY_FAULT_POINTS = ("rollback-half-restored", "cleanup-half-done")
 
 
 def fault_point(name: str) -> None:
@@ -151,6 +154,7 @@ def _prune(prefix: Path, paths: list[str]) -> None:
 
 def _finish(prefix: Path, journal: dict[str, Any]) -> None:
     shutil.rmtree(prefix / STATE_DIR / "tx" / journal["txid"], ignore_errors=True)
+    fault_point("cleanup-half-done")
     _prune(prefix, journal["old_paths"])
     journal_path(prefix).unlink(missing_ok=True)
 
@@ -164,11 +168,17 @@ def _roll_back(prefix: Path, journal: dict[str, Any]) -> None:
             continue  # the old file was never moved aside, so what is there is the old file
         if target.is_symlink() or target.exists():
             target.unlink()
-    for path in journal["old_paths"]:
+    old = list(journal["old_paths"])
+    half = len(old) // 2
+    for index, path in enumerate(old):
+        if index == half:
+            fault_point("rollback-half-restored")
         source = backup / path
         if source.is_symlink() or source.exists():
             (prefix / path).parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, prefix / path)
+    if not old:
+        fault_point("rollback-half-restored")  # nothing to restore: die with the new files gone, dirs not pruned
     _prune(prefix, journal["new_paths"] + [f"{d}/_" for d in journal["new_dirs"]])
     shutil.rmtree(prefix / STATE_DIR / "tx" / journal["txid"], ignore_errors=True)
     journal_path(prefix).unlink(missing_ok=True)

@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import pytest
 
 from pkgc.core.recipe import load_recipe
@@ -110,21 +110,48 @@ def test_options_decide_the_key_and_a_new_option_set_is_built(farm: FarmEnv) -> 
     assert greeting(farm, prefix, "fr") == "Hello, world!", "without NLS there is no French"
 
 
-def test_twenty_concurrent_identical_requests_make_one_build(farm: FarmEnv) -> None:
-    options = {"opt": "O1", "utils": "true"}
+def jobs_sent(farm: FarmEnv, key: str) -> int:
+    """How many jobs the real farm sent for a build key, from its queue's send count (the queue forgets acked jobs)."""
+    from pkgc.farm.adapters.local import SqliteJobQueue, open_farm_database
+
+    engine = open_farm_database(farm.farm_home / "farm.db")
+    try:
+        return SqliteJobQueue(engine).sent_count(key)
+    finally:
+        engine.dispose()
+
+
+def test_twenty_concurrent_identical_requests_send_one_job(farm: FarmEnv) -> None:
+    options = {"opt": "O1", "utils": "true", "libs": "both"}  # an option set no other test builds: a new build
+    clients = 20
+    barrier = threading.Barrier(clients)
+    windows: list[tuple[float, float]] = []
 
     def client(_: int) -> dict:  # type: ignore[type-arg]
-        info = resolve(farm, "cjson", **options)
-        return info if info["status"] == "ready" else wait_ready(farm, info["key"])
+        with farm.api() as api:  # a client and a connection of its own, opened before the barrier
+            assert api.get("/v1/health").status_code == 200
+            barrier.wait(timeout=60)
+            started = time.monotonic()
+            response = api.post("/v1/resolve", json={"packages": [{"name": "cjson", "options": options}]})
+            windows.append((started, time.monotonic()))
+        assert response.status_code == 200, response.text
+        body = response.json()
+        return next(b for b in body["builds"] if b["key"] == body["requested"][0])  # type: ignore[no-any-return]
 
-    with ThreadPoolExecutor(max_workers=20) as pool:
-        answers = list(pool.map(client, range(20)))
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        answers = list(pool.map(client, range(clients)))
+    overlap = min(end for _, end in windows) - max(start for start, _ in windows)
+    print(f"{clients} resolves released together; all in flight at once for {overlap * 1000:.1f} ms (< 0: never)")
     keys = {a["key"] for a in answers}
-    urls = {a["url"] for a in answers}
-    assert len(keys) == 1 and len(urls) == 1 and None not in urls
+    assert len(keys) == 1
     key = keys.pop()
+    assert jobs_sent(farm, key) == 1, "the farm must send exactly one job for one build key"
+
+    finished = wait_ready(farm, key)
+    assert finished["status"] == "ready" and finished["url"]
     assert len(farm.finished_events(key)) == 1
-    assert resolve(farm, "cjson", **options)["attempts"] == 1
+    assert finished["attempts"] == 1
+    assert jobs_sent(farm, key) == 1
 
 
 def test_worker_killed_mid_build_job_comes_back_and_client_gets_url(farm: FarmEnv) -> None:
@@ -238,7 +265,8 @@ def test_artifact_download_supports_range_and_checksum_header(farm: FarmEnv) -> 
 
 
 def test_openapi_document_lists_the_protocol(farm: FarmEnv) -> None:
-    document = httpx.get(f"{farm.url}/openapi.json").json()
+    with farm.api() as api:
+        document = api.get("/openapi.json").json()
     assert {"/v1/resolve", "/v1/wait", "/v1/builds/{key}/log"} <= set(document["paths"])
 
 

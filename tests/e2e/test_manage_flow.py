@@ -20,6 +20,15 @@ def user_files(prefix: Path) -> list[str]:
     return sorted(p.relative_to(prefix).as_posix() for p in prefix.rglob("*") if ".pkgc" not in p.parts)
 
 
+def blocked_on_a_lock(pid: int) -> bool:
+    """Whether `pid` is waiting for a file lock: the kernel lists each waiter in /proc/locks after a '->'."""
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 5 and fields[1] == "->" and fields[5] == str(pid):
+            return True
+    return False
+
+
 def test_files_owner_verify_and_remove(farm: FarmEnv) -> None:
     prefix = farm.root / "manage"
     farm.pkgc("install", "pigz", "--prefix", str(prefix), check=True)
@@ -84,8 +93,11 @@ def test_second_writer_waits_for_the_lock_or_fails_at_once(farm: FarmEnv) -> Non
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(2)
-        assert waiting.poll() is None, "the second pkgc waits while the lock is held"
+        deadline = time.monotonic() + 60
+        while not blocked_on_a_lock(waiting.pid) and waiting.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert blocked_on_a_lock(waiting.pid), "the second pkgc waits for the lock while it is held"
+        assert waiting.poll() is None
         assert (prefix / "bin/lz4").exists()
     _out, err = waiting.communicate(timeout=60)
     assert waiting.returncode == 0, err

@@ -368,10 +368,9 @@ def test_from_json_with_tampered_key_field_raises(path: tuple, value: object) ->
     ids=["build.configure_args", "build.system", "variant_args", "name"],
 )
 def test_from_json_with_tampered_build_inputs_raises(path: tuple, value: object) -> None:  # type: ignore[type-arg]
-    # BUG (failing): the worker builds from spec.build, spec.variant_args and spec.name, but from_json
-    # only checks the key against recipe_content/version/sha256/options/platform/dependencies. These
-    # fields are copies that are never compared with recipe_content, so a payload whose build differs
-    # from what its key covers is accepted.
+    # Guards: the worker builds from spec.build, spec.variant_args and spec.name, which are copies of what
+    # recipe_content (covered by the key) says. from_json re-derives them from recipe_content and refuses a
+    # payload whose copies differ, so a job cannot build something other than what its key names.
     demo = _by_name(_plan()[0])["demo"]
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="does not match its key"):
         BuildSpec.from_json(_tamper(demo.to_json(), path, value))

@@ -56,9 +56,10 @@ def test_path_like_name_has_no_lower_case_hint() -> None:
 
 
 def test_name_with_trailing_newline_is_rejected() -> None:
-    # BUG (failing): _NAME uses `$`, which also matches before a trailing newline, so "hello\n" passes
-    # validation although names are used verbatim in file names, URL segments and database keys.
-    with pytest.raises(UsageError):
+    # Guards: `$` also matches before a trailing newline, so a regex search would let "hello\n" through,
+    # although names are used verbatim in file names, URL segments and database keys; validate_name uses
+    # fullmatch, which refuses it.
+    with pytest.raises(UsageError, match="invalid package name"):
         validate_name("hello\n")
 
 

@@ -106,9 +106,9 @@ def test_maximum_length_is_accepted() -> None:
 
 
 def test_trailing_newline_is_rejected() -> None:
-    # BUG (failing): _VALID uses `$`, which also matches before a trailing newline, so "1.0\n" is
-    # accepted as a version. `\Z` or re.fullmatch would refuse it.
-    with pytest.raises(UsageError):
+    # Guards: `$` also matches before a trailing newline, so a regex search would accept "1.0\n" as a
+    # version; Version uses re.fullmatch, which refuses it.
+    with pytest.raises(UsageError, match="invalid version"):
         Version("1.0\n")
 
 

@@ -30,6 +30,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from pkgc.core.errors import FarmUnavailable
 from pkgc.core.protocol import BuildStatus
@@ -82,6 +83,15 @@ jobs_table = Table(
     Column("receive_count", Integer, nullable=False, default=0),
     Column("receipt", String),
     Column("dead", Integer, nullable=False, default=0),
+)
+
+# How many times a job with each body (a build key) was sent: the queue itself forgets a job once it is acknowledged,
+# and "N identical requests make one build" is a promise about jobs sent, not only about builds finished.
+job_sends_table = Table(
+    "job_sends",
+    metadata,
+    Column("body", Text, primary_key=True),
+    Column("count", Integer, nullable=False),
 )
 
 
@@ -393,6 +403,16 @@ class SqliteJobQueue:
     def send(self, body: str, delay: float = 0.0) -> None:
         with self._engine.begin() as conn:
             conn.execute(insert(jobs_table).values(body=body, visible_at=self._clock() + delay, receive_count=0))
+            counted = sqlite_insert(job_sends_table).values(body=body, count=1)
+            conn.execute(
+                counted.on_conflict_do_update(index_elements=["body"], set_={"count": job_sends_table.c.count + 1})
+            )
+
+    def sent_count(self, body: str) -> int:
+        """How many jobs with this body were ever sent (embedded only: for the tests and for diagnosing)."""
+        with self._engine.connect() as conn:
+            found = conn.execute(select(job_sends_table.c.count).where(job_sends_table.c.body == body)).scalar()
+        return int(found or 0)
 
     def _receive_once(self, visibility_timeout: float) -> Job | None:
         table = jobs_table
