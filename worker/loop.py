@@ -1,9 +1,10 @@
 """The worker loop: receive a job, take the lease, build, upload, finish; idempotent by build key.
 
 Delivery is at least once, so every step tolerates repeats: a job for a finished build is acknowledged and dropped,
-a job whose build another worker holds is dropped (that worker's own job comes back if it dies), and writes after a
-lost lease are refused by the build store's fencing token. A job is acknowledged only after the build is marked
-finished, so a worker killed at any point leaves a job that comes back.
+a job whose build another worker holds comes back as a fresh message when that worker's lease would have expired
+(so a stalled holder that then dies does not strand its build), and writes after a lost lease are refused by the
+build store's fencing token. A job is acknowledged only after the build is marked finished, so a worker killed at
+any point leaves a job that comes back.
 """
 
 from __future__ import annotations
@@ -87,7 +88,14 @@ class Worker:
         lease = None
         if not waiting or failed:
             lease = self.builds.acquire_lease(key, self.settings.worker_id, self.clock(), self.settings.lease_ttl)
-            if lease is None:  # another worker holds it; its own job returns if it dies
+            if lease is None:
+                # Another worker holds a live lease. This may be the build's only job (the holder stalled past the
+                # visibility timeout and its message came to us), so dropping it could strand the build if the
+                # holder then dies: come back as a fresh message once the lease would have expired.
+                current = self.builds.get(key)
+                if current is not None and not current.status.finished:
+                    remaining = max(0.0, current.lease_expires - self.clock())
+                    self.queue.send(key, delay=remaining + self.settings.dependency_retry_delay)
                 self.queue.ack(job)
                 return
         if lease is None:
