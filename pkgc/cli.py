@@ -38,7 +38,13 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=True,
+    # Plain click help (`-v, --verbose  Show tracebacks`), as pip and git print it: typer's rich panels print a type
+    # column for every option, flags included (`--verbose -v <bool>`), as if they took a value.
+    rich_markup_mode=None,
 )
+
+# The flags every command takes, before or after the command's name (`pkgc install hello -q`, as with pip and apt).
+GLOBAL_FLAGS = frozenset({"-q", "--quiet", "-v", "--verbose"})
 
 
 @dataclass
@@ -133,9 +139,15 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     ctx: typer.Context,
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks and more detail."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only results and errors."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Show tracebacks and more detail (also after the command)."
+    ),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="Print only results and errors (also after the command)."
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
 ) -> None:
     global _QUIET
     _QUIET = quiet
@@ -179,6 +191,8 @@ def _register() -> None:
     app.command("files")(files.files)
     app.command("owner")(files.owner)
     app.command("verify")(verify.verify)
+    for group in (farm.app, config.app):
+        group.rich_markup_mode = None  # the same plain help as the top level
     app.add_typer(farm.app, name="farm")
     app.add_typer(config.app, name="config")
 
@@ -204,18 +218,31 @@ def _usage_error_exit(exc: Exception) -> int | None:
     if not isinstance(code, int) or not callable(format_message):
         return None
     if type(exc).__name__ == "NoArgsIsHelpError":
-        return 0  # a bare `pkgc` or `pkgc config`: the help was the answer
+        print(format_message())  # a bare `pkgc` or `pkgc config`: the help is the answer
+        return 0
     context = getattr(exc, "ctx", None)
     hint = f" (see '{context.command_path} --help')" if context is not None else ""
     print(f"{_error_label()} {format_message()}{hint}", file=sys.stderr)
     return code
 
 
+def hoist_global_flags(args: list[str]) -> list[str]:
+    """Move `-q/--quiet/-v/--verbose` found anywhere before a `--` to the front, where the root command parses them.
+
+    Click only knows a group's options before the subcommand's name; users of pip and apt put them anywhere.
+    """
+    end = args.index("--") if "--" in args else len(args)
+    flags = [arg for arg in args[:end] if arg in GLOBAL_FLAGS]
+    rest = [arg for arg in args[:end] if arg not in GLOBAL_FLAGS]
+    return [*flags, *rest, *args[end:]]
+
+
 def main() -> None:
-    verbose = "--verbose" in sys.argv or "-v" in sys.argv
+    args = hoist_global_flags(sys.argv[1:])
+    verbose = bool({"--verbose", "-v"} & set(args[: args.index("--") if "--" in args else len(args)]))
     try:
         # Without standalone mode click returns (not raises) the code of a typer.Exit.
-        status = app(standalone_mode=False, prog_name="pkgc")
+        status = app(args=args, standalone_mode=False, prog_name="pkgc")
         if isinstance(status, int) and status:
             sys.exit(status)
     except PkgcError as exc:
