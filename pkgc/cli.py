@@ -142,12 +142,8 @@ def _root(
     verbose: bool = typer.Option(
         False, "--verbose", "-v", help="Show tracebacks and more detail (also after the command)."
     ),
-    quiet: bool = typer.Option(
-        False, "--quiet", "-q", help="Print only results and errors (also after the command)."
-    ),
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version."
-    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only results and errors (also after the command)."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     global _QUIET
     _QUIET = quiet
