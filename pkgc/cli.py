@@ -82,14 +82,22 @@ class AppContext:
         return store
 
     def farm(self) -> FarmClient:
+        """The farm client; the embedded farm is found or started at the first request, not here.
+
+        So a command that can answer from the local database (nothing installed, nothing pending) starts no farm.
+        """
         if self._farm is None:
-            from pkgc.client.embedded import ensure_running, farm_home
             from pkgc.client.farm_client import FarmClient, http_client
 
             settings = self.settings
             http = http_client(token=settings.token, tls=not settings.embedded, timeout=settings.network_timeout)
-            url = ensure_running(farm_home(), http=http) if settings.embedded else settings.farm
-            self._farm = FarmClient(url, client=http)
+            if settings.embedded:
+                from pkgc.client.embedded import ensure_running, farm_home
+                from pkgc.client.lazy_farm import StartOnFirstUse
+
+                self._farm = StartOnFirstUse(lambda: ensure_running(farm_home(), http=http), client=http)
+            else:
+                self._farm = FarmClient(settings.farm, client=http)
         return self._farm
 
     def catalog(self) -> CatalogCache:

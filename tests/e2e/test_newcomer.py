@@ -66,3 +66,67 @@ def test_quiet_and_verbose_anywhere_on_the_line(farm: FarmEnv, tmp_path: Path) -
     # After `--`, a -v is an argument again, not a flag (a package name it is not: a usage error, not a traceback).
     literal = farm.pkgc("files", *prefix, "--", "-v")
     assert literal.returncode in (2, 3) and "Traceback" not in literal.stderr, literal.stderr
+
+
+# -- 15: commands that need no farm do not start one -----------------------------------------------------------------
+
+
+def farm_processes(home: Path) -> list[int]:
+    """Live processes whose command line names this farm home (the farm's API process and its workers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(home).encode() in argv:
+            found.append(int(entry.name))
+    return found
+
+
+def test_local_commands_start_no_farm(farm: FarmEnv, tmp_path: Path) -> None:
+    has_greet = tmp_path / "has-greet"
+    farm.pkgc("install", "greet@1.0", "--prefix", str(has_greet), check=True)
+    home = tmp_path / "no-farm"
+    env = {
+        **farm.env,
+        "PKGC_FARM_HOME": str(home),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "PKGC_PREFIX": str(tmp_path / "empty"),
+    }
+    greet_binary = str(has_greet / "bin" / "greet")
+    cases: list[tuple[tuple[str, ...], int]] = [
+        (("list",), 0),
+        (("list", "--prefix", str(has_greet)), 0),
+        (("files", "greet", "--prefix", str(has_greet)), 0),
+        (("owner", greet_binary, "--prefix", str(has_greet)), 0),
+        (("verify", "--prefix", str(has_greet)), 0),
+        (("history", "--prefix", str(has_greet)), 0),
+        (("config", "show"), 0),
+        (("config", "path"), 0),
+        (("pending",), 0),
+        (("pending", "--install"), 0),
+        (("upgrade", "--all"), 0),
+        (("upgrade", "nosuch"), 3),
+        (("outdated",), 0),
+        (("downgrade", "no-such-package"), 3),
+        (("downgrade", "greet", "0.1"), 3),
+        (("rollback",), 2),
+        (("pin", "no-such-package"), 3),
+        (("unpin", "no-such-package"), 3),
+        (("remove", "no-such-package"), 3),
+        (("remove", "greet", "--prefix", str(has_greet)), 0),
+        (("farm", "status"), 4),
+    ]
+    try:
+        for argv, code in cases:
+            result = run(farm.pkgc_argv(*argv), env)
+            assert result.returncode == code, (argv, result.stdout, result.stderr)
+            assert "Traceback" not in result.stderr, (argv, result.stderr)
+            assert not (home / "state.json").exists(), f"pkgc {' '.join(argv)} started the embedded farm"
+            assert farm_processes(home) == [], f"pkgc {' '.join(argv)} left farm processes"
+    finally:
+        run(farm.pkgc_argv("farm", "stop"), env, timeout=120)
