@@ -61,7 +61,7 @@ class AppContext:
 
         settings = load_settings()
         for warning in settings.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
+            warn(warning)
         return settings
 
     @property
@@ -118,6 +118,11 @@ _QUIET = False
 
 def quiet_mode() -> bool:
     return _QUIET
+
+
+def warn(message: str) -> None:
+    """One line on stderr that does not stop the command (a stale catalog, an unknown config key)."""
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def no_color() -> bool:

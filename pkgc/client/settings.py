@@ -9,6 +9,7 @@ the same one-line error naming the file, the key and what is allowed. Unknown ke
     install_mode = "wait"             # or "background"
     parallel_downloads = 4
     network_timeout = 30              # seconds without a byte from the farm before a request fails
+    catalog_max_age = 3600            # seconds; search, info and outdated sync an older catalog copy first
     [options]                         # defaults for every package: global options only
     opt = "O3"
     [packages.hello.options]          # per package, any of its options
@@ -35,6 +36,9 @@ from pkgc.core.platform import detect_platform
 from pkgc.core.relocation import check_prefix_fits
 from pkgc.core.versions import Version
 
+DEFAULT_CATALOG_MAX_AGE = 3600
+MAX_CATALOG_MAX_AGE = 30 * 24 * 3600
+
 
 def config_path() -> Path:
     return platformdirs.user_config_path("pkgc") / "config.toml"
@@ -56,6 +60,7 @@ class Settings:
     install_mode: str = "wait"
     parallel_downloads: int = 4
     network_timeout: float = 30.0
+    catalog_max_age: int = DEFAULT_CATALOG_MAX_AGE
     options: dict[str, str] = field(default_factory=dict)
     package_options: dict[str, dict[str, str]] = field(default_factory=dict)
     pins: dict[str, str] = field(default_factory=dict)
@@ -115,6 +120,13 @@ def _seconds(value: Any) -> Any:
     raise ValueError("a number of seconds from 1 to 600")
 
 
+def _max_age(value: Any) -> Any:
+    number = int(value) if isinstance(value, str) and value.isdigit() else value
+    if isinstance(number, int) and not isinstance(number, bool) and 0 <= number <= MAX_CATALOG_MAX_AGE:
+        return number
+    raise ValueError(f"a whole number of seconds from 0 (sync every time) to {MAX_CATALOG_MAX_AGE} (30 days)")
+
+
 def _global_option(name: str) -> Callable[[Any], Any]:
     spec = global_option_specs(detect_platform().arch)[name]
 
@@ -150,6 +162,7 @@ SCALAR_KEYS: dict[str, Callable[[Any], Any]] = {
     "install_mode": _install_mode,
     "parallel_downloads": _parallel,
     "network_timeout": _seconds,
+    "catalog_max_age": _max_age,
 }
 
 
@@ -228,6 +241,7 @@ def settings_from(values: dict[str, Any], warnings: list[str]) -> Settings:
         install_mode=values.get("install_mode", "wait"),
         parallel_downloads=values.get("parallel_downloads", 4),
         network_timeout=float(values.get("network_timeout", 30.0)),
+        catalog_max_age=int(values.get("catalog_max_age", DEFAULT_CATALOG_MAX_AGE)),
         options={k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("options.")},
         package_options=package_options,
         pins={k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("pins.")},

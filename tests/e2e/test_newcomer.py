@@ -6,7 +6,10 @@ a catalog that syncs itself, and commands that answer from the local database wi
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -130,3 +133,78 @@ def test_local_commands_start_no_farm(farm: FarmEnv, tmp_path: Path) -> None:
             assert farm_processes(home) == [], f"pkgc {' '.join(argv)} left farm processes"
     finally:
         run(farm.pkgc_argv("farm", "stop"), env, timeout=120)
+
+
+# -- 11: search, info and outdated sync the catalog themselves, and work offline from the last copy -----------------
+
+
+def test_search_info_outdated_sync_the_catalog_themselves(farm: FarmEnv, tmp_path: Path) -> None:
+    trace = tmp_path / "requests.log"
+    env = {
+        **farm.env,
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "PKGC_TRACE_HTTP": str(trace),
+    }
+    offline = {**env, "PKGC_FARM": "http://127.0.0.1:9"}
+    catalog = tmp_path / "data" / "pkgc" / "catalog.sqlite"
+    prefix = ("--prefix", str(tmp_path / "p"))
+
+    def catalog_requests() -> int:
+        return trace.read_text().splitlines().count("GET /v1/catalog") if trace.exists() else 0
+
+    def meta() -> dict[str, str]:
+        with sqlite3.connect(catalog) as connection:
+            return dict(connection.execute("SELECT key, value FROM meta"))
+
+    assert run(farm.pkgc_argv("install", "greet@1.0", *prefix), env).returncode == 0
+    found = run(farm.pkgc_argv("search", "greet", "--json"), env)
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)[0]["name"] == "greet"
+    assert catalog_requests() == 1
+    first = meta()
+
+    # Younger than catalog_max_age (default one hour): no request at all.
+    assert run(farm.pkgc_argv("search", "gzip"), env).returncode == 0
+    assert catalog_requests() == 1
+
+    # Older: one conditional request; the farm's 304 keeps the copy (a marked row stays) and refreshes the time.
+    with sqlite3.connect(catalog) as connection:
+        connection.execute("UPDATE meta SET value = ? WHERE key = 'synced_at'", (str(time.time() - 7200),))
+        connection.execute("UPDATE packages SET summary = 'marked' WHERE name = 'greet'")
+    marked = run(farm.pkgc_argv("search", "greet", "--json"), env)
+    assert json.loads(marked.stdout)[0]["summary"] == "marked", "a 304 does not download the catalog again"
+    assert catalog_requests() == 2
+    second = meta()
+    assert second["etag"] == first["etag"] and float(second["synced_at"]) > time.time() - 600
+
+    # A smaller configured age: the copy is out of date again after a second.
+    assert run(farm.pkgc_argv("config", "set", "catalog_max_age", "1"), env).returncode == 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and time.time() - float(meta()["synced_at"]) <= 1:
+        time.sleep(0.2)
+    outdated = run(farm.pkgc_argv("outdated", "--json", *prefix), env)
+    assert outdated.returncode == 0, outdated.stderr
+    assert json.loads(outdated.stdout) == [{"name": "greet", "installed": "1.0", "newest": "2.0", "pinned": None}]
+    assert catalog_requests() == 3
+    for value in ("99999999", "soon", "1.5"):
+        bad = run(farm.pkgc_argv("config", "set", "catalog_max_age", value), env)
+        assert bad.returncode == 2 and "'catalog_max_age'" in bad.stderr and "0 (sync every time)" in bad.stderr
+
+    # The farm cannot be reached: the last copy answers, with a one-line warning that it may be stale.
+    for argv in (("search", "greet"), ("outdated", *prefix), ("info", "greet", *prefix)):
+        result = run(farm.pkgc_argv(*argv), offline)
+        assert result.returncode == 0, (argv, result.stderr)
+        assert "greet" in result.stdout, (argv, result.stdout)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("warning: ") and "stale" in lines[0], (argv, result.stderr)
+    offline_info = json.loads(run(farm.pkgc_argv("info", "greet", "--json", *prefix), offline).stdout)
+    assert offline_info["latest"] == "2.0" and offline_info["installed"]["version"] == "1.0"
+
+    # No copy and no farm: the one-line error.
+    nothing = {**offline, "XDG_DATA_HOME": str(tmp_path / "empty-data")}
+    for argv in (("search", "greet"), ("info", "greet")):
+        result = run(farm.pkgc_argv(*argv), nothing)
+        assert result.returncode == 4, (argv, result.stderr)
+        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert not (tmp_path / "empty-data" / "pkgc" / "catalog.sqlite").exists()
