@@ -208,3 +208,57 @@ def test_search_info_outdated_sync_the_catalog_themselves(farm: FarmEnv, tmp_pat
         assert result.returncode == 4, (argv, result.stderr)
         assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     assert not (tmp_path / "empty-data" / "pkgc" / "catalog.sqlite").exists()
+
+
+# -- 12: the settings in effect, with where each comes from ---------------------------------------------------------
+
+
+def test_config_show_and_get_give_effective_values_and_origins(farm: FarmEnv, tmp_path: Path) -> None:
+    env = {**farm.env, "XDG_CONFIG_HOME": str(tmp_path / "config"), "XDG_DATA_HOME": str(tmp_path / "data")}
+    config = tmp_path / "config" / "pkgc" / "config.toml"
+    default_prefix = str(tmp_path / "data" / "pkgc" / "prefix")
+
+    def pkgc(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return run(farm.pkgc_argv(*args), {**env, **extra})
+
+    # A fresh user: every key, with its default.
+    fresh = json.loads(pkgc("config", "show", "--json").stdout)
+    assert fresh["prefix"] == {"value": default_prefix, "origin": "default", "where": "XDG_DATA_HOME"}
+    assert fresh["farm"]["value"] == "embedded" and fresh["farm"]["origin"] == "default"
+    for key in ("token", "install_mode", "parallel_downloads", "network_timeout", "catalog_max_age"):
+        assert fresh[key]["origin"] == "default", key
+    assert fresh["paths.farm_home"] == {
+        "value": env["PKGC_FARM_HOME"],
+        "origin": "environment",
+        "where": "PKGC_FARM_HOME",
+    }
+    assert fresh["paths.config_file"]["value"] == str(config)
+    text = pkgc("config", "show")
+    assert text.returncode == 0 and f'prefix = "{default_prefix}"' in text.stdout and "(default" in text.stdout
+    got = pkgc("config", "get", "prefix")
+    assert (got.returncode, got.stdout.strip()) == (0, default_prefix)
+    assert pkgc("config", "get", "parallel_downloads").stdout.strip() == "4"
+    assert pkgc("config", "get", "prefix", "--origin").stdout.strip() == f"default\t{default_prefix}"
+
+    # The file, then the environment, then the command line.
+    assert pkgc("config", "set", "parallel_downloads", "8").returncode == 0
+    assert pkgc("config", "set", "prefix", str(tmp_path / "from-file")).returncode == 0
+    assert pkgc("config", "get", "prefix", "--origin").stdout.strip() == f"file:{config}\t{tmp_path / 'from-file'}"
+    shown = json.loads(pkgc("config", "show", "--json", PKGC_PREFIX=str(tmp_path / "from-env")).stdout)
+    assert shown["prefix"] == {"value": str(tmp_path / "from-env"), "origin": "environment", "where": "PKGC_PREFIX"}
+    assert shown["parallel_downloads"] == {"value": 8, "origin": "file", "where": str(config)}
+    timeout = pkgc("config", "get", "network_timeout", "--origin", PKGC_NETWORK_TIMEOUT="5")
+    assert timeout.stdout.strip() == "env:PKGC_NETWORK_TIMEOUT\t5.0", timeout.stdout
+    line = pkgc("config", "show", "--prefix", str(tmp_path / "from-cli"), PKGC_PREFIX=str(tmp_path / "from-env"))
+    assert f'prefix = "{tmp_path / "from-cli"}"  (command line: --prefix)' in line.stdout, line.stdout
+    listed = pkgc("list", PKGC_PARALLEL_DOWNLOADS="3")
+    assert listed.returncode == 0 and str(tmp_path / "from-file") in listed.stdout
+    bad = pkgc("list", PKGC_PARALLEL_DOWNLOADS="lots")
+    assert bad.returncode == 2 and "PKGC_PARALLEL_DOWNLOADS" in bad.stderr and "1 to 16" in bad.stderr
+    assert bad.stderr.count("\n") == 1
+
+    # The token is masked in show, printed by get (which is asked for it by name).
+    assert pkgc("config", "set", "token", "s3cret").returncode == 0
+    assert "s3cret" not in pkgc("config", "show").stdout + pkgc("config", "show", "--json").stdout
+    assert pkgc("config", "get", "token").stdout.strip() == "s3cret"
+    assert pkgc("config", "get", "pins.nothing").returncode == 3
