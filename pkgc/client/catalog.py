@@ -9,7 +9,7 @@ a warning that it may be stale; with no copy at all that is an error.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,14 +63,19 @@ def stale_warning(cache: CatalogCache, now: float | None = None) -> str:
     return f"the farm cannot be reached; the catalog may be stale (last synced {when}; 'pkgc update' refreshes it)"
 
 
-def sync_if_stale(farm: Any, cache: CatalogCache, source: str, max_age: float, now: float | None = None) -> Freshness:
-    """Sync the copy when it is missing, from another farm than `source`, or older than `max_age` seconds."""
+def sync_if_stale(
+    farm: Callable[[], Any], cache: CatalogCache, source: str, max_age: float, now: float | None = None
+) -> Freshness:
+    """Sync the copy when it is missing, from another farm than `source`, or older than `max_age` seconds.
+
+    `farm` makes the farm client only when a sync is due: a search on a fresh copy imports no HTTP library.
+    """
     current = time.time() if now is None else now
     synced = cache.synced_at(source)
     if synced is not None and 0 <= current - synced < max_age:
         return Freshness()
     try:
-        update_catalog(farm, cache, source)
+        update_catalog(farm(), cache, source)
     except FarmUnavailable as exc:
         if not cache.has_copy():
             raise FarmUnavailable(f"no local catalog yet, and {exc.message}", hint=exc.hint) from None
@@ -115,14 +120,14 @@ class PackageInfo:
 
 
 def describe_package(
-    farm: Any, cache: CatalogCache, store: Any, name: str, *, source: str, max_age: float
+    farm: Callable[[], Any], cache: CatalogCache, store: Any, name: str, *, source: str, max_age: float
 ) -> PackageInfo:
     """`pkgc info`: ask the farm; when it cannot be reached, answer from the catalog copy with a warning."""
     validate_name(name)
     freshness = sync_if_stale(farm, cache, source, max_age)
     if not freshness.offline:
         try:
-            return PackageInfo(package_info(farm, store, name))
+            return PackageInfo(package_info(farm(), store, name))
         except FarmUnavailable:
             if not cache.has_copy():
                 raise
@@ -156,7 +161,7 @@ class OutdatedResult:
 
 
 def find_outdated(
-    farm: Any, cache: CatalogCache, store: Any, pins: Mapping[str, str], *, source: str, max_age: float
+    farm: Callable[[], Any], cache: CatalogCache, store: Any, pins: Mapping[str, str], *, source: str, max_age: float
 ) -> OutdatedResult:
     """Installed packages whose newest version in the (synced) catalog is newer; nothing installed asks no farm."""
     installed = store.packages()

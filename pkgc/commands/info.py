@@ -24,7 +24,7 @@ def info(
         app.prefix_override = prefix
     settings = app.settings
     result = describe_package(
-        app.farm(),
+        app.farm,
         app.catalog(),
         app.reading_store(),
         package,

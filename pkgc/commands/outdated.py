@@ -23,7 +23,7 @@ def outdated(
         app.prefix_override = prefix
     settings = app.settings
     result = find_outdated(
-        app.farm(),
+        app.farm,
         app.catalog(),
         app.reading_store(),
         settings.pins,

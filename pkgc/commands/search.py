@@ -21,7 +21,7 @@ def search(
     app: AppContext = ctx.obj
     check_term(term)
     cache = app.catalog()
-    freshness = sync_if_stale(app.farm(), cache, app.settings.farm, app.settings.catalog_max_age)
+    freshness = sync_if_stale(app.farm, cache, app.settings.farm, app.settings.catalog_max_age)
     if freshness.warning:
         warn(freshness.warning)
     found = search_catalog(cache, term, limit)
