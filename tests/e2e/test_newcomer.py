@@ -123,6 +123,9 @@ def test_local_commands_start_no_farm(farm: FarmEnv, tmp_path: Path) -> None:
         (("remove", "no-such-package"), 3),
         (("remove", "greet", "--prefix", str(has_greet)), 0),
         (("farm", "status"), 4),
+        (("search", " "), 2),
+        (("info", "../x"), 2),
+        (("install", "../escape"), 2),
     ]
     try:
         for argv, code in cases:
