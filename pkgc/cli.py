@@ -38,7 +38,13 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=True,
+    # Plain click help (`-v, --verbose  Show tracebacks`), as pip and git print it: typer's rich panels print a type
+    # column for every option, flags included (`--verbose -v <bool>`), as if they took a value.
+    rich_markup_mode=None,
 )
+
+# The flags every command takes, before or after the command's name (`pkgc install hello -q`, as with pip and apt).
+GLOBAL_FLAGS = frozenset({"-q", "--quiet", "-v", "--verbose"})
 
 
 @dataclass
@@ -55,7 +61,7 @@ class AppContext:
 
         settings = load_settings()
         for warning in settings.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
+            warn(warning)
         return settings
 
     @property
@@ -76,14 +82,22 @@ class AppContext:
         return store
 
     def farm(self) -> FarmClient:
+        """The farm client; the embedded farm is found or started at the first request, not here.
+
+        So a command that can answer from the local database (nothing installed, nothing pending) starts no farm.
+        """
         if self._farm is None:
-            from pkgc.client.embedded import ensure_running, farm_home
             from pkgc.client.farm_client import FarmClient, http_client
 
             settings = self.settings
             http = http_client(token=settings.token, tls=not settings.embedded, timeout=settings.network_timeout)
-            url = ensure_running(farm_home(), http=http) if settings.embedded else settings.farm
-            self._farm = FarmClient(url, client=http)
+            if settings.embedded:
+                from pkgc.client.embedded import ensure_running, farm_home
+                from pkgc.client.lazy_farm import StartOnFirstUse
+
+                self._farm = StartOnFirstUse(lambda: ensure_running(farm_home(), http=http), client=http)
+            else:
+                self._farm = FarmClient(settings.farm, client=http)
         return self._farm
 
     def catalog(self) -> CatalogCache:
@@ -104,6 +118,11 @@ _QUIET = False
 
 def quiet_mode() -> bool:
     return _QUIET
+
+
+def warn(message: str) -> None:
+    """One line on stderr that does not stop the command (a stale catalog, an unknown config key)."""
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def no_color() -> bool:
@@ -133,8 +152,10 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     ctx: typer.Context,
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks and more detail."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only results and errors."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Show tracebacks and more detail (also after the command)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only results and errors (also after the command)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     global _QUIET
@@ -179,6 +200,8 @@ def _register() -> None:
     app.command("files")(files.files)
     app.command("owner")(files.owner)
     app.command("verify")(verify.verify)
+    for group in (farm.app, config.app):
+        group.rich_markup_mode = None  # the same plain help as the top level
     app.add_typer(farm.app, name="farm")
     app.add_typer(config.app, name="config")
 
@@ -204,18 +227,31 @@ def _usage_error_exit(exc: Exception) -> int | None:
     if not isinstance(code, int) or not callable(format_message):
         return None
     if type(exc).__name__ == "NoArgsIsHelpError":
-        return 0  # a bare `pkgc` or `pkgc config`: the help was the answer
+        print(format_message())  # a bare `pkgc` or `pkgc config`: the help is the answer
+        return 0
     context = getattr(exc, "ctx", None)
     hint = f" (see '{context.command_path} --help')" if context is not None else ""
     print(f"{_error_label()} {format_message()}{hint}", file=sys.stderr)
     return code
 
 
+def hoist_global_flags(args: list[str]) -> list[str]:
+    """Move `-q/--quiet/-v/--verbose` found anywhere before a `--` to the front, where the root command parses them.
+
+    Click only knows a group's options before the subcommand's name; users of pip and apt put them anywhere.
+    """
+    end = args.index("--") if "--" in args else len(args)
+    flags = [arg for arg in args[:end] if arg in GLOBAL_FLAGS]
+    rest = [arg for arg in args[:end] if arg not in GLOBAL_FLAGS]
+    return [*flags, *rest, *args[end:]]
+
+
 def main() -> None:
-    verbose = "--verbose" in sys.argv or "-v" in sys.argv
+    args = hoist_global_flags(sys.argv[1:])
+    verbose = bool({"--verbose", "-v"} & set(args[: args.index("--") if "--" in args else len(args)]))
     try:
         # Without standalone mode click returns (not raises) the code of a typer.Exit.
-        status = app(standalone_mode=False, prog_name="pkgc")
+        status = app(args=args, standalone_mode=False, prog_name="pkgc")
         if isinstance(status, int) and status:
             sys.exit(status)
     except PkgcError as exc:

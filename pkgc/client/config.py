@@ -16,8 +16,8 @@ from pkgc.client.settings import read_document, validate_document, validator_for
 from pkgc.core.errors import NotFound, UsageError
 
 ALLOWED_KEYS = (
-    "farm, token, prefix, install_mode, parallel_downloads, options.<opt|cpu|debug|lto>, "
-    "packages.<name>.options.<option>, pins.<name>"
+    "farm, token, prefix, install_mode, parallel_downloads, network_timeout, catalog_max_age, "
+    "options.<opt|cpu|debug|lto>, packages.<name>.options.<option>, pins.<name>"
 )
 
 

@@ -9,6 +9,7 @@ the same one-line error naming the file, the key and what is allowed. Unknown ke
     install_mode = "wait"             # or "background"
     parallel_downloads = 4
     network_timeout = 30              # seconds without a byte from the farm before a request fails
+    catalog_max_age = 3600            # seconds; search, info and outdated sync an older catalog copy first
     [options]                         # defaults for every package: global options only
     opt = "O3"
     [packages.hello.options]          # per package, any of its options
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ from pkgc.core.options import GLOBAL_OPTION_NAMES, global_option_specs
 from pkgc.core.platform import detect_platform
 from pkgc.core.relocation import check_prefix_fits
 from pkgc.core.versions import Version
+
+DEFAULT_CATALOG_MAX_AGE = 3600
+MAX_CATALOG_MAX_AGE = 30 * 24 * 3600
 
 
 def config_path() -> Path:
@@ -56,10 +60,12 @@ class Settings:
     install_mode: str = "wait"
     parallel_downloads: int = 4
     network_timeout: float = 30.0
+    catalog_max_age: int = DEFAULT_CATALOG_MAX_AGE
     options: dict[str, str] = field(default_factory=dict)
     package_options: dict[str, dict[str, str]] = field(default_factory=dict)
     pins: dict[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    origins: Mapping[str, Effective] = field(default_factory=dict)  # scalar keys: where each value comes from
 
     @property
     def embedded(self) -> bool:
@@ -115,6 +121,13 @@ def _seconds(value: Any) -> Any:
     raise ValueError("a number of seconds from 1 to 600")
 
 
+def _max_age(value: Any) -> Any:
+    number = int(value) if isinstance(value, str) and value.isdigit() else value
+    if isinstance(number, int) and not isinstance(number, bool) and 0 <= number <= MAX_CATALOG_MAX_AGE:
+        return number
+    raise ValueError(f"a whole number of seconds from 0 (sync every time) to {MAX_CATALOG_MAX_AGE} (30 days)")
+
+
 def _global_option(name: str) -> Callable[[Any], Any]:
     spec = global_option_specs(detect_platform().arch)[name]
 
@@ -150,6 +163,7 @@ SCALAR_KEYS: dict[str, Callable[[Any], Any]] = {
     "install_mode": _install_mode,
     "parallel_downloads": _parallel,
     "network_timeout": _seconds,
+    "catalog_max_age": _max_age,
 }
 
 
@@ -209,34 +223,111 @@ def read_document(path: Path) -> dict[str, Any]:
         raise UsageError(f"{path}: not valid TOML: {exc}") from None
 
 
-def settings_from(values: dict[str, Any], warnings: list[str]) -> Settings:
+# -- where each value comes from ------------------------------------------------------------------------------------
+
+ORIGINS = ("default", "file", "environment", "command line")  # later ones win
+
+
+def env_var(key: str) -> str:
+    """The environment variable that overrides a scalar key: PKGC_<KEY> (PKGC_FARM, PKGC_PREFIX, ...)."""
+    return "PKGC_" + key.upper()
+
+
+def _defaults() -> dict[str, tuple[Any, str]]:
+    """Each scalar key's default, and what it derives from (the environment variable that moves the data directory)."""
+    data_from = "XDG_DATA_HOME" if os.environ.get("XDG_DATA_HOME") else ""
+    return {
+        "farm": ("embedded", ""),
+        "token": ("", ""),
+        "prefix": (str(data_dir() / "prefix"), data_from),
+        "install_mode": ("wait", ""),
+        "parallel_downloads": (4, ""),
+        "network_timeout": (30.0, ""),
+        "catalog_max_age": (DEFAULT_CATALOG_MAX_AGE, ""),
+    }
+
+
+@dataclass(frozen=True)
+class Effective:
+    """A setting's value in effect and where it comes from: `origin` is one of ORIGINS, `where` the file, variable
+    or flag (or, for a default, the variable it derives from)."""
+
+    key: str
+    value: Any
+    origin: str
+    where: str = ""
+
+    @property
+    def label(self) -> str:
+        """`git config --show-origin` style: default, file:<path>, env:<VAR>, command line:<flag>."""
+        short = {"default": "default", "file": "file", "environment": "env", "command line": "command line"}
+        if self.origin == "default":
+            return "default"
+        return f"{short[self.origin]}:{self.where}"
+
+
+def resolve(
+    file_values: dict[str, Any],
+    path: Path,
+    command_line: dict[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Effective]:
+    """Every scalar key (default < file < environment < command line) and every valid key of the file."""
+    env = os.environ if environ is None else environ
+    resolved: dict[str, Effective] = {}
+    for key, (default, derived_from) in _defaults().items():
+        chosen = Effective(key, default, "default", derived_from)
+        if key in file_values:
+            chosen = Effective(key, file_values[key], "file", str(path))
+        raw = env.get(env_var(key))
+        if raw:  # an empty variable counts as unset, as it always did for PKGC_FARM and PKGC_PREFIX
+            try:
+                chosen = Effective(key, SCALAR_KEYS[key](raw), "environment", env_var(key))
+            except ValueError as exc:
+                raise UsageError(
+                    f"environment variable {env_var(key)} has a bad value {raw!r}", hint=f"allowed: {exc}"
+                ) from None
+        flag_value = (command_line or {}).get(key)
+        if flag_value is not None:
+            chosen = Effective(key, flag_value, "command line", f"--{key.replace('_', '-')}")
+        resolved[key] = chosen
+    for key, value in file_values.items():
+        resolved.setdefault(key, Effective(key, value, "file", str(path)))
+    return resolved
+
+
+def settings_from(resolved: dict[str, Effective], warnings: list[str]) -> Settings:
+    values = {key: item.value for key, item in resolved.items()}
     package_options: dict[str, dict[str, str]] = {}
     for key, value in values.items():
         if key.startswith("packages."):
             _, name, _, option = key.split(".")
             package_options.setdefault(name, {})[option] = value
-    farm = os.environ.get("PKGC_FARM") or values.get("farm", "embedded")
-    try:
-        farm = _farm(farm)
-    except ValueError:
-        raise UsageError(f"PKGC_FARM must be 'embedded' or an http(s) URL, not {farm!r}") from None
-    prefix_value = os.environ.get("PKGC_PREFIX") or values.get("prefix")
     return Settings(
-        farm=farm,
-        token=values.get("token", ""),
-        prefix=Path(prefix_value).expanduser() if prefix_value else data_dir() / "prefix",
-        install_mode=values.get("install_mode", "wait"),
-        parallel_downloads=values.get("parallel_downloads", 4),
-        network_timeout=float(values.get("network_timeout", 30.0)),
+        farm=values["farm"],
+        token=values["token"],
+        prefix=Path(values["prefix"]).expanduser(),
+        install_mode=values["install_mode"],
+        parallel_downloads=values["parallel_downloads"],
+        network_timeout=float(values["network_timeout"]),
+        catalog_max_age=int(values["catalog_max_age"]),
         options={k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("options.")},
         package_options=package_options,
         pins={k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("pins.")},
         warnings=tuple(warnings),
+        origins={key: item for key, item in resolved.items() if key in SCALAR_KEYS},
     )
 
 
-def load_settings() -> Settings:
-    """Read config.toml if there is one; PKGC_FARM and PKGC_PREFIX override it (useful in scripts and tests)."""
+def effective_settings(command_line: dict[str, Any] | None = None) -> tuple[dict[str, Effective], list[str]]:
+    """What `config show` prints: every key in effect with its origin, and the warnings about the file."""
     path = config_path()
     values, warnings = validate_document(read_document(path), path)
-    return settings_from(values, warnings)
+    return resolve(values, path, command_line), warnings
+
+
+def load_settings() -> Settings:
+    """Read config.toml if there is one; PKGC_<KEY> variables override it (PKGC_FARM, PKGC_PREFIX, ...)."""
+    path = config_path()
+    values, warnings = validate_document(read_document(path), path)
+    return settings_from(resolve(values, path), warnings)

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from pkgc.cli import console
 
-app = typer.Typer(help="Read and change ~/.config/pkgc/config.toml.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from pkgc.client.settings import Effective
+
+app = typer.Typer(
+    help="Show the settings in effect and where they come from; change ~/.config/pkgc/config.toml.",
+    no_args_is_help=True,
+)
 
 
 @app.command("path")
@@ -20,31 +28,73 @@ def path() -> None:
     print(config_path())
 
 
-@app.command("show")
-def show(as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
-    """Print every key that is set, and warn about unknown ones."""
-    from pkgc.client.settings import config_path, flatten, read_document, validate_document
+def _paths() -> dict[str, Effective]:
+    """The directories pkgc uses, with the environment variables that move them (read-only: not config keys)."""
+    from pkgc.client.embedded import farm_home
+    from pkgc.client.settings import Effective, cache_dir, config_path, data_dir
 
-    document = read_document(config_path())
-    _values, warnings = validate_document(document, config_path())
+    def item(key: str, value: Path, variable: str) -> Effective:
+        if os.environ.get(variable):
+            return Effective(key, str(value), "environment", variable)
+        return Effective(key, str(value), "default")
+
+    return {
+        "paths.config_file": item("paths.config_file", config_path(), "XDG_CONFIG_HOME"),
+        "paths.data": item("paths.data", data_dir(), "XDG_DATA_HOME"),
+        "paths.cache": item("paths.cache", cache_dir(), "XDG_CACHE_HOME"),
+        "paths.farm_home": item("paths.farm_home", farm_home(), "PKGC_FARM_HOME"),
+    }
+
+
+def _effective(prefix: Path | None) -> dict[str, Effective]:
+    """Every setting in effect (as a command given the same --prefix would see it), then the paths."""
+    from pkgc.client.settings import effective_settings
+
+    command_line = {"prefix": str(prefix.expanduser().absolute())} if prefix is not None else None
+    values, warnings = effective_settings(command_line)
     err = console(stderr=True)
     for warning in warnings:
         err.print(f"warning: {warning}", markup=False)
+    return {**values, **_paths()}
+
+
+def _shown(item: Effective) -> Any:
+    """The value as `show` prints it: the token is a secret (`config get token` prints it when asked by name)."""
+    return "********" if item.key == "token" and item.value else item.value
+
+
+_PREFIX_HELP = "Show the prefix as a command given this --prefix would use it."
+
+
+@app.command("show")
+def show(
+    prefix: Path | None = typer.Option(None, "--prefix", help=_PREFIX_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Print every setting in effect with where it comes from: default, file, environment, command line."""
+    values = _effective(prefix)
     if as_json:
-        print(json.dumps(document))
+        print(json.dumps({k: {"value": _shown(v), "origin": v.origin, "where": v.where} for k, v in values.items()}))
         return
-    for key, value in flatten(document).items():
-        print(f"{key} = {json.dumps(value)}")
+    for key, item in values.items():
+        where = f": {item.where}" if item.where else ""
+        print(f"{key} = {json.dumps(_shown(item))}  ({item.origin}{where})")
 
 
 @app.command("get")
-def get(key: str = typer.Argument(..., help="A dotted key, e.g. farm or options.opt.")) -> None:
-    """Print one key's value."""
+def get(
+    key: str = typer.Argument(..., help="A dotted key, e.g. farm or options.opt."),
+    origin: bool = typer.Option(False, "--origin", help="Print where the value comes from first, then a tab."),
+    prefix: Path | None = typer.Option(None, "--prefix", help=_PREFIX_HELP),
+) -> None:
+    """Print one setting's value in effect (its default when nothing sets it)."""
     from pkgc.client.config import get_value
-    from pkgc.client.settings import config_path
+    from pkgc.client.settings import Effective, config_path
 
-    value = get_value(config_path(), key)
-    print(value if isinstance(value, str) else json.dumps(value))
+    values = _effective(prefix)
+    item = values.get(key) or Effective(key, get_value(config_path(), key), "file", str(config_path()))
+    text = item.value if isinstance(item.value, str) else json.dumps(item.value)
+    print(f"{item.label}\t{text}" if origin else text)
 
 
 @app.command("set")

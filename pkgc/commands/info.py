@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from pkgc.cli import AppContext, console
+from pkgc.cli import AppContext, console, warn
 
 
 def info(
@@ -17,16 +17,36 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Show a package's versions, options with their defaults, dependencies, builds and installed state."""
-    from pkgc.client.catalog import package_info
+    from pkgc.client.catalog import describe_package
 
     app: AppContext = ctx.obj
     if prefix is not None:
         app.prefix_override = prefix
-    details = package_info(app.farm(), app.reading_store(), package)
+    settings = app.settings
+    result = describe_package(
+        app.farm,
+        app.catalog(),
+        app.reading_store(),
+        package,
+        source=settings.farm,
+        max_age=settings.catalog_max_age,
+    )
+    if result.warning:
+        warn(result.warning)
+    details = result.details
     if as_json:
         print(json.dumps(details))
         return
     out = console()
+    if result.offline:
+        installed = details["installed"]
+        for line in (
+            f"{details['name']}: {details['summary']}",
+            f"latest version: {details['latest']} (from the local catalog)",
+            f"installed: {installed['version']} ({app.prefix})" if installed else "installed: no",
+        ):
+            out.print(line, markup=False)
+        return
     lines = [
         f"{details['name']}: {details['summary']}",
         f"homepage: {details['homepage']}   license: {details['license']}",

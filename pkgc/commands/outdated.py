@@ -1,4 +1,4 @@
-"""`pkgc outdated`: what `upgrade --all` would change."""
+"""`pkgc outdated`: what `upgrade --all` would change, from the catalog (synced first when it is stale)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from pkgc.cli import AppContext, console
+from pkgc.cli import AppContext, console, warn
 
 
 def outdated(
@@ -16,18 +16,28 @@ def outdated(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """List installed packages that have a newer version on the farm (pinned ones are marked)."""
-    from pkgc.client.change import find_outdated
+    from pkgc.client.catalog import find_outdated
 
     app: AppContext = ctx.obj
     if prefix is not None:
         app.prefix_override = prefix
-    found = find_outdated(app.farm(), app.reading_store(), app.settings.pins)
+    settings = app.settings
+    result = find_outdated(
+        app.farm,
+        app.catalog(),
+        app.reading_store(),
+        settings.pins,
+        source=settings.farm,
+        max_age=settings.catalog_max_age,
+    )
+    if result.warning:
+        warn(result.warning)
     if as_json:
-        print(json.dumps([item.__dict__ for item in found]))
+        print(json.dumps([item.__dict__ for item in result.packages]))
         return
     out = console()
-    if not found:
+    if not result.packages:
         out.print("everything is up to date")
-    for item in found:
+    for item in result.packages:
         pinned = f" (pinned at {item.pinned})" if item.pinned else ""
         out.print(f"{item.name} {item.installed} -> {item.newest}{pinned}", markup=False)

@@ -1,4 +1,4 @@
-"""`pkgc search TERM`: offline, on the catalog copy that `pkgc update` keeps."""
+"""`pkgc search TERM`: on the local catalog copy, synced first when it is missing or older than catalog_max_age."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from pkgc.cli import AppContext
+from pkgc.cli import AppContext, warn
 
 
 def search(
@@ -16,10 +16,15 @@ def search(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Search package names and summaries: exact name first, then name prefix, then summary words."""
-    from pkgc.client.catalog import search_catalog
+    from pkgc.client.catalog import check_term, search_catalog, sync_if_stale
 
     app: AppContext = ctx.obj
-    found = search_catalog(app.catalog(), term, limit)
+    check_term(term)
+    cache = app.catalog()
+    freshness = sync_if_stale(app.farm, cache, app.settings.farm, app.settings.catalog_max_age)
+    if freshness.warning:
+        warn(freshness.warning)
+    found = search_catalog(cache, term, limit)
     if as_json:
         print(json.dumps([entry.__dict__ for entry in found]))
         return

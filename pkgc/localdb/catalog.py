@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,60 @@ class CatalogCache:
     def exists(self) -> bool:
         return self.path.is_file()
 
+    def _meta(self) -> dict[str, str]:
+        """The bookkeeping rows (etag, source, synced_at); empty when there is no copy (the file is not created)."""
+        if not self.exists():
+            return {}
+        with self._connect() as connection:
+            return dict(connection.execute("SELECT key, value FROM meta"))
+
+    def has_copy(self) -> bool:
+        """Whether a catalog was ever stored here (from any farm): something to answer from when offline."""
+        return "source" in self._meta()
+
+    def synced_at(self, source: str) -> float | None:
+        """When the copy from `source` was last confirmed current (downloaded, or a 304); None if it is not `source`'s."""
+        meta = self._meta()
+        if meta.get("source") != source or "synced_at" not in meta:
+            return None
+        try:
+            return float(meta["synced_at"])
+        except ValueError:
+            return None
+
+    def last_synced(self) -> float | None:
+        """When the copy, from whichever farm, was last confirmed current."""
+        try:
+            return float(self._meta()["synced_at"])
+        except (KeyError, ValueError):
+            return None
+
+    def touch(self, source: str, when: float | None = None) -> None:
+        """Record that `source` confirmed the copy is current (its answer was 304 Not Modified)."""
+        connection = self._connect()
+        try:
+            with connection:
+                connection.executemany(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                    [("source", source), ("synced_at", repr(time.time() if when is None else when))],
+                )
+        finally:
+            connection.close()
+
+    def get(self, name: str) -> CatalogEntry | None:
+        if not self.exists():
+            return None
+        with self._connect() as connection:
+            row = connection.execute("SELECT name, summary, latest FROM packages WHERE name = ?", (name,)).fetchone()
+        return CatalogEntry(*row) if row else None
+
+    def latest_versions(self) -> dict[str, str]:
+        """Every package's newest version, in one query (`outdated` compares each installed package with it)."""
+        if not self.exists():
+            return {}
+        with self._connect() as connection:
+            return dict(connection.execute("SELECT name, latest FROM packages"))
+
     def etag(self, source: str) -> str | None:
         """The ETag of the cached catalog if it came from `source` (the configured farm); None means fetch it all."""
         if not self.exists():
@@ -58,7 +113,8 @@ class CatalogCache:
                 connection.executemany("INSERT INTO packages (name, summary, latest) VALUES (?, ?, ?)", rows)
                 connection.execute("INSERT INTO packages_fts(packages_fts) VALUES ('rebuild')")
                 connection.executemany(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [("etag", etag or ""), ("source", source)]
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                    [("etag", etag or ""), ("source", source), ("synced_at", repr(time.time()))],
                 )
         finally:
             connection.close()

@@ -19,8 +19,8 @@ def test_update_then_search_offline(farm: FarmEnv, tmp_path: Path) -> None:
     def pkgc(*args: str, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(farm.pkgc_argv(*args), env={**env, **(extra or {})}, capture_output=True, text=True)
 
-    never = pkgc("search", "zlib")
-    assert never.returncode == 3 and "pkgc update" in never.stderr
+    never = pkgc("search", "zlib", extra={"PKGC_FARM": "http://127.0.0.1:9"})
+    assert never.returncode == 4 and "no local catalog yet" in never.stderr, "no copy and no farm: an error"
 
     first = json.loads(pkgc("update", "--json").stdout)
     assert first["changed"] is True and first["packages"] >= 9

@@ -140,7 +140,12 @@ def test_shell_completion_completes_commands_and_options(farm: FarmEnv) -> None:
 
 def test_the_other_commands_report_errors_in_one_line(farm: FarmEnv, tmp_path: Path) -> None:
     empty = ("--prefix", str(tmp_path / "empty"))
-    offline = {**farm.env, "PKGC_FARM": "http://127.0.0.1:9", "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    offline = {
+        **farm.env,
+        "PKGC_FARM": "http://127.0.0.1:9",
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_DATA_HOME": str(tmp_path / "data"),  # no catalog copy to answer `outdated` from
+    }
     nowhere = {**farm.env, "PKGC_FARM_HOME": str(tmp_path / "no-farm")}
     cases: list[tuple[tuple[str, ...], dict[str, str], int, str]] = [
         (("pin", "greet", *empty), farm.env, 3, "greet is not installed"),

@@ -55,7 +55,8 @@ def test_config_set_get_unset_and_validation(farm: FarmEnv, tmp_path: Path) -> N
     assert user.pkgc("config", "unset", "options.opt").returncode == 0
     assert user.pkgc("config", "get", "options.opt").returncode == 3
     shown = json.loads(user.pkgc("config", "show", "--json").stdout)
-    assert shown == {"parallel_downloads": 8}
+    assert shown["parallel_downloads"] == {"value": 8, "origin": "file", "where": str(user.config)}
+    assert "options.opt" not in shown and shown["install_mode"]["origin"] == "default"
 
     user.config.write_text(user.config.read_text() + 'flavour = "vanilla"\n')
     listed = user.pkgc("list", env={"PKGC_PREFIX": str(tmp_path / "empty")})
