@@ -82,7 +82,11 @@ class AppContext:
 
             settings = self.settings
             http = http_client(token=settings.token, tls=not settings.embedded, timeout=settings.network_timeout)
-            url = ensure_running(farm_home(), http=http) if settings.embedded else settings.farm
+            url = (
+                ensure_running(farm_home(), http=http, idle_timeout=settings.farm_idle_timeout)
+                if settings.embedded
+                else settings.farm
+            )
             self._farm = FarmClient(url, client=http)
         return self._farm
 

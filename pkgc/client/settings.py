@@ -9,6 +9,7 @@ the same one-line error naming the file, the key and what is allowed. Unknown ke
     install_mode = "wait"             # or "background"
     parallel_downloads = 4
     network_timeout = 30              # seconds without a byte from the farm before a request fails
+    farm_idle_timeout = 900           # seconds the embedded farm runs with nothing to do; 0: until `pkgc farm stop`
     [options]                         # defaults for every package: global options only
     opt = "O3"
     [packages.hello.options]          # per package, any of its options
@@ -56,6 +57,7 @@ class Settings:
     install_mode: str = "wait"
     parallel_downloads: int = 4
     network_timeout: float = 30.0
+    farm_idle_timeout: float = 900.0
     options: dict[str, str] = field(default_factory=dict)
     package_options: dict[str, dict[str, str]] = field(default_factory=dict)
     pins: dict[str, str] = field(default_factory=dict)
@@ -115,6 +117,13 @@ def _seconds(value: Any) -> Any:
     raise ValueError("a number of seconds from 1 to 600")
 
 
+def _idle_seconds(value: Any) -> Any:
+    number = int(value) if isinstance(value, str) and value.isdigit() else value
+    if isinstance(number, (int, float)) and not isinstance(number, bool) and 0 <= number <= 604800:
+        return number
+    raise ValueError("a number of seconds from 0 (never stop) to 604800")
+
+
 def _global_option(name: str) -> Callable[[Any], Any]:
     spec = global_option_specs(detect_platform().arch)[name]
 
@@ -150,6 +159,7 @@ SCALAR_KEYS: dict[str, Callable[[Any], Any]] = {
     "install_mode": _install_mode,
     "parallel_downloads": _parallel,
     "network_timeout": _seconds,
+    "farm_idle_timeout": _idle_seconds,
 }
 
 
@@ -221,6 +231,11 @@ def settings_from(values: dict[str, Any], warnings: list[str]) -> Settings:
     except ValueError:
         raise UsageError(f"PKGC_FARM must be 'embedded' or an http(s) URL, not {farm!r}") from None
     prefix_value = os.environ.get("PKGC_PREFIX") or values.get("prefix")
+    idle = os.environ.get("PKGC_FARM_IDLE_TIMEOUT") or values.get("farm_idle_timeout", 900)
+    try:
+        idle = _idle_seconds(idle)
+    except ValueError as exc:
+        raise UsageError(f"PKGC_FARM_IDLE_TIMEOUT must be {exc}, not {idle!r}") from None
     return Settings(
         farm=farm,
         token=values.get("token", ""),
@@ -228,6 +243,7 @@ def settings_from(values: dict[str, Any], warnings: list[str]) -> Settings:
         install_mode=values.get("install_mode", "wait"),
         parallel_downloads=values.get("parallel_downloads", 4),
         network_timeout=float(values.get("network_timeout", 30.0)),
+        farm_idle_timeout=float(idle),
         options={k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("options.")},
         package_options=package_options,
         pins={k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("pins.")},
@@ -236,7 +252,7 @@ def settings_from(values: dict[str, Any], warnings: list[str]) -> Settings:
 
 
 def load_settings() -> Settings:
-    """Read config.toml if there is one; PKGC_FARM and PKGC_PREFIX override it (useful in scripts and tests)."""
+    """Read config.toml if there is one; PKGC_FARM, PKGC_PREFIX and PKGC_FARM_IDLE_TIMEOUT override it (useful in scripts and tests)."""
     path = config_path()
     values, warnings = validate_document(read_document(path), path)
     return settings_from(values, warnings)
