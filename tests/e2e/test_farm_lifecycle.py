@@ -130,7 +130,7 @@ def add_queued_build(farm_home: Path) -> None:
 
     now = time.time()
     record = BuildRecord(
-        key=QUEUED_KEY, name="hello", version="1.0", options={}, spec="{}", dependencies=(),
+        key=QUEUED_KEY, name="hello", version="1.0", options={}, spec={}, dependencies=(),
         runtime_dependencies=(), created_at=now, updated_at=now, enqueued_at=now,
     )  # fmt: skip
     engine = open_farm_database(farm_home / "farm.db")
