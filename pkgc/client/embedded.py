@@ -105,6 +105,13 @@ def _launch_lock(home: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _supervisor_alive(home: Path) -> bool:
+    """Whether state.json names a live supervisor of this home (one of an older pkgc holds no home lock)."""
+    state = read_state(home) or {}
+    pid, recorded = state.get("pid"), state.get("pid_start")
+    return isinstance(pid, int) and is_supervisor_of(pid, home, recorded if isinstance(recorded, int) else None)
+
+
 def _await_running(home: Path, http: httpx.Client | None, timeout: float) -> str:
     """Wait for the supervisor that holds the home's lock to answer; never start a second one next to it."""
     deadline = time.monotonic() + timeout
@@ -112,7 +119,7 @@ def _await_running(home: Path, http: httpx.Client | None, timeout: float) -> str
         url = running_url(home, http)
         if url:
             return url
-        if not home_is_locked(home):
+        if not home_is_locked(home) and not _supervisor_alive(home):
             raise FarmUnavailable("the embedded farm exited while starting", hint=f"see {home}/farm.log")
         time.sleep(0.2)
     raise FarmUnavailable(
@@ -139,7 +146,7 @@ def ensure_running(
             return url
         if running_url(home, http):  # healthy, but another pkgc's farm with nothing left to build
             stop(home)
-        if home_is_locked(home):  # alive but not answering in time (busy, or stopped by a debugger): wait
+        if home_is_locked(home) or _supervisor_alive(home):  # alive but not answering in time: wait for it
             return _await_running(home, http, _start_timeout())
         (home / "state.json").unlink(missing_ok=True)
         argv = [sys.executable, "-m", "pkgc.farm.embedded", "serve", "--home", str(home)]

@@ -242,7 +242,7 @@ def serve(home: Path, workers: int, port: int, idle_timeout: float = DEFAULT_IDL
     pool = WorkerPool(paths, workers)
 
     def status() -> dict[str, Any]:
-        return {"workers": "failing" if pool.failing else "ok", "pid": os.getpid()}
+        return {"workers": "failing" if pool.failing else "ok", "pid": os.getpid(), "requests": activity.in_flight}
 
     def problem() -> str | None:
         if pool.failing:

@@ -179,11 +179,14 @@ def test_health_answers_during_45_long_polls_and_no_second_supervisor_starts(hom
         thread.start()
     started.wait()
     try:
-        time.sleep(1.0)  # not a condition: give the 45 requests time to reach the server and start waiting
-        began = time.monotonic()
-        health = httpx.get(f"{url}{API_PREFIX}/health", timeout=2.0)
-        assert health.status_code == 200
-        assert time.monotonic() - began < 2.0
+
+        def all_waiting() -> bool:  # the health check must answer within 2 s while the 45 long-polls are in flight
+            began = time.monotonic()
+            health = httpx.get(f"{url}{API_PREFIX}/health", timeout=2.0)
+            assert health.status_code == 200 and time.monotonic() - began < 2.0
+            return int(health.json()["requests"]) >= 46  # the 45 waits and this health check
+
+        poll(all_waiting, 10, "the 45 long-polls to be in flight")
         again = home.pkgc("farm", "up", "--workers", "1")
         assert again.returncode == 0, again.stderr
         assert url in again.stdout
@@ -274,6 +277,9 @@ def test_workers_dying_at_start_back_off_and_are_reported(home: Home) -> None:
     assert answer.status_code == 503
     assert "workers" in answer.json()["reason"]
     assert httpx.get(f"{url}{API_PREFIX}/health", timeout=5).json()["workers"] == "failing"
+    installed = home.pkgc("install", "hello", "--prefix", str(home.root / "prefix"), env=broken)
+    assert installed.returncode == 4, installed.stderr
+    assert "workers keep exiting at start" in installed.stderr and "farm.log" in installed.stderr
 
 
 def test_farm_log_is_rotated(home: Home) -> None:
