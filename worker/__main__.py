@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    parent = os.getppid()
-    worker.run(stop, max_jobs=args.max_jobs, orphaned=lambda: os.getppid() != parent)
+    supervised = os.environ.get("PKGC_FARM_SUPERVISOR_PID", "")
+    worker.run(stop, max_jobs=args.max_jobs, orphaned=lambda: bool(supervised) and str(os.getppid()) != supervised)
 
 
 if __name__ == "__main__":

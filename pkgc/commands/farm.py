@@ -32,8 +32,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print the result 
     running = state is not None and answer is not None
     failing = running and answer is not None and answer.get("workers") == "failing"
     if as_json:
-        print(json.dumps({"running": running, "home": str(home), **(state or {} if running else {}),
-                          "workers_failing": failing}))  # fmt: skip
+        shown = state if running and state else {}
+        print(json.dumps({"running": running, "home": str(home), **shown, "workers_failing": failing}))
         return
     if not running or state is None:
         console().print(f"embedded farm is not running (home {home})")
