@@ -95,7 +95,10 @@ class AppContext:
                 from pkgc.client.embedded import ensure_running, farm_home
                 from pkgc.client.lazy_farm import StartOnFirstUse
 
-                self._farm = StartOnFirstUse(lambda: ensure_running(farm_home(), http=http), client=http)
+                idle = settings.farm_idle_timeout
+                self._farm = StartOnFirstUse(
+                    lambda: ensure_running(farm_home(), http=http, idle_timeout=idle), client=http
+                )
             else:
                 self._farm = FarmClient(settings.farm, client=http)
         return self._farm

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import signal
 import sys
@@ -28,6 +29,29 @@ def _env_float(name: str, default: float) -> float:
     return float(value) if value else default
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_supervisor() -> None:
+    """Be killed (SIGKILL) when the supervisor dies, however it dies, so no worker is left taking jobs unseen.
+
+    Linux delivers the signal when the parent exits; the ppid check covers a supervisor that died before the
+    prctl, and the worker loop checks the ppid again between jobs where prctl is not available. A build in
+    progress dies too (its processes have the same setting), its lease expires and its job comes back; the next
+    supervisor removes the work directory.
+    """
+    expected = os.environ.get("PKGC_FARM_SUPERVISOR_PID", "")
+    if not expected.isdigit():
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != int(expected):
+        sys.exit(f"worker: the supervisor (pid {expected}) is gone")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m worker")
     parser.add_argument("--home", type=Path, required=True)
@@ -35,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--max-jobs", type=int, default=None)
     args = parser.parse_args(argv)
+    _die_with_supervisor()
     os.umask(0o077)  # blobs, logs and sources are the user's alone (build commands run with their own umask)
     bwrap = None if os.environ.get("PKGC_NO_SANDBOX") else bubblewrap_path()
     if bwrap is None:
@@ -68,7 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    worker.run(stop, max_jobs=args.max_jobs)
+    supervised = os.environ.get("PKGC_FARM_SUPERVISOR_PID", "")
+    worker.run(stop, max_jobs=args.max_jobs, orphaned=lambda: bool(supervised) and str(os.getppid()) != supervised)
     checkpoint_farm_database(engine, "PASSIVE")  # leave what this worker wrote in farm.db, without waiting for others
 
 

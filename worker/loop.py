@@ -67,9 +67,12 @@ class Worker:
         self.settings = settings
         self.clock = clock
 
-    def run(self, stop: threading.Event, max_jobs: int | None = None) -> int:
+    def run(
+        self, stop: threading.Event, max_jobs: int | None = None, orphaned: Callable[[], bool] = lambda: False
+    ) -> int:
+        """Take jobs until stopped, `max_jobs` were handled, or the supervisor is gone (`orphaned`)."""
         handled = 0
-        while not stop.is_set() and (max_jobs is None or handled < max_jobs):
+        while not stop.is_set() and (max_jobs is None or handled < max_jobs) and not orphaned():
             job = self.queue.receive(self.settings.visibility_timeout, self.settings.receive_wait)
             if job is not None:
                 self.handle(job)

@@ -1,8 +1,11 @@
 """Starting, finding and stopping the embedded farm that runs on the user's own machine.
 
 The farm is a separate long-running process (API plus workers), so the client starts it in the background the first
-time it is needed and finds it again through `state.json`. A lock file makes sure that many clients starting at
-once start one farm.
+time it is needed and finds it again through `state.json`. A launch lock makes sure that many clients starting at
+once start one farm; the supervisor's own lock on its home (`farm.lock`, held for its life) makes sure that a farm
+that is alive but slow to answer is waited for, not doubled. `state.json` names the supervisor by pid, start time
+and pkgc version: a stale pid is never signalled, and a farm started by another pkgc version is replaced once it
+has no build to finish.
 """
 
 from __future__ import annotations
@@ -15,22 +18,36 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+import pkgc
 from pkgc.client.settings import data_dir
 from pkgc.core.errors import FarmUnavailable
 from pkgc.core.protocol import API_PREFIX
+from pkgc.farm.lifecycle import (
+    active_builds,
+    home_is_locked,
+    is_supervisor_of,
+    is_worker_of,
+    process_start_time,
+)
 from pkgc.farm.paths import FarmPaths
 
 START_TIMEOUT = 60.0
+LOCKED_EXIT = 3  # the supervisor's exit status when another one holds the home (pkgc.farm.embedded.LOCKED_EXIT)
 
 
 def farm_home() -> Path:
-    return Path(os.environ.get("PKGC_FARM_HOME") or data_dir() / "farm")
+    return Path(os.environ.get("PKGC_FARM_HOME") or data_dir() / "farm").absolute()
+
+
+def _start_timeout() -> float:
+    value = os.environ.get("PKGC_FARM_START_TIMEOUT", "")
+    return float(value) if value.replace(".", "", 1).isdigit() else START_TIMEOUT
 
 
 def read_state(home: Path) -> dict[str, Any] | None:
@@ -38,22 +55,43 @@ def read_state(home: Path) -> dict[str, Any] | None:
         state: dict[str, Any] = json.loads((home / "state.json").read_text())
     except (OSError, ValueError):
         return None
-    return state
+    return state if isinstance(state, dict) else None
+
+
+def health(url: str, http: httpx.Client | None = None) -> dict[str, Any] | None:
+    """The farm's /health answer, or None if it does not answer within 2 s."""
+    try:
+        response = (http or httpx).get(f"{url}{API_PREFIX}/health", timeout=2.0)
+        body = response.json() if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def is_healthy(url: str, http: httpx.Client | None = None) -> bool:
-    try:
-        if http is None:
-            return httpx.get(f"{url}{API_PREFIX}/health", timeout=2.0).status_code == 200
-        return http.get(f"{url}{API_PREFIX}/health", timeout=2.0).status_code == 200
-    except httpx.HTTPError:
-        return False
+    return health(url, http) is not None
 
 
 def running_url(home: Path, http: httpx.Client | None = None) -> str | None:
     state = read_state(home)
-    if state and is_healthy(str(state["url"]), http):
+    if state and "url" in state and is_healthy(str(state["url"]), http):
         return str(state["url"])
+    return None
+
+
+def started_by_this_pkgc(state: dict[str, Any]) -> bool:
+    """Whether the farm of `state` runs this very pkgc (same version, same installation)."""
+    return state.get("version") == pkgc.__version__ and state.get("package") == str(Path(pkgc.__file__).parent)
+
+
+def _usable_url(home: Path, http: httpx.Client | None) -> str | None:
+    """The URL of a healthy farm this client may use: one of this pkgc, or one of another that has builds to finish."""
+    url = running_url(home, http)
+    if url is None:
+        return None
+    state = read_state(home) or {}
+    if started_by_this_pkgc(state) or active_builds(home / "farm.db") > 0:
+        return url
     return None
 
 
@@ -68,27 +106,65 @@ def _launch_lock(home: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_running(home: Path, workers: int | None = None, http: httpx.Client | None = None) -> str:
-    """The URL of a healthy embedded farm, starting one in the background if none is running."""
-    url = running_url(home, http)
-    if url:
-        return url
-    with _launch_lock(home):
+def _supervisor_alive(home: Path) -> bool:
+    """Whether state.json names a live supervisor of this home (one of an older pkgc holds no home lock)."""
+    state = read_state(home) or {}
+    pid, recorded = state.get("pid"), state.get("pid_start")
+    return isinstance(pid, int) and is_supervisor_of(pid, home, recorded if isinstance(recorded, int) else None)
+
+
+def _await_running(home: Path, http: httpx.Client | None, timeout: float) -> str:
+    """Wait for the supervisor that holds the home's lock to answer; never start a second one next to it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         url = running_url(home, http)
         if url:
             return url
+        if not home_is_locked(home) and not _supervisor_alive(home):
+            raise FarmUnavailable("the embedded farm exited while starting", hint=f"see {home}/farm.log")
+        time.sleep(0.2)
+    raise FarmUnavailable(
+        f"the embedded farm in {home} is running but not answering",
+        hint=f"try again later, or 'pkgc farm stop' and try again; see {home}/farm.log",
+    )
+
+
+def ensure_running(
+    home: Path, workers: int | None = None, http: httpx.Client | None = None, idle_timeout: float | None = None
+) -> str:
+    """The URL of a healthy embedded farm, starting one in the background if none is running.
+
+    A farm started by another pkgc version (an upgrade, or a checkout next to an installation) is stopped and
+    started again once it has no build queued or building; until then this client uses it as it is.
+    """
+    home = home.absolute()
+    url = _usable_url(home, http)
+    if url:
+        return url
+    with _launch_lock(home):
+        url = _usable_url(home, http)
+        if url:
+            return url
+        if running_url(home, http):  # healthy, but another pkgc's farm with nothing left to build
+            stop(home)
+        if home_is_locked(home) or _supervisor_alive(home):  # alive but not answering in time: wait for it
+            return _await_running(home, http, _start_timeout())
         (home / "state.json").unlink(missing_ok=True)
         argv = [sys.executable, "-m", "pkgc.farm.embedded", "serve", "--home", str(home)]
         if workers:
             argv += ["--workers", str(workers)]
         launched = time.time()
+        if idle_timeout is not None:
+            argv += ["--idle-timeout", f"{idle_timeout:g}"]
         with (home / "farm.log").open("ab") as log:
             process = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
             )
-        deadline = time.monotonic() + START_TIMEOUT
+        deadline = time.monotonic() + _start_timeout()
         while time.monotonic() < deadline:
             if process.poll() is not None:
+                if process.returncode == LOCKED_EXIT:  # one started outside our launch lock (by hand): use it
+                    return _await_running(home, http, max(1.0, deadline - time.monotonic()))
                 raise exited_at_start(home, process.returncode, launched)
             url = running_url(home, http)
             if url:
@@ -114,23 +190,42 @@ def exited_at_start(home: Path, status: int | None, launched: float) -> FarmUnav
     return FarmUnavailable(f"the embedded farm exited at start (status {status})", hint=f"see {home}/farm.log")
 
 
+def _wait_gone(pid: int, home: Path, start: int | None, timeout: float, worker: bool = False) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process_start_time(pid) != start or not (is_worker_of(pid, home) if worker else True):
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def stop(home: Path, timeout: float = 30.0) -> bool:
-    """Stop the embedded farm if it runs; True if one was stopped."""
+    """Stop the embedded farm if it runs; True if one was stopped.
+
+    Only a process that is this home's supervisor (its command line, and its start time when the state records
+    it) is signalled: after a crash or a reboot the pid in `state.json` may belong to anything. A stale state
+    file is removed. Works for a farm started by any pkgc version.
+    """
+    home = home.absolute()
     state = read_state(home)
     if not state:
         return False
-    pid = int(state["pid"])
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
+    pid = state.get("pid")
+    recorded = state.get("pid_start")
+    pid = pid if isinstance(pid, int) and pid > 0 else 0
+    if not pid or not is_supervisor_of(pid, home, recorded if isinstance(recorded, int) else None):
         (home / "state.json").unlink(missing_ok=True)
         return False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
+    start = process_start_time(pid)
+    workers = [p for p in (state.get("workers") or {}).values() if isinstance(p, int) and is_worker_of(p, home)]
+    worker_starts = {p: process_start_time(p) for p in workers}
+    with suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if not _wait_gone(pid, home, start, timeout) and process_start_time(pid) == start:
+        os.kill(pid, signal.SIGKILL)  # the very process we verified: same pid and start time
+        _wait_gone(pid, home, start, 5.0)
+    for worker in workers:  # they die with the supervisor; make sure, without touching a reused pid
+        if not _wait_gone(worker, home, worker_starts[worker], 10.0, worker=True):
+            os.kill(worker, signal.SIGKILL)
+    (home / "state.json").unlink(missing_ok=True)
     return True

@@ -10,6 +10,7 @@ the same one-line error naming the file, the key and what is allowed. Unknown ke
     parallel_downloads = 4
     network_timeout = 30              # seconds without a byte from the farm before a request fails
     catalog_max_age = 3600            # seconds; search, info and outdated sync an older catalog copy first
+    farm_idle_timeout = 900           # seconds the embedded farm runs with nothing to do; 0: until `pkgc farm stop`
     [options]                         # defaults for every package: global options only
     opt = "O3"
     [packages.hello.options]          # per package, any of its options
@@ -37,6 +38,8 @@ from pkgc.core.relocation import check_prefix_fits
 from pkgc.core.versions import Version
 
 DEFAULT_CATALOG_MAX_AGE = 3600
+DEFAULT_FARM_IDLE_TIMEOUT = 900.0
+MAX_FARM_IDLE_TIMEOUT = 604800
 MAX_CATALOG_MAX_AGE = 30 * 24 * 3600
 
 
@@ -61,6 +64,7 @@ class Settings:
     parallel_downloads: int = 4
     network_timeout: float = 30.0
     catalog_max_age: int = DEFAULT_CATALOG_MAX_AGE
+    farm_idle_timeout: float = DEFAULT_FARM_IDLE_TIMEOUT
     options: dict[str, str] = field(default_factory=dict)
     package_options: dict[str, dict[str, str]] = field(default_factory=dict)
     pins: dict[str, str] = field(default_factory=dict)
@@ -128,6 +132,13 @@ def _max_age(value: Any) -> Any:
     raise ValueError(f"a whole number of seconds from 0 (sync every time) to {MAX_CATALOG_MAX_AGE} (30 days)")
 
 
+def _idle_seconds(value: Any) -> Any:
+    number = int(value) if isinstance(value, str) and value.isdigit() else value
+    if isinstance(number, int | float) and not isinstance(number, bool) and 0 <= number <= MAX_FARM_IDLE_TIMEOUT:
+        return number
+    raise ValueError(f"a number of seconds from 0 (never stop) to {MAX_FARM_IDLE_TIMEOUT} (a week)")
+
+
 def _global_option(name: str) -> Callable[[Any], Any]:
     spec = global_option_specs(detect_platform().arch)[name]
 
@@ -164,6 +175,7 @@ SCALAR_KEYS: dict[str, Callable[[Any], Any]] = {
     "parallel_downloads": _parallel,
     "network_timeout": _seconds,
     "catalog_max_age": _max_age,
+    "farm_idle_timeout": _idle_seconds,
 }
 
 
@@ -244,6 +256,7 @@ def _defaults() -> dict[str, tuple[Any, str]]:
         "parallel_downloads": (4, ""),
         "network_timeout": (30.0, ""),
         "catalog_max_age": (DEFAULT_CATALOG_MAX_AGE, ""),
+        "farm_idle_timeout": (DEFAULT_FARM_IDLE_TIMEOUT, ""),
     }
 
 
@@ -311,6 +324,7 @@ def settings_from(resolved: dict[str, Effective], warnings: list[str]) -> Settin
         parallel_downloads=values["parallel_downloads"],
         network_timeout=float(values["network_timeout"]),
         catalog_max_age=int(values["catalog_max_age"]),
+        farm_idle_timeout=float(values["farm_idle_timeout"]),
         options={k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("options.")},
         package_options=package_options,
         pins={k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("pins.")},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import pkgc
-from pkgc.core.errors import NotFound, PkgcError
+from pkgc.core.errors import FarmUnavailable, NotFound, PkgcError
 from pkgc.core.protocol import (
     API_PREFIX,
     BuildInfo,
@@ -133,8 +134,16 @@ class LoopbackHostOnly:
         await self.app(scope, receive, send)
 
 
-def create_app(service: FarmService, *, loopback_only: bool = False) -> ASGIApp:
-    """The farm's ASGI app; `loopback_only` (the embedded farm) refuses Host headers that are not loopback names."""
+def create_app(
+    service: FarmService,
+    *,
+    loopback_only: bool = False,
+    status: Callable[[], dict[str, Any]] | None = None,
+    problem: Callable[[], str | None] | None = None,
+) -> ASGIApp:
+    """The API over `service`. `loopback_only` (the embedded farm) refuses Host headers that are not loopback names;
+    `status` adds the deployment's own fields to /health (the embedded farm: its workers' state); `problem` names a
+    reason builds cannot progress (workers failing), which a waiting client is told."""
     app = FastAPI(
         title="pkgc build farm",
         version=pkgc.__version__,
@@ -158,8 +167,10 @@ def create_app(service: FarmService, *, loopback_only: bool = False) -> ASGIApp:
         return _error(exc.status_code, "http_error", str(exc.detail))
 
     @app.get(f"{API_PREFIX}/health")
-    def health() -> dict[str, Any]:
-        return {"status": "ok", "version": pkgc.__version__, "platform": str(service.platform)}
+    async def health() -> dict[str, Any]:
+        # On the event loop, not in the thread pool: it answers however many requests are waiting for a thread.
+        extra = status() if status else {}
+        return {"status": "ok", "version": pkgc.__version__, "platform": str(service.platform), **extra}
 
     @app.get(f"{API_PREFIX}/packages", response_model=SearchResponse)
     def search(q: str = "") -> SearchResponse:
@@ -188,8 +199,15 @@ def create_app(service: FarmService, *, loopback_only: bool = False) -> ASGIApp:
         return answer if answer is not None else await run_in_threadpool(service.resolve, body)
 
     @app.post(f"{API_PREFIX}/wait", response_model=WaitResponse)
-    def wait(body: WaitRequest) -> WaitResponse:
-        return service.wait(body.keys, body.timeout, body.seen)
+    async def wait(body: WaitRequest) -> WaitResponse:
+        # Async: a long-poll sleeps on the event loop instead of holding one of the thread pool's 40 threads.
+        reason = problem() if problem else None
+        if reason:
+            answer = await service.wait_async(body.keys, 0, body.seen)
+            if answer.finished:
+                return answer
+            raise FarmUnavailable(reason)
+        return await service.wait_async(body.keys, body.timeout, body.seen)
 
     @app.get(f"{API_PREFIX}/builds/{{key}}", response_model=BuildInfo)
     def build(key: str) -> BuildInfo:

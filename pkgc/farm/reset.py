@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import os
 import re
 import tempfile
@@ -28,6 +27,7 @@ from pkgc.core.errors import ConflictError, PkgcError
 from pkgc.core.protocol import BuildStatus
 from pkgc.farm.adapters.local import SqliteBuildStore, checkpoint_farm_database, open_farm_database
 from pkgc.farm.embedded import FARM_UMASK, SkippedRecipe, build_service, publish_recipes
+from pkgc.farm.lifecycle import home_is_locked
 from pkgc.farm.paths import FarmPaths
 from pkgc.farm.ports import BuildRecord
 from pkgc.farm.service import FarmService, artifact_blob_name, log_blob_name
@@ -61,16 +61,6 @@ class ResetReport:
     skipped_recipes: list[SkippedRecipe] = field(default_factory=list)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextmanager
 def _no_farm_starts(paths: FarmPaths) -> Iterator[None]:
     """Hold the client's launch lock, so no farm starts during the reset; refuse if one is starting right now."""
@@ -89,15 +79,11 @@ def _no_farm_starts(paths: FarmPaths) -> Iterator[None]:
 
 
 def ensure_stopped(home: Path) -> None:
-    """Raise FarmRunning if the farm of `home` runs: its state file names a live process."""
-    try:
-        state = json.loads(FarmPaths(home).state.read_text())
-        pid = int(state["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return
-    if _pid_alive(pid):
+    """Raise FarmRunning if a supervisor serves `home`: it holds the home's lock for its whole life (a pid in a state
+    file left by a killed farm may belong to any process by now, so the lock is what counts)."""
+    if home_is_locked(home):
         raise FarmRunning(
-            f"the embedded farm is running (pid {pid})", hint="stop it with 'pkgc farm stop' before 'pkgc farm reset'"
+            "the embedded farm is running", hint="stop it with 'pkgc farm stop' before 'pkgc farm reset'"
         )
 
 

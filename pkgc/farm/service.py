@@ -6,6 +6,7 @@ laptop or in Lambda. State lives only in the ports, so every call is stateless a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import OrderedDict
@@ -292,27 +293,48 @@ class FarmService:
 
     def wait(self, keys: list[str], timeout: float, seen: Mapping[str, BuildStatus] | None = None) -> WaitResponse:
         """Block until a key finished, or changed from the status in `seen`, or `timeout` passed."""
-        wanted = list(dict.fromkeys(validate_key(k) for k in keys))
-        seen = seen or {}
-        deadline = self.clock() + min(max(timeout, 0.0), MAX_WAIT_SECONDS)
-        while True:
-            records = self.builds.get_many(wanted)
-            missing = [k for k in wanted if k not in records]
-            if missing:
-                raise NotFound(f"no build with key {missing[0]}")
-            finished = [self.to_info(r) for k in wanted if (r := records[k]).status.finished]
-            progress = [
-                self.to_info(r)
-                for k in wanted
-                if not (r := records[k]).status.finished and k in seen and seen[k] != r.status
-            ]
-            if not (finished or progress) and self.clock() >= deadline:
-                # Nothing finished: report every pending build as it is now (a watcher's latest log line).
-                progress = [self.to_info(records[k]) for k in wanted]
-            if finished or progress:
-                done = {info.key for info in finished}
-                return WaitResponse(finished=finished, pending=[k for k in wanted if k not in done], progress=progress)
+        wanted, seen, deadline = self._wait_plan(keys, timeout, seen)
+        while (answer := self.wait_step(wanted, seen, deadline)) is None:
             self.sleep(min(self.poll_interval, max(0.0, deadline - self.clock())))
+        return answer
+
+    async def wait_async(
+        self, keys: list[str], timeout: float, seen: Mapping[str, BuildStatus] | None = None
+    ) -> WaitResponse:
+        """`wait` for an event loop: sleeping between polls holds no thread, so any number of clients can wait.
+
+        Each poll runs in a worker thread (a short database read); between polls the request costs nothing.
+        """
+        wanted, seen, deadline = self._wait_plan(keys, timeout, seen)
+        while (answer := await asyncio.to_thread(self.wait_step, wanted, seen, deadline)) is None:
+            await asyncio.sleep(min(self.poll_interval, max(0.0, deadline - self.clock())))
+        return answer
+
+    def _wait_plan(
+        self, keys: list[str], timeout: float, seen: Mapping[str, BuildStatus] | None
+    ) -> tuple[list[str], Mapping[str, BuildStatus], float]:
+        wanted = list(dict.fromkeys(validate_key(k) for k in keys))
+        return wanted, seen or {}, self.clock() + min(max(timeout, 0.0), MAX_WAIT_SECONDS)
+
+    def wait_step(self, wanted: list[str], seen: Mapping[str, BuildStatus], deadline: float) -> WaitResponse | None:
+        """One poll of a wait: the answer if a key finished or changed or the deadline passed, else None."""
+        records = self.builds.get_many(wanted)
+        missing = [k for k in wanted if k not in records]
+        if missing:
+            raise NotFound(f"no build with key {missing[0]}")
+        finished = [self.to_info(r) for k in wanted if (r := records[k]).status.finished]
+        progress = [
+            self.to_info(r)
+            for k in wanted
+            if not (r := records[k]).status.finished and k in seen and seen[k] != r.status
+        ]
+        if not (finished or progress) and self.clock() >= deadline:
+            # Nothing finished: report every pending build as it is now (a watcher's latest log line).
+            progress = [self.to_info(records[k]) for k in wanted]
+        if finished or progress:
+            done = {info.key for info in finished}
+            return WaitResponse(finished=finished, pending=[k for k in wanted if k not in done], progress=progress)
+        return None
 
     def build_log(self, key: str) -> bytes:
         record = self.builds.get(validate_key(key))
