@@ -129,13 +129,14 @@ def install(
     """Install packages built with your options; builds that do not exist yet are compiled on the farm."""
     from pkgc.client.install import InstallPackages
     from pkgc.client.lock import prefix_lock
+    from pkgc.client.options import OptionLevels
     from pkgc.core.relocation import check_prefix_fits
 
     app: AppContext = ctx.obj
     if prefix is not None:
         app.prefix_override = prefix
     settings = app.settings
-    options = {**settings.options, **parse_option_assignments(opt)}
+    levels = OptionLevels.of(settings, parse_option_assignments(opt))
     store = app.store()
     check_prefix_fits(str(store.prefix))  # before the farm starts or the lock creates anything in the prefix
     farm = app.farm()
@@ -151,8 +152,7 @@ def install(
         with prefix_lock(store.prefix, wait=not no_wait):
             result = use_case(
                 packages,
-                options,
-                settings.package_options,
+                levels,
                 wait=settings.install_mode == "wait" if wait is None else wait,
                 retry_failed=retry_failed,
             )

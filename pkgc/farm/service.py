@@ -133,7 +133,7 @@ class FarmService:
     # -- builds --------------------------------------------------------------------------------------------
     def resolve(self, request: ResolveRequest) -> ResolveResponse:
         """Plan every build the request needs; create the missing ones (exactly once per key) and enqueue them."""
-        requests = [PackageRequest(p.name, p.version, p.options) for p in request.packages]
+        requests = [PackageRequest(p.name, p.version, p.options, p.dependency_options) for p in request.packages]
         for item in requests:
             validate_name(item.name)
         specs, requested = plan_builds(requests, self.recipe, self.platform)

@@ -1,0 +1,63 @@
+"""End-to-end: what a request's dependencies get and where they end up, through the real CLI and the session farm.
+
+`usesgen` (a test recipe of tests/conftest.py) runs the tool `gen` while it builds and needs `greet` at run time.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FarmEnv
+
+pytestmark = pytest.mark.e2e
+
+
+def listed(farm: FarmEnv, prefix: Path, env: dict[str, str] | None = None) -> dict[str, dict]:  # type: ignore[type-arg]
+    result = subprocess.run(
+        farm.pkgc_argv("list", "--json", "--prefix", str(prefix)),
+        env=env or farm.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return {p["name"]: p for p in json.loads(result.stdout)}
+
+
+def test_build_only_dependencies_stay_on_the_farm(farm: FarmEnv) -> None:
+    prefix = farm.root / "buildonly"
+    farm.pkgc("install", "usesgen", "--prefix", str(prefix), check=True)
+    packages = listed(farm, prefix)
+    assert sorted(packages) == ["greet", "usesgen"], "gen is needed to build usesgen, not to run it"
+    assert not (prefix / "bin/gen").exists()
+    ran = subprocess.run([prefix / "bin/usesgen"], capture_output=True, text=True, check=True)
+    assert ran.stdout.strip() == "made by gen 1.0"
+    assert packages["usesgen"]["requested"] is True and packages["greet"]["requested"] is False
+    assert packages["usesgen"]["dependencies"] == ["greet"]
+
+
+def test_option_levels_for_the_package_and_its_dependencies(farm: FarmEnv, tmp_path: Path) -> None:
+    """[options] < [packages.NAME.options] < --opt for NAME; its dependencies get [options] and --opt only."""
+    config = tmp_path / "config" / "pkgc" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text('[options]\nopt = "O3"\n[packages.usesgen.options]\nopt = "O1"\n')
+    env = {**farm.env, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+
+    def install(prefix: Path, *opts: str) -> dict[str, dict]:  # type: ignore[type-arg]
+        argv = farm.pkgc_argv("install", "usesgen", "--prefix", str(prefix), *opts)
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+        return listed(farm, prefix, env)
+
+    both = install(tmp_path / "both", "--opt", "debug=true")
+    assert both["usesgen"]["options"]["opt"] == "O1", "[packages.usesgen.options] beats [options]"
+    assert both["greet"]["options"]["opt"] == "O3", "a dependency gets [options], not usesgen's own"
+    assert both["usesgen"]["options"]["debug"] == both["greet"]["options"]["debug"] == "true"
+
+    command_line = install(tmp_path / "cli", "--opt", "opt=Os")
+    assert command_line["usesgen"]["options"]["opt"] == "Os", "--opt beats [packages.usesgen.options]"
+    assert command_line["greet"]["options"]["opt"] == "Os", "--opt applies to the whole request"
