@@ -61,3 +61,46 @@ def test_option_levels_for_the_package_and_its_dependencies(farm: FarmEnv, tmp_p
     command_line = install(tmp_path / "cli", "--opt", "opt=Os")
     assert command_line["usesgen"]["options"]["opt"] == "Os", "--opt beats [packages.usesgen.options]"
     assert command_line["greet"]["options"]["opt"] == "Os", "--opt applies to the whole request"
+
+
+def test_a_dependency_stays_a_dependency_until_asked_for_by_name(farm: FarmEnv, tmp_path: Path) -> None:
+    prefix = tmp_path / "marks"
+    p = ("--prefix", str(prefix))
+    farm.pkgc("install", "usesgen", *p, check=True)
+    farm.pkgc("downgrade", "greet", "1.1", *p, check=True)
+    assert listed(farm, prefix)["greet"]["requested"] is False, "a downgrade keeps the mark"
+    farm.pkgc("upgrade", "greet", *p, check=True)
+    packages = listed(farm, prefix)
+    assert packages["greet"]["version"] == "2.0" and packages["greet"]["requested"] is False
+    assert packages["usesgen"]["requested"] is True
+
+    again = json.loads(farm.pkgc("install", "greet", "--json", *p, check=True).stdout)
+    assert [(i["name"], i["action"]) for i in again["packages"]] == [("greet", "marked as requested")]
+    assert listed(farm, prefix)["greet"]["requested"] is True
+    farm.pkgc("remove", "usesgen", *p, check=True)
+    assert json.loads(farm.pkgc("autoremove", "--dry-run", "--json", *p, check=True).stdout)["removed"] == []
+
+
+def test_remove_names_what_is_no_longer_needed_and_autoremove_takes_it(farm: FarmEnv, tmp_path: Path) -> None:
+    prefix = tmp_path / "auto"
+    p = ("--prefix", str(prefix))
+    farm.pkgc("install", "usesgen", "greet@1.0", "--prefix", str(tmp_path / "other"), check=True)
+    farm.pkgc("install", "usesgen", *p, check=True)
+    removed = farm.pkgc("remove", "usesgen", *p, check=True)
+    assert removed.stdout.splitlines()[-1] == (
+        "The following packages are no longer needed: greet; use 'pkgc autoremove' to remove them"
+    )
+    dry = json.loads(farm.pkgc("autoremove", "--dry-run", "--json", *p, check=True).stdout)
+    assert [item["name"] for item in dry["removed"]] == ["greet"] and (prefix / "bin/greet").exists()
+    entries = len(json.loads(farm.pkgc("history", "--json", *p, check=True).stdout))
+
+    done = json.loads(farm.pkgc("autoremove", "--json", *p, check=True).stdout)
+    assert [item["name"] for item in done["removed"]] == ["greet"]
+    assert listed(farm, prefix) == {} and not (prefix / "bin/greet").exists()
+    history = json.loads(farm.pkgc("history", "--json", *p, check=True).stdout)
+    assert len(history) == entries + 1, "one transaction"
+    assert farm.pkgc("autoremove", *p, check=True).stdout == "autoremove: nothing to do\n"
+
+    farm.pkgc("rollback", *p, check=True)
+    assert listed(farm, prefix)["greet"]["requested"] is False
+    assert subprocess.run([prefix / "bin/greet"], capture_output=True, text=True, check=True).stdout == "greet 2.0\n"
