@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,30 @@ def test_build_only_dependencies_stay_on_the_farm(farm: FarmEnv) -> None:
     assert ran.stdout.strip() == "made by gen 1.0"
     assert packages["usesgen"]["requested"] is True and packages["greet"]["requested"] is False
     assert packages["usesgen"]["dependencies"] == ["greet"]
+
+    upgraded = json.loads(farm.pkgc("upgrade", "usesgen", "--json", "--prefix", str(prefix), check=True).stdout)
+    assert upgraded["changes"] == [], "an upgrade leaves build-only dependencies on the farm too"
+    assert sorted(listed(farm, prefix)) == ["greet", "usesgen"]
+
+
+def test_pending_install_leaves_build_only_dependencies_on_the_farm(farm: FarmEnv, tmp_path: Path) -> None:
+    prefix = tmp_path / "later"
+    p = ("--prefix", str(prefix))
+    fresh = ("--opt", "opt=O0")  # options of its own: these builds are not ready yet
+    started = json.loads(farm.pkgc("install", "usesgen", *fresh, "--background", "--json", *p, check=True).stdout)
+    assert started["pending"] == ["usesgen"]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        statuses = {e["status"] for e in json.loads(farm.pkgc("pending", "--json", *p, check=True).stdout)}
+        assert "failed" not in statuses
+        if statuses == {"ready"}:
+            break
+        time.sleep(0.5)
+    finished = json.loads(farm.pkgc("pending", "--install", "--json", *p, check=True).stdout)
+    assert finished["installed"] == ["usesgen"]
+    packages = listed(farm, prefix)
+    assert sorted(packages) == ["greet", "usesgen"]
+    assert packages["usesgen"]["options"]["opt"] == packages["greet"]["options"]["opt"] == "O0"
 
 
 def test_option_levels_for_the_package_and_its_dependencies(farm: FarmEnv, tmp_path: Path) -> None:
