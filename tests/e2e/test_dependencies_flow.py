@@ -82,6 +82,9 @@ def test_option_levels_for_the_package_and_its_dependencies(farm: FarmEnv, tmp_p
     assert both["usesgen"]["options"]["opt"] == "O1", "[packages.usesgen.options] beats [options]"
     assert both["greet"]["options"]["opt"] == "O3", "a dependency gets [options], not usesgen's own"
     assert both["usesgen"]["options"]["debug"] == both["greet"]["options"]["debug"] == "true"
+    upgrade = farm.pkgc_argv("upgrade", "--all", "--json", "--prefix", str(tmp_path / "both"))
+    kept = subprocess.run(upgrade, env=env, capture_output=True, text=True, timeout=600, check=True)
+    assert json.loads(kept.stdout)["changes"] == [], "an upgrade keeps the options the dependencies were built with"
 
     command_line = install(tmp_path / "cli", "--opt", "opt=Os")
     assert command_line["usesgen"]["options"]["opt"] == "Os", "--opt beats [packages.usesgen.options]"
