@@ -110,6 +110,25 @@ def runtime_closure(key: str, by_key: Mapping[str, BuildInfo]) -> set[str]:
     return seen
 
 
+def _one_build_per_package(requested: list[str], by_key: Mapping[str, BuildInfo]) -> None:
+    """Refuse, before anything compiles or downloads, a request whose packages need two builds of one package.
+
+    A prefix holds one build of each package: `install usesgen greet@1.0`, where usesgen runs with the newest greet,
+    cannot have both.
+    """
+    chosen: dict[str, BuildInfo] = {}
+    for key in requested:
+        for needed in sorted(runtime_closure(key, by_key)):
+            build = by_key[needed]
+            first = chosen.setdefault(build.name, build)
+            if first.key != build.key:
+                what = f"{first.version} and {build.version}" if first.version != build.version else "two option sets"
+                raise ConflictError(
+                    f"these packages need two different builds of {build.name} ({what}); a prefix holds one",
+                    hint="install them one at a time, or ask for the build the others need",
+                )
+
+
 @dataclass
 class InstallPackages:
     farm: FarmClient
@@ -166,6 +185,7 @@ class InstallPackages:
                     hint=f"use 'pkgc upgrade {build.name}' or 'pkgc downgrade', or remove it first",
                 )
         by_key = {b.key: b for b in resolved.builds}
+        _one_build_per_package(resolved.requested, by_key)
         groups = [
             (spec, request, key, _closure(key, by_key))
             for spec, request, key in zip(specs, requests, resolved.requested, strict=True)
