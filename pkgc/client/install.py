@@ -195,11 +195,7 @@ class InstallPackages:
         installed_keys: set[str] = set()
         self.reporter.builds_changed(resolved.builds)
         while groups:
-            failed = [
-                by_key[k] for _, _, _, closure in groups for k in closure if by_key[k].status == BuildStatus.FAILED
-            ]
-            if failed:
-                raise _failure(self.farm, failed[0])
+            # What is ready goes in before a failure stops the command, also when the failure was known at once.
             ready = [g for g in groups if all(by_key[k].status == BuildStatus.READY for k in g[3])]
             if ready:
                 # Each package goes in as soon as it and its dependencies are built: one transaction per group,
@@ -210,6 +206,11 @@ class InstallPackages:
                 installed_keys |= keys
                 groups = [g for g in groups if g not in ready]
                 continue
+            failed = [
+                by_key[k] for _, _, _, closure in groups for k in closure if by_key[k].status == BuildStatus.FAILED
+            ]
+            if failed:
+                raise _failure(self.farm, failed[0])
             if not wait:
                 pending = [
                     PendingRequest(
