@@ -168,6 +168,7 @@ def _root(
 
 def _register() -> None:
     from pkgc.commands import (
+        autoremove,
         config,
         downgrade,
         farm,
@@ -191,6 +192,7 @@ def _register() -> None:
     app.command("info")(info.info)
     app.command("install")(install.install)
     app.command("remove")(remove.remove)
+    app.command("autoremove")(autoremove.autoremove)
     app.command("upgrade")(upgrade.upgrade)
     app.command("downgrade")(downgrade.downgrade)
     app.command("history")(history.history)

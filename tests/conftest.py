@@ -226,6 +226,35 @@ command = ["bin/slowpoke"]
 expect = "slowpoke 1.0"
 """
     )
+    _dependency_recipes(directory, sources, port)
+
+
+GEN_C = b'#include <stdio.h>\nint main(void) { puts("#define GENERATED \\"made by gen 1.0\\""); return 0; }\n'
+GEN_MAKEFILE = b"""gen: gen.c
+\t$(CC) $(CFLAGS) -o gen gen.c $(LDFLAGS)
+install: gen
+\tinstall -D -m 755 gen $(DESTDIR)$(PREFIX)/bin/gen
+"""
+USESGEN_C = b'#include <stdio.h>\n#include "generated.h"\nint main(void) { puts(GENERATED); return 0; }\n'
+USESGEN_MAKEFILE = b"""usesgen: usesgen.c
+\tgen > generated.h
+\t$(CC) $(CFLAGS) -o usesgen usesgen.c $(LDFLAGS)
+install: usesgen
+\tinstall -D -m 755 usesgen $(DESTDIR)$(PREFIX)/bin/usesgen
+"""
+
+
+def _dependency_recipes(directory: Path, sources: Path, port: int) -> None:
+    """`usesgen` runs the tool `gen` while it builds (a build-only dependency) and needs `greet` at run time."""
+    gen_sha = make_tarball(sources / "gen-1.0.tar.gz", "gen-1.0", {"gen.c": GEN_C, "Makefile": GEN_MAKEFILE})
+    _make_recipe(directory, "gen", "A code generator that usesgen runs while it builds", gen_sha, port)
+    usesgen_sha = make_tarball(
+        sources / "usesgen-1.0.tar.gz", "usesgen-1.0", {"usesgen.c": USESGEN_C, "Makefile": USESGEN_MAKEFILE}
+    )
+    _make_recipe(directory, "usesgen", "Built with gen (build only); needs greet at run time", usesgen_sha, port)
+    with (directory / "usesgen.toml").open("a") as recipe:
+        recipe.write('[dependencies]\nbuild = ["gen"]\nruntime = ["greet"]\n')
+        recipe.write('[smoke]\ncommand = ["bin/usesgen"]\nexpect = "made by gen 1.0"\n')
 
 
 def _seed_bundled_sources(cache: Path) -> None:

@@ -12,14 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pkgc.client.farm_client import FarmClient
-from pkgc.client.install import Reporter, SilentReporter, switch, wait_for_builds
+from pkgc.client.install import Reporter, SilentReporter, runtime_closure, switch, wait_for_builds
 from pkgc.client.remove import dependents
 from pkgc.client.transaction import recover
 from pkgc.core.errors import ConflictError, NotFound, UsageError
 from pkgc.core.names import validate_name
+from pkgc.core.options import GLOBAL_OPTION_NAMES
 from pkgc.core.protocol import BuildInfo, PackageRequestModel
 from pkgc.core.versions import Version
-from pkgc.localdb.store import InstalledStore
+from pkgc.localdb.store import InstalledPackage, InstalledStore
 
 
 @dataclass(frozen=True)
@@ -87,12 +88,37 @@ class ChangeVersions:
     def _request(self, name: str, version: str | None) -> PackageRequestModel:
         installed = self.store.get(name)
         assert installed is not None
-        return PackageRequestModel(name=name, version=version, options=dict(installed.options))
+        return PackageRequestModel(
+            name=name,
+            version=version,
+            options=dict(installed.options),
+            dependency_options=self._dependency_options(installed),
+        )
+
+    def _dependency_options(self, package: InstalledPackage) -> dict[str, str | bool] | None:
+        """The global options the package's installed dependencies were built with, so that they stay as they are.
+
+        A package's own level (`[packages.NAME.options]`) was not passed on to its dependencies when it was
+        installed, so its recorded options are not theirs. None (the farm passes the package's own global options
+        on) when it has no installed dependency or they disagree.
+        """
+        found = []
+        for name in package.dependencies:
+            dependency = self.store.get(name)
+            if dependency is not None:
+                found.append({k: v for k, v in dependency.options.items() if k in GLOBAL_OPTION_NAMES})
+        if found and all(options == found[0] for options in found):
+            return dict(found[0])
+        return None
 
     def _replace(self, requests: list[PackageRequestModel], operation: str) -> ChangeResult:
         resolved = self.farm.resolve(requests)
         builds = wait_for_builds(self.farm, resolved.builds, self.reporter)
         requested = set(resolved.requested)
+        by_key = {b.key: b for b in builds}
+        # What the requested packages need at run time; build-only dependencies stay on the farm.
+        needed = set().union(*(runtime_closure(key, by_key) for key in requested))
+        builds = [b for b in builds if b.key in needed]
         wanted: list[tuple[BuildInfo, bool]] = []
         changes: list[Change] = []
         held: list[str] = []

@@ -19,6 +19,7 @@ from typing import Protocol
 from pkgc.artifact import Manifest, relocate_tree, unpack_artifact
 from pkgc.client.farm_client import FarmClient
 from pkgc.client.hashing import sha256_file
+from pkgc.client.options import OptionLevels
 from pkgc.client.transaction import StagedPackage, Transaction, recover
 from pkgc.core.errors import BuildFailed, ConflictError, IntegrityError, UsageError
 from pkgc.core.names import parse_spec
@@ -55,7 +56,7 @@ class InstalledItem:
     name: str
     version: str
     key: str
-    action: str  # "installed" or "already installed"
+    action: str  # "installed", "already installed", or "marked as requested" (it was there as a dependency)
     files: int = 0
 
 
@@ -66,6 +67,7 @@ class PendingRequest:
     spec: str
     key: str
     options: dict[str, str | bool]
+    dependency_options: dict[str, str | bool] | None = None  # None in files written before this field existed
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class InstallResult:
 
 
 def _closure(key: str, by_key: Mapping[str, BuildInfo]) -> set[str]:
+    """KEY and every build it needs, to build or to run: what must be ready (or has failed) before KEY can be."""
     seen: set[str] = set()
     stack = [key]
     while stack:
@@ -85,6 +88,45 @@ def _closure(key: str, by_key: Mapping[str, BuildInfo]) -> set[str]:
             seen.add(current)
             stack.extend(by_key[current].dependencies)
     return seen
+
+
+def runtime_closure(key: str, by_key: Mapping[str, BuildInfo]) -> set[str]:
+    """KEY and the builds it needs at run time, transitively: what goes into the prefix.
+
+    A build's `dependencies` are the keys of everything it was built with; those whose package is among its
+    `runtime_dependencies` are needed to run it. Build-only dependencies (a code generator, a build tool) stay on the
+    farm, and so do their own dependencies.
+    """
+    seen: set[str] = set()
+    stack = [key]
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        build = by_key[current]
+        runtime = set(build.runtime_dependencies)
+        stack.extend(k for k in build.dependencies if by_key[k].name in runtime)
+    return seen
+
+
+def _one_build_per_package(requested: list[str], by_key: Mapping[str, BuildInfo]) -> None:
+    """Refuse, before anything compiles or downloads, a request whose packages need two builds of one package.
+
+    A prefix holds one build of each package: `install usesgen greet@1.0`, where usesgen runs with the newest greet,
+    cannot have both.
+    """
+    chosen: dict[str, BuildInfo] = {}
+    for key in requested:
+        for needed in sorted(runtime_closure(key, by_key)):
+            build = by_key[needed]
+            first = chosen.setdefault(build.name, build)
+            if first.key != build.key:
+                what = f"{first.version} and {build.version}" if first.version != build.version else "two option sets"
+                raise ConflictError(
+                    f"these packages need two different builds of {build.name} ({what}); a prefix holds one",
+                    hint="install them one at a time, or ask for the build the others need",
+                )
 
 
 @dataclass
@@ -98,24 +140,41 @@ class InstallPackages:
     def __call__(
         self,
         specs: list[str],
-        options: Mapping[str, str],
-        per_package: Mapping[str, Mapping[str, str]] | None = None,
+        levels: OptionLevels | None = None,
         *,
         wait: bool = True,
         retry_failed: bool = False,
     ) -> InstallResult:
-        """Install `specs` with `options` (and each package's own from `per_package`); the caller holds the lock."""
+        """Install `specs` with the options their levels give each (see client/options.py); the caller holds the lock."""
+        levels = levels or OptionLevels()
+        requests = []
+        for spec in specs:
+            name, version = parse_spec(spec)
+            requests.append(
+                PackageRequestModel(
+                    name=name,
+                    version=version,
+                    options=levels.for_package(name),
+                    dependency_options=levels.for_dependencies(),
+                )
+            )
+        return self.install_requests(specs, requests, wait=wait, retry_failed=retry_failed)
+
+    def install_requests(
+        self,
+        specs: list[str],
+        requests: list[PackageRequestModel],
+        *,
+        wait: bool = True,
+        retry_failed: bool = False,
+    ) -> InstallResult:
+        """Install the exact `requests` (one per spec, options already decided); the caller holds the lock."""
         started = time.monotonic()
         prefix = self.store.prefix
         check_prefix_fits(str(prefix))
         if not specs:
             raise UsageError("name at least one package to install")
         recover(self.store)
-        requests = []
-        for spec in specs:
-            name, version = parse_spec(spec)
-            merged: dict[str, str | bool] = {**(per_package or {}).get(name, {}), **options}  # command line wins
-            requests.append(PackageRequestModel(name=name, version=version, options=merged))
         resolved = self.farm.resolve(requests, retry_failed=retry_failed)
         requested = set(resolved.requested)
         for build in resolved.builds:  # refuse before anything compiles or downloads
@@ -126,6 +185,7 @@ class InstallPackages:
                     hint=f"use 'pkgc upgrade {build.name}' or 'pkgc downgrade', or remove it first",
                 )
         by_key = {b.key: b for b in resolved.builds}
+        _one_build_per_package(resolved.requested, by_key)
         groups = [
             (spec, request, key, _closure(key, by_key))
             for spec, request, key in zip(specs, requests, resolved.requested, strict=True)
@@ -135,22 +195,32 @@ class InstallPackages:
         installed_keys: set[str] = set()
         self.reporter.builds_changed(resolved.builds)
         while groups:
-            failed = [
-                by_key[k] for _, _, _, closure in groups for k in closure if by_key[k].status == BuildStatus.FAILED
-            ]
-            if failed:
-                raise _failure(self.farm, failed[0])
+            # What is ready goes in before a failure stops the command, also when the failure was known at once.
             ready = [g for g in groups if all(by_key[k].status == BuildStatus.READY for k in g[3])]
             if ready:
-                # Each package goes in as soon as it and its dependencies are built: one transaction per group.
-                keys = set().union(*(g[3] for g in ready)) - installed_keys
+                # Each package goes in as soon as it and its dependencies are built: one transaction per group,
+                # with what it needs at run time (build-only dependencies stay on the farm).
+                keys = set().union(*(runtime_closure(g[2], by_key) for g in ready)) - installed_keys
                 builds = [b for b in resolved.builds if b.key in keys]
                 items += self._install_builds([by_key[b.key] for b in builds], requested)
                 installed_keys |= keys
                 groups = [g for g in groups if g not in ready]
                 continue
+            failed = [
+                by_key[k] for _, _, _, closure in groups for k in closure if by_key[k].status == BuildStatus.FAILED
+            ]
+            if failed:
+                raise _failure(self.farm, failed[0])
             if not wait:
-                pending = [PendingRequest(spec, key, dict(request.options)) for spec, request, key, _ in groups]
+                pending = [
+                    PendingRequest(
+                        spec,
+                        key,
+                        dict(request.options),
+                        None if request.dependency_options is None else dict(request.dependency_options),
+                    )
+                    for spec, request, key, _ in groups
+                ]
                 break
             waiting = sorted({k for g in groups for k in g[3] if not by_key[k].status.finished})
             answer = self.farm.wait(
@@ -164,13 +234,19 @@ class InstallPackages:
     def _install_builds(self, builds: list[BuildInfo], requested: set[str]) -> list[InstalledItem]:
         items: list[InstalledItem] = []
         wanted: list[tuple[BuildInfo, bool]] = []
+        marked: list[str] = []
         for build in builds:
             existing = self.store.get(build.name)
-            if existing is not None:
+            if existing is not None and build.key in requested and not existing.requested:
+                # Asked for by name, it was there as a dependency: it is the user's now (autoremove leaves it).
+                marked.append(build.name)
+                items.append(InstalledItem(build.name, existing.version, existing.key, "marked as requested"))
+            elif existing is not None:
                 # The same build, or a dependency already present in some build: keep what is there.
                 items.append(InstalledItem(build.name, existing.version, existing.key, "already installed"))
             else:
                 wanted.append((build, build.key in requested))
+        self.store.mark_requested(marked)
         if wanted:
             staged = switch(
                 self.store,

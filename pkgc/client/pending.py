@@ -10,7 +10,8 @@ from typing import Any
 
 from pkgc.client.farm_client import FarmClient
 from pkgc.client.install import InstallPackages, PendingRequest
-from pkgc.core.protocol import BuildInfo, BuildStatus
+from pkgc.core.names import parse_spec
+from pkgc.core.protocol import BuildInfo, BuildStatus, PackageRequestModel
 from pkgc.localdb.store import STATE_DIR, InstalledStore
 
 
@@ -23,7 +24,7 @@ def load_pending(prefix: Path) -> list[PendingRequest]:
         data: list[dict[str, Any]] = json.loads(_path(prefix).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return []
-    return [PendingRequest(d["spec"], d["key"], d["options"]) for d in data]
+    return [PendingRequest(d["spec"], d["key"], d["options"], d.get("dependency_options")) for d in data]
 
 
 def save_pending(prefix: Path, requests: list[PendingRequest]) -> None:
@@ -63,8 +64,15 @@ def install_finished(farm: FarmClient, store: InstalledStore, install: InstallPa
     installed, failed, waiting = [], [], []
     for status in pending_status(farm, store.prefix):
         if status.build.status == BuildStatus.READY:
-            options = {k: str(v) for k, v in status.request.options.items()}
-            install([status.request.spec], options)
+            # The very request that was left compiling: its options were decided when it was made.
+            name, version = parse_spec(status.request.spec)
+            request = PackageRequestModel(
+                name=name,
+                version=version,
+                options=status.request.options,
+                dependency_options=status.request.dependency_options,
+            )
+            install.install_requests([status.request.spec], [request])
             installed.append(status.request)
         elif status.build.status == BuildStatus.FAILED:
             failed.append(status.request)

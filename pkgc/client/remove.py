@@ -1,4 +1,10 @@
-"""The remove use case: delete exactly the files a package owns (in one transaction), refuse to break a dependent."""
+"""The remove and autoremove use cases: delete exactly the files packages own, in one transaction each.
+
+`remove` refuses to break a package that needs what it removes (unless --cascade). A package installed only as a
+dependency (not `requested`) that no requested package needs any more, directly or through others, is "no longer
+needed": `remove` names them, and `autoremove` removes them all in one transaction (one history entry, so a rollback
+brings them back).
+"""
 
 from __future__ import annotations
 
@@ -21,6 +27,41 @@ class RemovedItem:
 class RemoveResult:
     prefix: str
     removed: list[RemovedItem] = field(default_factory=list)
+    no_longer_needed: list[str] = field(default_factory=list)  # what `pkgc autoremove` would remove now
+
+
+def unused_packages(store: InstalledStore) -> list[str]:
+    """Installed packages that were not asked for and that no requested package needs, even through others."""
+    packages = {p.name: p for p in store.packages()}
+    needed: set[str] = set()
+    stack = [name for name, package in packages.items() if package.requested]
+    while stack:
+        name = stack.pop()
+        if name in needed or name not in packages:
+            continue
+        needed.add(name)
+        stack.extend(packages[name].dependencies)
+    return sorted(set(packages) - needed)
+
+
+def _describe(store: InstalledStore, names: list[str]) -> list[RemovedItem]:
+    items = []
+    for name in names:
+        package = store.get(name)
+        assert package is not None
+        items.append(RemovedItem(name, package.version, sum(1 for f in store.files(name) if f.type != "dir")))
+    return items
+
+
+def autoremove(store: InstalledStore, *, dry_run: bool = False) -> RemoveResult:
+    """Remove every package that is no longer needed, in one transaction; `dry_run` only says which."""
+    recover(store)
+    targets = unused_packages(store)
+    removed = _describe(store, targets)
+    if targets and not dry_run:
+        with Transaction(store, "autoremove") as transaction:
+            transaction.apply(add=[], remove=targets)
+    return RemoveResult(prefix=str(store.prefix), removed=removed)
 
 
 def dependents(store: InstalledStore, names: set[str]) -> dict[str, list[str]]:
@@ -53,11 +94,7 @@ def remove_packages(store: InstalledStore, names: list[str], *, cascade: bool = 
             f"{name} is needed by {', '.join(sorted(users))}",
             hint="remove those too, or use --cascade",
         )
-    removed = []
-    for name in sorted(targets):
-        package = store.get(name)
-        assert package is not None
-        removed.append(RemovedItem(name, package.version, sum(1 for f in store.files(name) if f.type != "dir")))
+    removed = _describe(store, sorted(targets))
     with Transaction(store, "remove") as transaction:
         transaction.apply(add=[], remove=sorted(targets))
-    return RemoveResult(prefix=str(store.prefix), removed=removed)
+    return RemoveResult(prefix=str(store.prefix), removed=removed, no_longer_needed=unused_packages(store))

@@ -28,6 +28,7 @@ class ConsoleReporter:
         self.started = time.monotonic()
         self.last: dict[str, str] = {}
         self.since: dict[str, float] = {}
+        self.ready_at_start: set[str] = set()  # builds there is nothing to follow about: never shown
         self.live: Any = None
         self.progress: Any = None
         self.tasks: dict[str, Any] = {}
@@ -53,16 +54,24 @@ class ConsoleReporter:
         return table
 
     def builds_changed(self, builds: list[BuildInfo]) -> None:
+        """Status news of the builds being compiled; a build that was ready when first heard of is not news."""
         if self.quiet:
             return
+        followed = []
         for build in builds:
-            self.since.setdefault(build.key, time.monotonic())
+            if build.key not in self.since:
+                self.since[build.key] = time.monotonic()
+                if build.status.value == "ready":
+                    self.ready_at_start.add(build.key)
+            if build.key in self.ready_at_start:
+                continue
+            followed.append(build)
             if self.last.get(build.key) != build.status.value:
                 self.last[build.key] = build.status.value
                 if not self.animated:
                     elapsed = time.monotonic() - self.started
                     self.err.print(f"  {build.name}@{build.version}: {build.status.value} ({elapsed:.0f}s)")
-        if not self.animated:
+        if not self.animated or not followed:
             return
         with self.lock:
             if self.progress is not None:
@@ -72,7 +81,7 @@ class ConsoleReporter:
 
                 self.live = Live(console=self.err, transient=False, refresh_per_second=4)
                 self.live.start()
-            self.live.update(self._table(builds))
+            self.live.update(self._table(followed))
 
     def download_progress(self, name: str, done: int, total: int) -> None:
         """Progress bars on a terminal (called from the download threads); nothing otherwise."""
@@ -94,9 +103,8 @@ class ConsoleReporter:
             self.progress.update(self.tasks[name], completed=done, total=total or None)
 
     def installed(self, name: str, version: str) -> None:
+        """The live display ends here; the command's summary says what was installed (once, on stdout)."""
         self.close()
-        if not self.quiet:
-            self.err.print(f"  installed {name} {version}")
 
     def close(self) -> None:
         if self.live is not None:
@@ -129,13 +137,14 @@ def install(
     """Install packages built with your options; builds that do not exist yet are compiled on the farm."""
     from pkgc.client.install import InstallPackages
     from pkgc.client.lock import prefix_lock
+    from pkgc.client.options import OptionLevels
     from pkgc.core.relocation import check_prefix_fits
 
     app: AppContext = ctx.obj
     if prefix is not None:
         app.prefix_override = prefix
     settings = app.settings
-    options = {**settings.options, **parse_option_assignments(opt)}
+    levels = OptionLevels.of(settings, parse_option_assignments(opt))
     store = app.store()
     check_prefix_fits(str(store.prefix))  # before the farm starts or the lock creates anything in the prefix
     farm = app.farm()
@@ -151,8 +160,7 @@ def install(
         with prefix_lock(store.prefix, wait=not no_wait):
             result = use_case(
                 packages,
-                options,
-                settings.package_options,
+                levels,
                 wait=settings.install_mode == "wait" if wait is None else wait,
                 retry_failed=retry_failed,
             )

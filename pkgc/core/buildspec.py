@@ -175,6 +175,8 @@ class PackageRequest:
     name: str
     version: str | None = None
     options: Mapping[str, OptionValue] | None = None
+    # The global options the dependencies are built with; None: the package's own global options.
+    dependency_options: Mapping[str, OptionValue] | None = None
 
 
 def _variant_args(recipe: Recipe, options: NormalisedOptions) -> tuple[str, ...]:
@@ -191,18 +193,29 @@ def plan_builds(
 
     Returns every spec (each key once) and the keys of the specs that were asked for, in request order.
     Dependencies take the requesting package's global options (optimisation, CPU, debug, LTO: a user who asks
-    for -O3 on x86-64-v3 wants the libraries too) and their own variants' defaults; they use their newest version.
+    for -O3 on x86-64-v3 wants the libraries too), or the request's `dependency_options` when it gives them (the
+    client's per-package settings are for the package alone), and their own variants' defaults; they use their
+    newest version.
     """
     ordered: dict[str, BuildSpec] = {}
     requested: list[str] = []
 
-    def visit(name: str, version: str | None, raw_options: Mapping[str, OptionValue], trail: tuple[str, ...]) -> str:
+    def visit(
+        name: str,
+        version: str | None,
+        raw_options: Mapping[str, OptionValue],
+        trail: tuple[str, ...],
+        dependency_options: Mapping[str, OptionValue] | None = None,
+    ) -> str:
         if name in trail:
             raise UsageError(f"dependency cycle: {' -> '.join((*trail, name))}")
         recipe = get_recipe(name)
         source = recipe.version(version)
         options = normalise_options(raw_options, recipe.variants, platform.arch, package=name)
         inherited = options.globals_only()
+        if dependency_options is not None:
+            label = f"the dependencies of {name}"
+            inherited = normalise_options(dependency_options, {}, platform.arch, package=label).globals_only()
         dep_keys = tuple((dep, visit(dep, None, inherited, (*trail, name))) for dep in recipe.dependencies)
         content = recipe.build_relevant()
         key = compute_build_key(
@@ -232,5 +245,5 @@ def plan_builds(
         return key
 
     for request in requests:
-        requested.append(visit(request.name, request.version, request.options or {}, ()))
+        requested.append(visit(request.name, request.version, request.options or {}, (), request.dependency_options))
     return list(ordered.values()), requested

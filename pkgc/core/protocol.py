@@ -37,6 +37,11 @@ class PackageRequestModel(Strict):
     name: str = Field(max_length=64)
     version: str | None = Field(default=None, max_length=64)
     options: dict[str, str | bool] = Field(default_factory=dict, max_length=64)
+    dependency_options: dict[str, str | bool] | None = Field(
+        default=None,
+        max_length=64,
+        description="global options for the package's dependencies; absent: they inherit the package's own",
+    )
 
 
 class ResolveRequest(Strict):

@@ -214,7 +214,7 @@ class FarmService:
         cached = self._plans.get(cache_key)
         if cached is not None and all(self._recipe_text(n) == t for n, t in cached.recipe_texts.items()):
             return cached.specs, cached.requested
-        requests = [PackageRequest(p.name, p.version, p.options) for p in request.packages]
+        requests = [PackageRequest(p.name, p.version, p.options, p.dependency_options) for p in request.packages]
         for item in requests:
             validate_name(item.name)
         used: dict[str, str] = {}

@@ -177,6 +177,21 @@ class InstalledStore:
                 )
             )
 
+    def mark_requested(self, names: list[str]) -> None:
+        """Record that the user asked for these installed packages by name (apt's "set to manually installed").
+
+        A package that came in as a dependency is removed by `autoremove` once nothing needs it; one the user asked
+        for is not. No file changes, so no transaction and no history row; the caller holds the prefix lock.
+        """
+        from sqlalchemy import update
+
+        from pkgc.localdb.schema import packages_table
+
+        if not names:
+            return
+        with self._engine.begin() as conn:
+            conn.execute(update(packages_table).where(packages_table.c.name.in_(names)).values(requested=1))
+
     def transaction_committed(self, txid: str) -> bool:
         if not self.exists():
             return False

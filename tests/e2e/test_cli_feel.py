@@ -57,7 +57,9 @@ def on_terminal(env: dict[str, str], *args: str, timeout: float = 300) -> tuple[
 
 def test_a_terminal_gets_colour_and_a_live_table(farm: FarmEnv, tmp_path: Path) -> None:
     env = {k: v for k, v in farm.env.items() if k != "NO_COLOR"}
-    code, output = on_terminal(env, "install", "greet@1.0", "--prefix", str(tmp_path / "tty"))
+    # Options of its own: a build that is not ready yet (builds ready from the start are not shown).
+    fresh = ("--opt", "opt=O1", "--opt", "debug=true")
+    code, output = on_terminal(env, "install", "greet@1.0", *fresh, "--prefix", str(tmp_path / "tty"))
     assert code == 0, output
     assert CURSOR.search(output), "a live display redraws in place on a terminal"
     code, output = on_terminal(env, "install", "../escape", "--prefix", str(tmp_path / "tty"))
