@@ -184,9 +184,19 @@ class FarmClient:
         return self._request("GET", f"{API_PREFIX}/builds/{key}/log").text
 
     def download(
-        self, url: str, destination: Path, sha256: str, progress: Callable[[int, int], None] | None = None
+        self,
+        url: str,
+        destination: Path,
+        sha256: str,
+        progress: Callable[[int, int], None] | None = None,
+        *,
+        size: int | None = None,
     ) -> Path:
-        """Download into `destination` unless it already holds these bytes; resume a partial download (Range)."""
+        """Download into `destination` unless it already holds these bytes; resume a partial download (Range).
+
+        With `size` (the farm's word for the artifact's length), a download that grows beyond it stops at once: a
+        farm that streams without end cannot fill the disk before the sha256 check would refuse the bytes.
+        """
         if destination.is_file() and sha256_file(destination) == sha256:
             return destination
         destination.parent.mkdir(parents=True, exist_ok=True)
@@ -205,10 +215,15 @@ class FarmClient:
                     for chunk in response.iter_bytes():  # as they arrive: an interrupted download keeps them all
                         out.write(chunk)
                         done += len(chunk)
+                        if size is not None and done > size:
+                            break
                         if progress:
                             progress(done, total)
         except httpx.HTTPError as exc:
             raise FarmUnavailable(f"download of {url} failed: {exc}; run the command again to resume") from None
+        if size is not None and done > size:
+            partial.unlink()
+            raise IntegrityError(f"download of {url} is larger than the {size} bytes announced; it was discarded")
         if sha256_file(partial) != sha256:
             partial.unlink()
             raise IntegrityError(f"download of {url} does not match its sha256; it was discarded")

@@ -174,6 +174,13 @@ class BuildInfo(Strict):
         default="", max_length=MAX_LAST_LINE_LENGTH, description="the latest line of the build log, while it builds"
     )
 
+    @model_validator(mode="after")
+    def _ready_has_artifact(self) -> Self:
+        """A ready build says where its artifact is and what its sha256 is: the client downloads and checks it."""
+        if self.status == BuildStatus.READY and (self.url is None or self.sha256 is None):
+            raise ValueError("url: a ready build needs its artifact's url and sha256")
+        return self
+
 
 class ResolveResponse(Strict):
     requested: list[BuildKey] = Field(

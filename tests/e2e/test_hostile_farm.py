@@ -91,7 +91,7 @@ def build_info(name: str, key: str, blob: bytes) -> dict[str, Any]:
     }
 
 
-Answer = tuple[int, bytes]
+Answer = tuple[int, bytes, dict[str, str]]
 
 
 @dataclass
@@ -107,9 +107,11 @@ class HostileFarm:
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def answer(self, method: str, path: str, body: Any, status: int = 200) -> None:
+    def answer(
+        self, method: str, path: str, body: Any, status: int = 200, headers: dict[str, str] | None = None
+    ) -> None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.routes[(method, path)] = (status, data)
+        self.routes[(method, path)] = (status, data, headers or {})
 
     def start(self) -> HostileFarm:
         farm = self
@@ -126,10 +128,12 @@ class HostileFarm:
                     self.rfile.read(length)
                 path = self.path.split("?", 1)[0]
                 farm.requests.append(f"{self.command} {path}")
-                status, data = farm.routes.get(
-                    (self.command, path), (404, json.dumps({"error": "not_found", "reason": path}).encode())
+                status, data, headers = farm.routes.get(
+                    (self.command, path), (404, json.dumps({"error": "not_found", "reason": path}).encode(), {})
                 )
                 self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -291,6 +295,8 @@ CASES = [
     pytest.param("sha256", _set("sha256", "ab" * 16), id="sha256-short"),
     pytest.param("size", _set("size", -1), id="size-negative"),
     pytest.param("size", _set("size", 10**30), id="size-enormous"),
+    pytest.param("url", _set("url", None), id="url-missing-when-ready"),
+    pytest.param("url", _set("sha256", None), id="sha256-missing-when-ready"),
     pytest.param("url", _set("url", "file:///etc/passwd"), id="url-file"),
     pytest.param("url", _set("url", "ftp://127.0.0.1/x.tar.zst"), id="url-ftp"),
     pytest.param("url", _set("url", "/etc/passwd"), id="url-outside-api"),
@@ -337,6 +343,26 @@ def test_a_crafted_resolve_answer_is_refused_and_nothing_is_written(
     assert hostile.requests[asked_before:] == ["POST /v1/resolve"], "nothing was downloaded"
     assert installed(client) == packages
     assert client.pkgc("verify", "--prefix", str(client.prefix)).returncode == 0
+
+
+def test_a_download_larger_than_announced_is_stopped_and_discarded(
+    hostile: HostileFarm, client: Client, tmp_path: Path
+) -> None:
+    """The farm announces fewer bytes than it sends: the download stops there, and nothing of it is kept."""
+    packages = install_good(hostile, client)
+    blob = artifact("hello", KEY, b"#!/bin/sh\necho hello\n" + bytes(range(256)) * 64)
+    build = {**build_info("hello", KEY, blob), "size": len(blob) // 2}
+    hostile.answer("POST", "/v1/resolve", {"requested": [KEY], "builds": [build]})
+    hostile.answer("GET", f"/v1/artifacts/{KEY}.tar.zst", blob)
+    before = tree(tmp_path)
+
+    result = client.pkgc("install", "hello", "--prefix", str(client.prefix))
+
+    assert tree(tmp_path) == before
+    assert result.returncode == BAD_ANSWER_EXIT, result.stderr
+    [error] = error_lines(result.stderr)
+    assert "is larger than the" in error and "discarded" in error, error
+    assert installed(client) == packages
 
 
 def test_a_crafted_wait_answer_is_refused_and_nothing_is_written(
@@ -410,6 +436,22 @@ def test_a_crafted_catalog_is_refused_and_the_local_catalog_is_not_written(
     assert tree(tmp_path) == before
     found = client.pkgc("search", "good")
     assert found.returncode == 0 and "good" in found.stdout
+
+
+def test_a_crafted_catalog_etag_is_refused(hostile: HostileFarm, client: Client, tmp_path: Path) -> None:
+    """The ETag is kept in the local catalog to ask 'changed since?': a farm cannot make it hold a novel."""
+    hostile.answer("GET", "/v1/catalog", {"packages": [{"name": "good", "summary": "a good one", "latest": "1.0"}]})
+    assert client.pkgc("update").returncode == 0
+    document = {"packages": [{"name": "new", "summary": "n", "latest": "1.0"}]}
+    hostile.answer("GET", "/v1/catalog", document, headers={"ETag": '"' + "e" * 5000 + '"'})
+    before = tree(tmp_path)
+
+    result = client.pkgc("update")
+
+    assert tree(tmp_path) == before
+    assert result.returncode == BAD_ANSWER_EXIT, result.stderr
+    [error] = error_lines(result.stderr)
+    assert "invalid answer" in error and "ETag" in error, error
 
 
 DETAILS = {

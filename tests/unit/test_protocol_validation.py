@@ -118,6 +118,8 @@ BAD_BUILDS = [
     pytest.param({"attempts": -1}, "attempts", id="attempts-negative"),
     pytest.param({"status": "pwned"}, "status", id="status"),
     pytest.param({"evil": 1}, "evil", id="extra-field"),
+    pytest.param({"url": None}, "url", id="ready-without-url"),
+    pytest.param({"sha256": None}, "url", id="ready-without-sha256"),
 ]
 
 
