@@ -6,7 +6,9 @@ download (`GET /v1/artifacts/...`) is answered with the farm's status and header
 
 - "pass":  the whole body;
 - "drop":  the first `cut` bytes, then the connection is closed (a network error in the middle);
-- "stall": the first `cut` bytes, then nothing for `stall_seconds` (a timeout in the middle), then close.
+- "stall": the first `cut` bytes, then nothing for `stall_seconds` (a timeout in the middle), then close;
+- "corrupt": the whole body at its full length, with `flip` bytes in the middle inverted (bad bytes that arrive
+  intact as far as HTTP can tell: only the client's sha256 check can catch them).
 """
 
 from __future__ import annotations
@@ -21,12 +23,23 @@ import httpx
 _HOP_BY_HOP = {"connection", "transfer-encoding", "keep-alive", "content-encoding", "server", "date"}
 
 
+def corrupted(payload: bytes, flip: int) -> bytes:
+    """The same number of bytes, `flip` of them in the middle inverted."""
+    middle = len(payload) // 2
+    start = max(0, middle - flip // 2)
+    damaged = bytearray(payload)
+    for index in range(start, min(len(damaged), start + flip)):
+        damaged[index] ^= 0xFF
+    return bytes(damaged)
+
+
 @dataclass
 class FaultProxy:
     upstream: str
     mode: str = "pass"
     cut: int = 0
     stall_seconds: float = 10.0
+    flip: int = 16
     artifact_requests: list[str] = field(default_factory=list)  # the Range header of each download ("" for none)
     _server: http.server.ThreadingHTTPServer | None = None
 
@@ -63,6 +76,9 @@ class FaultProxy:
                 self.end_headers()
                 if not is_artifact or proxy.mode == "pass" or answer.status_code >= 400:
                     self.wfile.write(payload)
+                    return
+                if proxy.mode == "corrupt":
+                    self.wfile.write(corrupted(payload, proxy.flip))
                     return
                 self.wfile.write(payload[: proxy.cut])
                 self.wfile.flush()

@@ -1,17 +1,31 @@
-"""The HTTP client of the farm API: protocol models in, protocol models out, httpx errors turned into PkgcErrors."""
+"""The HTTP client of the farm API: protocol models in, protocol models out, httpx errors turned into PkgcErrors.
+
+Every answer is parsed by the protocol models, which validate each field (names, versions, keys, digests, URLs,
+sizes, lengths), and then checked against the question (the build asked for, the keys waited on), before anything
+uses it: an answer that fails is a BadFarmAnswer naming the field, and nothing has been written yet.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 import pkgc
 from pkgc.client.hashing import sha256_file
-from pkgc.core.errors import BuildFailed, FarmUnavailable, IntegrityError, NotFound, PkgcError, UsageError
+from pkgc.core.errors import (
+    BadFarmAnswer,
+    BuildFailed,
+    FarmUnavailable,
+    IntegrityError,
+    NotFound,
+    PkgcError,
+    UsageError,
+)
 from pkgc.core.protocol import (
     API_PREFIX,
     MAX_WAIT_SECONDS,
@@ -25,9 +39,13 @@ from pkgc.core.protocol import (
     ResolveResponse,
     WaitRequest,
     WaitResponse,
+    describe_invalid,
 )
 
 DEFAULT_NETWORK_TIMEOUT = 30.0
+MAX_REASON_LENGTH = 500
+
+_Answer = TypeVar("_Answer", bound=BaseModel)
 
 _ERRORS_BY_CODE: dict[str, type[PkgcError]] = {
     "not_found": NotFound,
@@ -92,14 +110,28 @@ class FarmClient:
                 code, reason = str(body.get("error", "")), str(body.get("reason", response.text))
             except ValueError:
                 code, reason = "", response.text[:200]
+            reason = " ".join(reason.split())[:MAX_REASON_LENGTH]  # the farm's words end up in a one-line error
             if response.status_code >= 500:
                 raise FarmUnavailable(f"the farm answered {response.status_code}: {reason}")
             raise _ERRORS_BY_CODE.get(code, UsageError)(reason)
         return response
 
+    def _invalid(self, what: str, problem: str) -> BadFarmAnswer:
+        return BadFarmAnswer(f"the farm at {self.base_url} sent an invalid answer to {what}: {problem}")
+
+    def _parse(self, model: type[_Answer], response: httpx.Response, what: str) -> _Answer:
+        """The answer as a validated protocol model, or a one-line BadFarmAnswer naming the first bad field."""
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise self._invalid(what, describe_invalid(exc.errors())) from None
+
     def resolve(self, packages: list[PackageRequestModel], *, retry_failed: bool = False) -> ResolveResponse:
         body = ResolveRequest(packages=packages, retry_failed=retry_failed).model_dump(mode="json")
-        return ResolveResponse.model_validate(self._request("POST", f"{API_PREFIX}/resolve", json=body).json())
+        answer = self._parse(ResolveResponse, self._request("POST", f"{API_PREFIX}/resolve", json=body), "resolve")
+        if len(answer.requested) != len(packages):
+            raise self._invalid("resolve", f"requested: {len(answer.requested)} keys for {len(packages)} packages")
+        return answer
 
     def wait(
         self, keys: list[str], timeout: float = MAX_WAIT_SECONDS, seen: dict[str, BuildStatus] | None = None
@@ -107,15 +139,31 @@ class FarmClient:
         body = WaitRequest(keys=keys, timeout=timeout, seen=seen or {}).model_dump(mode="json")
         read = self._http.timeout.read or DEFAULT_NETWORK_TIMEOUT
         limits = httpx.Timeout(read + timeout, connect=self._http.timeout.connect)  # the farm may hold it `timeout`
-        return WaitResponse.model_validate(
-            self._request("POST", f"{API_PREFIX}/wait", json=body, timeout=limits).json()
+        answer = self._parse(
+            WaitResponse, self._request("POST", f"{API_PREFIX}/wait", json=body, timeout=limits), "wait"
         )
+        asked = set(keys)
+        for where, mentioned in (
+            ("finished", [b.key for b in answer.finished]),
+            ("progress", [b.key for b in answer.progress]),
+            ("pending", answer.pending),
+        ):
+            stray = next((key for key in mentioned if key not in asked), None)
+            if stray is not None:
+                raise self._invalid("wait", f"{where}: key {stray} was not asked about")
+        return answer
 
     def build(self, key: str) -> BuildInfo:
-        return BuildInfo.model_validate(self._request("GET", f"{API_PREFIX}/builds/{key}").json())
+        answer = self._parse(BuildInfo, self._request("GET", f"{API_PREFIX}/builds/{key}"), "build")
+        if answer.key != key:
+            raise self._invalid("build", f"key: asked for build {key}, got another build {answer.key}")
+        return answer
 
     def details(self, name: str) -> PackageDetails:
-        return PackageDetails.model_validate(self._request("GET", f"{API_PREFIX}/packages/{name}").json())
+        answer = self._parse(PackageDetails, self._request("GET", f"{API_PREFIX}/packages/{name}"), "details")
+        if answer.name != name:
+            raise self._invalid("details", f"name: asked about {name}, got {answer.name}")
+        return answer
 
     def catalog(self, etag: str | None) -> tuple[CatalogResponse | None, str | None]:
         """The whole catalog, or (None, etag) when it has not changed since `etag`."""
@@ -123,18 +171,36 @@ class FarmClient:
         response = self._request("GET", f"{API_PREFIX}/catalog", headers=headers)
         if response.status_code == 304:
             return None, etag
-        return CatalogResponse.model_validate_json(response.content), response.headers.get("ETag")
+        new_etag = response.headers.get("ETag")
+        if new_etag is not None and (len(new_etag) > 200 or not new_etag.isprintable()):
+            raise self._invalid("catalog", "ETag: longer than 200 characters or not printable")
+        return self._parse(CatalogResponse, response, "catalog"), new_etag
 
     def builds_of(self, name: str) -> list[BuildInfo]:
-        return BuildsResponse.model_validate(self._request("GET", f"{API_PREFIX}/packages/{name}/builds").json()).builds
+        response = self._request("GET", f"{API_PREFIX}/packages/{name}/builds")
+        builds = self._parse(BuildsResponse, response, "builds").builds
+        stray = next((b for b in builds if b.name != name), None)
+        if stray is not None:
+            raise self._invalid("builds", f"name: asked for builds of {name}, got one of {stray.name}")
+        return builds
 
     def build_log(self, key: str) -> str:
         return self._request("GET", f"{API_PREFIX}/builds/{key}/log").text
 
     def download(
-        self, url: str, destination: Path, sha256: str, progress: Callable[[int, int], None] | None = None
+        self,
+        url: str,
+        destination: Path,
+        sha256: str,
+        progress: Callable[[int, int], None] | None = None,
+        *,
+        size: int | None = None,
     ) -> Path:
-        """Download into `destination` unless it already holds these bytes; resume a partial download (Range)."""
+        """Download into `destination` unless it already holds these bytes; resume a partial download (Range).
+
+        With `size` (the farm's word for the artifact's length), a download that grows beyond it stops at once: a
+        farm that streams without end cannot fill the disk before the sha256 check would refuse the bytes.
+        """
         if destination.is_file() and sha256_file(destination) == sha256:
             return destination
         destination.parent.mkdir(parents=True, exist_ok=True)
@@ -153,10 +219,15 @@ class FarmClient:
                     for chunk in response.iter_bytes():  # as they arrive: an interrupted download keeps them all
                         out.write(chunk)
                         done += len(chunk)
+                        if size is not None and done > size:
+                            break
                         if progress:
                             progress(done, total)
         except httpx.HTTPError as exc:
             raise FarmUnavailable(f"download of {url} failed: {exc}; run the command again to resume") from None
+        if size is not None and done > size:
+            partial.unlink()
+            raise IntegrityError(f"download of {url} is larger than the {size} bytes announced; it was discarded")
         if sha256_file(partial) != sha256:
             partial.unlink()
             raise IntegrityError(f"download of {url} does not match its sha256; it was discarded")

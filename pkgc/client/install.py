@@ -280,6 +280,7 @@ def download_builds(
             cache_dir / "artifacts" / f"{build.sha256}.tar.zst",
             build.sha256,
             lambda done, total: reporter.download_progress(build.name, done, total),
+            size=build.size,
         )
         return build.key, path
 

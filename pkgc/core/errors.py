@@ -67,6 +67,13 @@ class IntegrityError(PkgcError):
     code = "integrity"
 
 
+class BadFarmAnswer(IntegrityError):
+    """The farm answered with something the protocol does not allow: a crafted name, digest, URL or size, a key
+    that is not in the answer, or not JSON at all. Nothing is written: the answer is checked before any use."""
+
+    code = "bad_farm_answer"
+
+
 class ConflictError(PkgcError):
     """The requested change clashes with what is already there (a file owned by another package, a lock)."""
 

@@ -4,18 +4,118 @@ One set of models, imported by both ends, so client and server cannot drift. The
 long-poll: `resolve` answers at once with what is ready and the keys still building; `wait` blocks for at most
 about 20 seconds and returns the keys that finished, and the client loops. It is stateless on the server, so it
 works the same under uvicorn and behind API Gateway's 29-second limit.
+
+The answers are validated field by field, because the client uses some of their fields in paths (a build's name
+names its staging directory, the sha256 names the download in the cache) and a farm is a peer on the network, not
+a trusted part of the program: names and versions pass the core's own validators, keys and digests are 64
+lower-case hex digits, sizes and counts are bounded integers, URLs are http(s) or a path under `/v1/`, free text
+and lists have upper bounds, and a resolve answer is consistent (every key it mentions is one of its builds). The
+server builds its answers from these same models, so an answer it could not send is one the client refuses.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from enum import StrEnum
+from typing import Annotated, Any, Self
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from pkgc.core.errors import UsageError
+from pkgc.core.names import MAX_NAME_LENGTH, validate_name
+from pkgc.core.versions import MAX_VERSION_LENGTH, Version
 
 API_PREFIX = "/v1"
 MAX_WAIT_SECONDS = 20.0
 MAX_KEYS_PER_REQUEST = 100
 MAX_PACKAGES_PER_REQUEST = 50
+
+# Bounds on what an answer may hold: far above anything a real farm sends, low enough that a hostile one cannot
+# make the client hold or print without end.
+MAX_BUILDS_PER_ANSWER = 1000
+MAX_BUILDS_OF_A_PACKAGE = 10_000
+MAX_CATALOG_PACKAGES = 100_000
+MAX_DEPENDENCIES = 256
+MAX_OPTIONS = 64
+MAX_OPTION_VALUES = 64
+MAX_VERSIONS = 1000
+MAX_ARTIFACT_BYTES = 1 << 36  # 64 GiB
+MAX_ATTEMPTS = 1000
+MAX_URL_LENGTH = 2048
+MAX_ERROR_LENGTH = 2000
+MAX_LAST_LINE_LENGTH = 500
+MAX_TEXT_LENGTH = 4000  # summaries, descriptions, homepages
+MAX_SHORT_TEXT_LENGTH = 200  # licenses, error codes
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+# An option value as the core spells them (O2, x86-64-v2, armv8.2-a, true, shared): no spaces, no control
+# characters, no path separators.
+_OPTION_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_-]*")
+_FARM_PATH = re.compile(r"/v1/[A-Za-z0-9._~+-]+(?:/[A-Za-z0-9._~+-]+)*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _shown(value: str) -> str:
+    """A value as an error message may quote it: short, and one line whatever it holds."""
+    return repr(value if len(value) <= 80 else value[:77] + "...")
+
+
+def _core_check(check: Callable[[str], object]) -> Callable[[str], str]:
+    """A core validator (which raises UsageError) as a pydantic one (which must raise ValueError)."""
+
+    def run(value: str) -> str:
+        try:
+            check(value)
+        except UsageError as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+    return run
+
+
+def _hex64(value: str) -> str:
+    if not _HEX64.fullmatch(value):
+        raise ValueError(f"{_shown(value)} is not 64 lower-case hex digits")
+    return value
+
+
+def _option_value(value: str) -> str:
+    if len(value) > MAX_NAME_LENGTH or not _OPTION_VALUE.fullmatch(value):
+        raise ValueError(f"invalid option value {_shown(value)}")
+    return value
+
+
+def _farm_url(value: str) -> str:
+    """An http(s) URL (a CDN), or a path on the farm itself under /v1/ with no `.` or `..` segments."""
+    if _CONTROL.search(value) or " " in value or "\\" in value:
+        raise ValueError(f"URL {_shown(value)} holds spaces or control characters")
+    if value.startswith(API_PREFIX + "/"):
+        if not _FARM_PATH.fullmatch(value) or any(part in (".", "..") for part in value.split("/")):
+            raise ValueError(f"{_shown(value)} is not a plain path under {API_PREFIX}/")
+        return value
+    if not value.startswith(("http://", "https://")) or not urlsplit(value).hostname:
+        raise ValueError(f"{_shown(value)} is neither an http(s) URL nor a path under {API_PREFIX}/")
+    return value
+
+
+def _one_line(value: str) -> str:
+    if _CONTROL.search(value.replace("\t", " ")):
+        raise ValueError(f"{_shown(value)} holds control characters")
+    return value
+
+
+Name = Annotated[str, Field(max_length=MAX_NAME_LENGTH), AfterValidator(_core_check(validate_name))]
+VersionText = Annotated[str, Field(max_length=MAX_VERSION_LENGTH), AfterValidator(_core_check(Version))]
+BuildKey = Annotated[str, Field(max_length=64), AfterValidator(_hex64)]
+Sha256 = Annotated[str, Field(max_length=64), AfterValidator(_hex64)]
+OptionName = Name
+OptionValue = Annotated[str, Field(max_length=MAX_NAME_LENGTH), AfterValidator(_option_value)]
+FarmUrl = Annotated[str, Field(max_length=MAX_URL_LENGTH), AfterValidator(_farm_url)]
+Text = Annotated[str, Field(max_length=MAX_TEXT_LENGTH)]
+ShortText = Annotated[str, Field(max_length=MAX_SHORT_TEXT_LENGTH), AfterValidator(_one_line)]
+Size = Annotated[int, Field(strict=True, ge=0, le=MAX_ARTIFACT_BYTES)]
 
 
 class Strict(BaseModel):
@@ -56,25 +156,61 @@ class ResolveRequest(Strict):
 class BuildInfo(Strict):
     """One build as the client sees it; `url` and `sha256` are set once it is ready."""
 
-    key: str
-    name: str
-    version: str
-    options: dict[str, str]
+    key: BuildKey
+    name: Name
+    version: VersionText
+    options: dict[OptionName, OptionValue] = Field(max_length=MAX_OPTIONS)
     status: BuildStatus
-    dependencies: list[str] = Field(default_factory=list, description="build keys this build needs")
-    runtime_dependencies: list[str] = Field(default_factory=list, description="names needed at run time")
-    url: str | None = None
-    sha256: str | None = None
-    size: int | None = None
-    error: str | None = None
-    log_url: str | None = None
-    attempts: int = Field(default=0, description="how many times a worker has taken this build")
-    last_line: str = Field(default="", description="the latest line of the build log, while it builds")
+    dependencies: list[BuildKey] = Field(
+        default_factory=list, max_length=MAX_DEPENDENCIES, description="build keys this build needs"
+    )
+    runtime_dependencies: list[Name] = Field(
+        default_factory=list, max_length=MAX_DEPENDENCIES, description="names needed at run time"
+    )
+    url: FarmUrl | None = None
+    sha256: Sha256 | None = None
+    size: Size | None = None
+    error: str | None = Field(default=None, max_length=MAX_ERROR_LENGTH)
+    log_url: FarmUrl | None = None
+    attempts: int = Field(
+        default=0, strict=True, ge=0, le=MAX_ATTEMPTS, description="how many times a worker has taken this build"
+    )
+    last_line: str = Field(
+        default="", max_length=MAX_LAST_LINE_LENGTH, description="the latest line of the build log, while it builds"
+    )
+
+    @model_validator(mode="after")
+    def _ready_has_artifact(self) -> Self:
+        """A ready build says where its artifact is and what its sha256 is: the client downloads and checks it."""
+        if self.status == BuildStatus.READY and (self.url is None or self.sha256 is None):
+            raise ValueError("url: a ready build needs its artifact's url and sha256")
+        return self
 
 
 class ResolveResponse(Strict):
-    requested: list[str] = Field(description="build keys of the requested packages, in request order")
-    builds: list[BuildInfo] = Field(description="the requested builds and all their dependencies, dependencies first")
+    requested: list[BuildKey] = Field(
+        max_length=MAX_PACKAGES_PER_REQUEST, description="build keys of the requested packages, in request order"
+    )
+    builds: list[BuildInfo] = Field(
+        max_length=MAX_BUILDS_PER_ANSWER,
+        description="the requested builds and all their dependencies, dependencies first",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        """Every key the answer mentions is one of its builds: the client walks dependencies by key."""
+        keys = [build.key for build in self.builds]
+        if len(set(keys)) != len(keys):
+            raise ValueError("builds: a build key is listed twice")
+        known = set(keys)
+        for key in self.requested:
+            if key not in known:
+                raise ValueError(f"requested: key {key} is not among the builds of the answer")
+        for build in self.builds:
+            for dependency in build.dependencies:
+                if dependency not in known:
+                    raise ValueError(f"dependencies: {build.name}'s dependency {dependency} is not in the answer")
+        return self
 
 
 class WaitRequest(Strict):
@@ -88,54 +224,68 @@ class WaitRequest(Strict):
 
 
 class WaitResponse(Strict):
-    finished: list[BuildInfo]
-    pending: list[str]
+    finished: list[BuildInfo] = Field(max_length=MAX_KEYS_PER_REQUEST)
+    pending: list[BuildKey] = Field(max_length=MAX_KEYS_PER_REQUEST)
     progress: list[BuildInfo] = Field(
         default_factory=list,
+        max_length=MAX_KEYS_PER_REQUEST,
         description="pending builds whose status differs from what the client had seen; all pending builds, as they "
         "are now, when the wait timed out",
     )
 
 
 class VariantInfo(Strict):
-    name: str
-    description: str
-    default: str
-    values: list[str]
+    name: OptionName
+    description: Text
+    default: OptionValue
+    values: list[OptionValue] = Field(max_length=MAX_OPTION_VALUES)
 
 
 class PackageSummary(Strict):
-    name: str
-    summary: str
-    latest: str
+    name: Name
+    summary: Text
+    latest: VersionText
 
 
 class SearchResponse(Strict):
-    results: list[PackageSummary]
+    results: list[PackageSummary] = Field(max_length=MAX_CATALOG_PACKAGES)
 
 
 class PackageDetails(Strict):
-    name: str
-    summary: str
-    homepage: str
-    license: str
-    versions: list[str] = Field(description="newest first")
-    variants: list[VariantInfo]
-    global_options: list[VariantInfo]
-    build_dependencies: list[str]
-    runtime_dependencies: list[str]
+    name: Name
+    summary: Text
+    homepage: Text
+    license: ShortText
+    versions: list[VersionText] = Field(max_length=MAX_VERSIONS, description="newest first")
+    variants: list[VariantInfo] = Field(max_length=MAX_OPTIONS)
+    global_options: list[VariantInfo] = Field(max_length=MAX_OPTIONS)
+    build_dependencies: list[Name] = Field(max_length=MAX_DEPENDENCIES)
+    runtime_dependencies: list[Name] = Field(max_length=MAX_DEPENDENCIES)
 
 
 class CatalogResponse(Strict):
     """Every package in one document, for clients that search offline; served with an ETag."""
 
-    packages: list[PackageSummary]
+    packages: list[PackageSummary] = Field(max_length=MAX_CATALOG_PACKAGES)
 
 
 class BuildsResponse(Strict):
-    builds: list[BuildInfo]
+    builds: list[BuildInfo] = Field(max_length=MAX_BUILDS_OF_A_PACKAGE)
 
 
 class ErrorBody(Strict):
-    error: str
-    reason: str
+    error: ShortText
+    reason: Annotated[str, Field(max_length=MAX_ERROR_LENGTH)]
+
+
+def describe_invalid(errors: list[Any]) -> str:
+    """The first problem of a pydantic ValidationError's `errors()` as one line: where, then what."""
+    if not errors:
+        return "invalid"
+    first = errors[0]
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+    if first.get("type") in ("string_too_long", "too_long", "less_than_equal", "greater_than_equal"):
+        message = message.split(" [", 1)[0]
+    line = f"{where}: {message}" if where else message
+    return " ".join(line.split())[:300]

@@ -20,6 +20,8 @@ from pkgc.core.options import global_option_specs
 from pkgc.core.platform import Platform
 from pkgc.core.protocol import (
     API_PREFIX,
+    MAX_ERROR_LENGTH,
+    MAX_LAST_LINE_LENGTH,
     MAX_WAIT_SECONDS,
     BuildInfo,
     BuildStatus,
@@ -279,10 +281,11 @@ class FarmService:
             url=url,
             sha256=record.sha256,
             size=record.size,
-            error=record.error,
+            # A worker's error message can be any length; the protocol bounds it, so the answer stays valid.
+            error=record.error[:MAX_ERROR_LENGTH] if record.error is not None else None,
             log_url=f"{API_PREFIX}/builds/{record.key}/log" if record.log else None,
             attempts=record.attempts,
-            last_line=record.last_line if record.status == BuildStatus.BUILDING else "",
+            last_line=record.last_line[:MAX_LAST_LINE_LENGTH] if record.status == BuildStatus.BUILDING else "",
         )
 
     def build(self, key: str) -> BuildInfo:
