@@ -116,7 +116,7 @@ class FarmEnv:
                 argv = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"worker" in argv and str(self.farm_home).encode() in argv:
+            if b"pkgc.worker" in argv and str(self.farm_home).encode() in argv:
                 pids.append(int(entry.name))
         return pids
 
@@ -211,7 +211,7 @@ expect = "slowpoke 1.0"
 def _seed_bundled_sources(cache: Path) -> None:
     """Put the real upstream sources of the bundled recipes, prefetched once by .ci/run, into the farm's cache."""
     from pkgc.core.errors import SourceUnavailable
-    from worker.prefetch import seed_cache
+    from pkgc.worker.prefetch import seed_cache
 
     try:
         seed_cache(cache)

@@ -71,7 +71,7 @@ class WorkerPool:
     def _start(self, worker_id: str) -> None:
         log = self.paths.log.open("ab")
         self.processes[worker_id] = subprocess.Popen(
-            [sys.executable, "-m", "worker", "--home", str(self.paths.home), "--id", worker_id],
+            [sys.executable, "-m", "pkgc.worker", "--home", str(self.paths.home), "--id", worker_id],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
