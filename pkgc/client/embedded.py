@@ -77,12 +77,13 @@ def ensure_running(home: Path, workers: int | None = None, http: httpx.Client | 
         if url:
             return url
         (home / "state.json").unlink(missing_ok=True)
-        argv = [sys.executable, "-m", "pkgc.farm.embedded", "serve", "--home", str(home)]
+        # -P and cwd=home: the user's current directory must not shadow pkgc's modules (a pkgc.py or uvicorn.py there).
+        argv = [sys.executable, "-P", "-m", "pkgc.farm.embedded", "serve", "--home", str(home)]
         if workers:
             argv += ["--workers", str(workers)]
         with (home / "farm.log").open("ab") as log:
             process = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                argv, cwd=home, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
             )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
