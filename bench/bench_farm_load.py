@@ -35,7 +35,7 @@ from pathlib import Path
 
 from common import beside_python
 
-from worker.prefetch import seed_cache
+from pkgc.worker.prefetch import seed_cache
 
 TARGET_RPS = 500.0
 TARGET_P99_MS = 50.0

@@ -11,7 +11,7 @@ B) cold build: a fresh farm (fresh PKGC_FARM_HOME, source cache pre-seeded so no
 
 Everything runs under an isolated HOME / XDG_* / PKGC_FARM_HOME in a temporary directory. No traffic leaves
 loopback: the farms run with PKGC_FETCH_LOOPBACK_ONLY=1, and the hello source comes from the directory that
-`python -m worker.prefetch` fills (bash .ci/run does), copied into the first farm's source cache.
+`python -m pkgc.worker.prefetch` fills (bash .ci/run does), copied into the first farm's source cache.
 
     python bench/bench_install.py            # N=5 for A, N=3 for B
     python bench/bench_install.py --quick    # N=2 for A, N=1 for B
@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 from common import beside_python
 
-from worker.prefetch import seed_cache
+from pkgc.worker.prefetch import seed_cache
 
 TARGET_A = 1.5
 TARGET_B = 1.15

@@ -136,7 +136,7 @@ class FarmEnv:
                 argv = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"worker" in argv and str(self.farm_home).encode() in argv:
+            if b"pkgc.worker" in argv and str(self.farm_home).encode() in argv:
                 pids.append(int(entry.name))
         return pids
 
@@ -260,7 +260,7 @@ def _dependency_recipes(directory: Path, sources: Path, port: int) -> None:
 def _seed_bundled_sources(cache: Path) -> None:
     """Put the real upstream sources of the bundled recipes, prefetched once by .ci/run, into the farm's cache."""
     from pkgc.core.errors import SourceUnavailable
-    from worker.prefetch import seed_cache
+    from pkgc.worker.prefetch import seed_cache
 
     try:
         seed_cache(cache)
@@ -270,7 +270,7 @@ def _seed_bundled_sources(cache: Path) -> None:
 
 def require_bubblewrap() -> str:
     """The e2e builds must be sandboxed: without a working bubblewrap the session fails, it does not degrade."""
-    from worker.sandbox import bubblewrap_path
+    from pkgc.worker.sandbox import bubblewrap_path
 
     found = bubblewrap_path()
     if found is None:

@@ -1,4 +1,4 @@
-"""The worker's composition root: `python -m worker --home DIR --id NAME` runs one worker of the embedded farm."""
+"""The worker's composition root: `python -m pkgc.worker --home DIR --id NAME` runs one worker of the embedded farm."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from pkgc.farm.adapters.local import (
     open_farm_database,
 )
 from pkgc.farm.paths import FarmPaths
-from worker.fetch import SourceFetcher
-from worker.loop import Worker, WorkerSettings
-from worker.sandbox import bubblewrap_path
+from pkgc.worker.fetch import SourceFetcher
+from pkgc.worker.loop import Worker, WorkerSettings
+from pkgc.worker.sandbox import bubblewrap_path
 
 
 def _env_float(name: str, default: float) -> float:
@@ -53,7 +53,7 @@ def _die_with_supervisor() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m worker")
+    parser = argparse.ArgumentParser(prog="python -m pkgc.worker")
     parser.add_argument("--home", type=Path, required=True)
     parser.add_argument("--id", required=True)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)

@@ -15,7 +15,7 @@ from typing import BinaryIO
 from pkgc.core.buildspec import BuildSpec
 from pkgc.core.options import compiler_flags
 from pkgc.core.relocation import PLACEHOLDER
-from worker.sandbox import Sandbox
+from pkgc.worker.sandbox import Sandbox
 
 BUILD_SUBDIR = "_pkgc_build"
 

@@ -25,9 +25,9 @@ from pkgc.core.errors import PkgcError
 from pkgc.core.protocol import BuildStatus
 from pkgc.farm.ports import BlobStore, BuildRecord, BuildStore, Job, JobQueue, Lease, Notifier
 from pkgc.farm.service import artifact_blob_name, log_blob_name
-from worker.builder import BuildError, run_build
-from worker.fetch import SourceFetcher
-from worker.sandbox import BuildTimedOut, CommandFailed, Sandbox
+from pkgc.worker.builder import BuildError, run_build
+from pkgc.worker.fetch import SourceFetcher
+from pkgc.worker.sandbox import BuildTimedOut, CommandFailed, Sandbox
 
 LOG_TAIL_LINES = 30
 

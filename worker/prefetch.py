@@ -4,8 +4,8 @@ CI runs this once, next to installing the system packages, so that the farm the 
 and never leave loopback (the tests run it with PKGC_FETCH_LOOPBACK_ONLY=1). It fetches exactly as a worker does:
 the recipe's URLs, then its mirrors (mirror://debian/ through apt's configuration), each checked against its sha256.
 
-    python -m worker.prefetch DIR               # every bundled recipe, every version
-    python -m worker.prefetch DIR hello zlib    # only these packages
+    python -m pkgc.worker.prefetch DIR               # every bundled recipe, every version
+    python -m pkgc.worker.prefetch DIR hello zlib    # only these packages
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from pkgc.core.errors import PkgcError, SourceUnavailable
 from pkgc.core.recipe import Recipe, load_recipe
 from pkgc.recipes import bundled_recipe_dir
-from worker.fetch import SourceFetcher
+from pkgc.worker.fetch import SourceFetcher
 
 DEFAULT_DIR_ENV = "PKGC_TEST_SOURCES"
 
@@ -49,7 +49,7 @@ def seed_cache(cache: Path, names: list[str] | None = None) -> None:
     if missing:
         raise SourceUnavailable(
             f"sources not prefetched into {prefetched}: {', '.join(missing)}",
-            hint="run 'python -m worker.prefetch' (bash .ci/run does)",
+            hint="run 'python -m pkgc.worker.prefetch' (bash .ci/run does)",
         )
     cache.mkdir(parents=True, exist_ok=True)
     for recipe in recipes:

@@ -150,7 +150,8 @@ def ensure_running(
         if home_is_locked(home) or _supervisor_alive(home):  # alive but not answering in time: wait for it
             return _await_running(home, http, _start_timeout())
         (home / "state.json").unlink(missing_ok=True)
-        argv = [sys.executable, "-m", "pkgc.farm.embedded", "serve", "--home", str(home)]
+        # -P and cwd=home: the user's current directory must not shadow pkgc's modules (a pkgc.py or uvicorn.py there).
+        argv = [sys.executable, "-P", "-m", "pkgc.farm.embedded", "serve", "--home", str(home)]
         if workers:
             argv += ["--workers", str(workers)]
         launched = time.time()
@@ -158,7 +159,7 @@ def ensure_running(
             argv += ["--idle-timeout", f"{idle_timeout:g}"]
         with (home / "farm.log").open("ab") as log:
             process = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                argv, cwd=home, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
             )
         deadline = time.monotonic() + _start_timeout()
         while time.monotonic() < deadline:

@@ -131,7 +131,9 @@ class WorkerPool:
     def _start(self, worker_id: str) -> None:
         log = self.paths.log.open("ab")
         self.processes[worker_id] = subprocess.Popen(
-            [sys.executable, "-m", "worker", "--home", str(self.paths.home), "--id", worker_id],
+            # -P and cwd=home: no file in the directory the farm was started from can stand in for the worker.
+            [sys.executable, "-P", "-m", "pkgc.worker", "--home", str(self.paths.home), "--id", worker_id],
+            cwd=self.paths.home,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -17,9 +17,9 @@ import pytest
 
 from pkgc.core.errors import SourceUnavailable
 from pkgc.core.recipe import SourceVersion
+from pkgc.worker.fetch import SourceFetcher, debian_mirrors_from_apt
+from pkgc.worker.sandbox import BuildTimedOut, CommandFailed, Sandbox, bubblewrap_path
 from tests.conftest import QuietHandler
-from worker.fetch import SourceFetcher, debian_mirrors_from_apt
-from worker.sandbox import BuildTimedOut, CommandFailed, Sandbox, bubblewrap_path
 
 BWRAP = bubblewrap_path()
 SANDBOXES = [None] + ([BWRAP] if BWRAP else [])

@@ -17,8 +17,8 @@ from pkgc.farm.adapters.local import (
     open_farm_database,
 )
 from pkgc.farm.ports import BuildRecord
-from worker.fetch import SourceFetcher
-from worker.loop import Worker, WorkerSettings
+from pkgc.worker.fetch import SourceFetcher
+from pkgc.worker.loop import Worker, WorkerSettings
 
 KEY = "c" * 64
 

@@ -23,7 +23,7 @@ def test_a_worker_that_must_sandbox_refuses_to_start_without_bubblewrap(
     env = subprocess_env({"PKGC_REQUIRE_SANDBOX": "1", **without})
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "worker", "--home", str(tmp_path / "farm"), "--id", "w1", "--max-jobs", "1"],
+            [sys.executable, "-m", "pkgc.worker", "--home", str(tmp_path / "farm"), "--id", "w1", "--max-jobs", "1"],
             env=env,
             capture_output=True,
             text=True,
