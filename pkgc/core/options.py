@@ -8,6 +8,7 @@ means that equal requests give equal build keys, however the user wrote them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -18,6 +19,17 @@ CPU_TARGETS: dict[str, tuple[str, ...]] = {
     "x86_64": ("x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4"),
     "aarch64": ("armv8-a", "armv8.2-a", "armv8.4-a", "armv9-a"),
 }
+# An option value as the core spells them (O2, x86-64-v2, armv8.2-a, true, shared): no spaces, no control characters,
+# no path separators. Recipes are held to it when they are read, and farm answers when they are received.
+OPTION_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_-]*")
+MAX_OPTION_VALUE_LENGTH = 64
+MAX_OPTION_VALUES = 64
+
+
+def is_valid_option_value(value: str) -> bool:
+    return len(value) <= MAX_OPTION_VALUE_LENGTH and OPTION_VALUE.fullmatch(value) is not None
+
+
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 

@@ -25,6 +25,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from pkgc.core.errors import UsageError
 from pkgc.core.names import MAX_NAME_LENGTH, validate_name
+from pkgc.core.options import MAX_OPTION_VALUES, is_valid_option_value
 from pkgc.core.versions import MAX_VERSION_LENGTH, Version
 
 API_PREFIX = "/v1"
@@ -39,7 +40,6 @@ MAX_BUILDS_OF_A_PACKAGE = 10_000
 MAX_CATALOG_PACKAGES = 100_000
 MAX_DEPENDENCIES = 256
 MAX_OPTIONS = 64
-MAX_OPTION_VALUES = 64
 MAX_VERSIONS = 1000
 MAX_ARTIFACT_BYTES = 1 << 36  # 64 GiB
 MAX_ATTEMPTS = 1000
@@ -50,9 +50,6 @@ MAX_TEXT_LENGTH = 4000  # summaries, descriptions, homepages
 MAX_SHORT_TEXT_LENGTH = 200  # licenses, error codes
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-# An option value as the core spells them (O2, x86-64-v2, armv8.2-a, true, shared): no spaces, no control
-# characters, no path separators.
-_OPTION_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_-]*")
 _FARM_PATH = re.compile(r"/v1/[A-Za-z0-9._~+-]+(?:/[A-Za-z0-9._~+-]+)*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -82,7 +79,7 @@ def _hex64(value: str) -> str:
 
 
 def _option_value(value: str) -> str:
-    if len(value) > MAX_NAME_LENGTH or not _OPTION_VALUE.fullmatch(value):
+    if not is_valid_option_value(value):
         raise ValueError(f"invalid option value {_shown(value)}")
     return value
 

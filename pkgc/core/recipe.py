@@ -14,7 +14,7 @@ from typing import Any
 
 from pkgc.core.errors import NotFound, UsageError
 from pkgc.core.names import validate_name
-from pkgc.core.options import GLOBAL_OPTION_NAMES, OptionSpec
+from pkgc.core.options import GLOBAL_OPTION_NAMES, MAX_OPTION_VALUES, OptionSpec, is_valid_option_value
 from pkgc.core.versions import Version
 
 BUILD_SYSTEMS = ("autotools", "cmake", "meson", "make", "steps")
@@ -217,6 +217,14 @@ def _parse_variant(name: str, table: Any) -> OptionSpec:
         allowed_keys = {"true", "false"}
     elif isinstance(default, str):
         values = _strings(table.get("values", []), f"{where}.values")
+        if len(values) > MAX_OPTION_VALUES:
+            raise RecipeError(f"{where}.values: at most {MAX_OPTION_VALUES} values")
+        for value in values:
+            if not is_valid_option_value(value):
+                raise RecipeError(
+                    f"{where}.values: {value[:80]!r} is not a valid option value",
+                    hint="letters, digits, '.', '+', '_' and '-', starting with a letter or digit, at most 64",
+                )
         if default not in values:
             raise RecipeError(f"{where}: default {default!r} is not one of its values")
         allowed_keys = set(values)

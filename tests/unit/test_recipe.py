@@ -225,3 +225,19 @@ def test_build_relevant_excludes_metadata() -> None:
     assert "example.org" not in flat
     assert "A demo" not in flat
     assert SHA not in flat
+
+
+@pytest.mark.parametrize("value", ["with space", "-leading-dash", "a/b", "tab\there", "x" * 65, "ünïcode"])
+def test_a_variant_value_the_protocol_cannot_carry_is_refused(value: str) -> None:
+    # The farm's answers carry variant values (details, build options); a value that the protocol refuses would
+    # make every answer about the package a 500, so the recipe is refused when it is read, naming the variant.
+    text = MINIMAL + f'\n[variants.flavour]\ndefault = "plain"\nvalues = ["plain", {value!r}]\n'.replace("'", '"')
+    with pytest.raises(RecipeError, match=r"\[variants\.flavour\]\.values.*not a valid option value"):
+        parse_recipe(text, source="demo.toml")
+
+
+def test_a_variant_with_too_many_values_is_refused() -> None:
+    values = ", ".join(f'"v{i}"' for i in range(65))
+    text = MINIMAL + f'\n[variants.flavour]\ndefault = "v0"\nvalues = [{values}]\n'
+    with pytest.raises(RecipeError, match=r"at most 64 values"):
+        parse_recipe(text, source="demo.toml")
