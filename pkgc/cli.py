@@ -252,6 +252,20 @@ def hoist_global_flags(args: list[str]) -> list[str]:
 
 
 def main() -> None:
+    try:
+        try:
+            _main()
+        finally:
+            sys.stdout.flush()  # here, not at the interpreter's exit, so that a closed pipe is caught below
+    except BrokenPipeError:
+        # The reader went away (`pkgc config | head -1`): stop quietly with status 1, as click does for the output
+        # it writes itself. Point stdout at /dev/null first, so that the interpreter's last flush cannot raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(1)
+
+
+def _main() -> None:
     args = hoist_global_flags(sys.argv[1:])
     verbose = bool({"--verbose", "-v"} & set(args[: args.index("--") if "--" in args else len(args)]))
     try:
@@ -276,6 +290,8 @@ def main() -> None:
     except KeyboardInterrupt:
         print(f"{_error_label()} interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:
+        raise
     except Exception as exc:  # click usage errors and real bugs
         status = _usage_error_exit(exc)
         if status is not None:
