@@ -118,7 +118,9 @@ class ConsoleReporter:
 def install(
     ctx: typer.Context,
     packages: list[str] = typer.Argument(..., help="NAME or NAME@VERSION, one or more."),
-    opt: list[str] = typer.Option([], "--opt", "-o", help="Build option KEY=VALUE, e.g. opt=O3, cpu=x86-64-v3."),
+    opt: list[str] = typer.Option(
+        [], "--opt", "-o", metavar="KEY=VALUE", help="Build option KEY=VALUE, e.g. opt=O3, cpu=x86-64-v3."
+    ),
     prefix: Path | None = typer.Option(
         None, "--prefix", help="Install into this prefix instead of the configured one."
     ),

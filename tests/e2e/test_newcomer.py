@@ -49,6 +49,7 @@ def test_help_shows_flags_as_flags(farm: FarmEnv) -> None:
         assert "--help" in shown.output
     install = runner.invoke(app, ["install", "--help"], prog_name="pkgc").output
     assert "--wait / --background" in install and "--prefix <path>" in install, install
+    assert "--opt KEY=VALUE" in install and "list[str]>  Build option" not in install, install
 
 
 def test_quiet_and_verbose_anywhere_on_the_line(farm: FarmEnv, tmp_path: Path) -> None:
