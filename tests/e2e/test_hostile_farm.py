@@ -465,6 +465,8 @@ DETAILS = {
     "build_dependencies": [],
     "runtime_dependencies": [],
 }
+# `info` syncs the local catalog first (it is missing here): an honest catalog, so that the details are what is tested.
+CATALOG = {"packages": [{"name": "hello", "summary": "s", "latest": "1.0"}]}
 
 
 @pytest.mark.parametrize(
@@ -483,6 +485,7 @@ DETAILS = {
 def test_crafted_package_details_are_refused(
     hostile: HostileFarm, client: Client, change: dict[str, Any], field_name: str
 ) -> None:
+    hostile.answer("GET", "/v1/catalog", CATALOG)
     hostile.answer("GET", "/v1/packages/hello", {**DETAILS, **change})
     hostile.answer("GET", "/v1/packages/hello/builds", {"builds": []})
     result = client.pkgc("info", "hello")
@@ -493,6 +496,7 @@ def test_crafted_package_details_are_refused(
 
 def test_crafted_builds_of_a_package_are_refused(hostile: HostileFarm, client: Client) -> None:
     blob = artifact("hello", KEY, b"x")
+    hostile.answer("GET", "/v1/catalog", CATALOG)
     hostile.answer("GET", "/v1/packages/hello", DETAILS)
     hostile.answer("GET", "/v1/packages/hello/builds", {"builds": [{**build_info("hello", KEY, blob), "sha256": "x"}]})
     result = client.pkgc("info", "hello")
