@@ -278,9 +278,12 @@ def _main() -> None:
             import traceback
 
             traceback.print_exc()
+        from pkgc.core.text import visible
+
+        # A build log's tail and an error that quotes a farm's reason may hold terminal escapes: show them, inert.
         if exc.details:
-            print(exc.details, file=sys.stderr)
-        print(f"{_error_label()} {exc}", file=sys.stderr)
+            print(visible(exc.details), file=sys.stderr)
+        print(f"{_error_label()} {visible(str(exc))}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -12,6 +12,7 @@ import typer
 
 from pkgc.cli import AppContext, console, no_color, quiet_mode
 from pkgc.core.options import parse_option_assignments
+from pkgc.core.text import visible
 
 if TYPE_CHECKING:
     from pkgc.core.protocol import BuildInfo
@@ -49,7 +50,7 @@ class ConsoleReporter:
                 build.version,
                 build.status.value,
                 f"{now - self.since[build.key]:.0f}s",
-                build.last_line[-60:],
+                visible(build.last_line[-60:]),  # a log line: its terminal escapes are shown, inert
             )
         return table
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from pkgc.cli import AppContext, console
+from pkgc.core.text import visible
 
 
 def pending(
@@ -62,5 +63,5 @@ def pending(
     if not statuses:
         out.print("nothing pending")
     for status in statuses:
-        latest = f"  {status.build.last_line[-80:]}" if status.build.last_line else ""
+        latest = f"  {visible(status.build.last_line[-80:])}" if status.build.last_line else ""
         out.print(f"{status.request.spec}: {status.build.status.value}{latest}", markup=False)

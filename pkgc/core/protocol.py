@@ -26,6 +26,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from pkgc.core.errors import UsageError
 from pkgc.core.names import MAX_NAME_LENGTH, validate_name
 from pkgc.core.options import MAX_OPTION_VALUES, is_valid_option_value
+from pkgc.core.text import has_control_characters
 from pkgc.core.versions import MAX_VERSION_LENGTH, Version
 
 API_PREFIX = "/v1"
@@ -110,7 +111,13 @@ Sha256 = Annotated[str, Field(max_length=64), AfterValidator(_hex64)]
 OptionName = Name
 OptionValue = Annotated[str, Field(max_length=MAX_NAME_LENGTH), AfterValidator(_option_value)]
 FarmUrl = Annotated[str, Field(max_length=MAX_URL_LENGTH), AfterValidator(_farm_url)]
-Text = Annotated[str, Field(max_length=MAX_TEXT_LENGTH)]
+def _no_control(value: str) -> str:
+    if has_control_characters(value):
+        raise ValueError(f"{_shown(value)} holds control characters a terminal would act on")
+    return value
+
+
+Text = Annotated[str, Field(max_length=MAX_TEXT_LENGTH), AfterValidator(_no_control)]
 ShortText = Annotated[str, Field(max_length=MAX_SHORT_TEXT_LENGTH), AfterValidator(_one_line)]
 Size = Annotated[int, Field(strict=True, ge=0, le=MAX_ARTIFACT_BYTES)]
 

@@ -15,6 +15,7 @@ from typing import Any
 from pkgc.core.errors import NotFound, UsageError
 from pkgc.core.names import validate_name
 from pkgc.core.options import GLOBAL_OPTION_NAMES, MAX_OPTION_VALUES, OptionSpec, is_valid_option_value
+from pkgc.core.text import has_control_characters
 from pkgc.core.versions import Version
 
 BUILD_SYSTEMS = ("autotools", "cmake", "meson", "make", "steps")
@@ -137,6 +138,8 @@ def _text(table: dict[str, Any], key: str, where: str, *, required: bool = True)
     value = table.get(key, None if required else "")
     if not isinstance(value, str):
         raise RecipeError(f"{where}: '{key}' must be a string")
+    if has_control_characters(value):  # it is shown on users' terminals (search, info)
+        raise RecipeError(f"{where}: '{key}' holds control characters")
     return value
 
 

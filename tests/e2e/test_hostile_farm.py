@@ -416,6 +416,12 @@ CATALOG_CASES = [
     pytest.param({"packages": [{"name": "../../x", "summary": "s", "latest": "1.0"}]}, "name", id="name"),
     pytest.param({"packages": [{"name": "x", "summary": "s", "latest": "../1"}]}, "latest", id="latest"),
     pytest.param({"packages": [{"name": "x", "summary": "s" * 100_000, "latest": "1"}]}, "summary", id="summary"),
+    # A summary that would retitle the user's terminal window and clear the screen when `pkgc search` prints it.
+    pytest.param(
+        {"packages": [{"name": "x", "summary": "\x1b]0;owned\x07\x1b[2J", "latest": "1"}]},
+        "control characters",
+        id="terminal-escape",
+    ),
 ]
 
 
@@ -536,3 +542,23 @@ def test_an_honest_answer_from_the_same_server_installs(hostile: HostileFarm, cl
     assert result.returncode == 0, result.stderr
     assert [p["name"] for p in installed(client)] == ["good", "hello"]
     assert hostile.requests.count(f"GET /v1/artifacts/{KEY}.tar.zst") == 1
+
+
+def test_terminal_escapes_in_a_failed_build_are_shown_inert(hostile: HostileFarm, client: Client) -> None:
+    """A build log and a farm's error text reach the user's terminal: escapes in them are shown, not obeyed."""
+    failed = {
+        **build_info("hello", KEY, b"x"),
+        "status": "failed",
+        "url": None,
+        "sha256": None,
+        "size": None,
+        "error": "make exited 2\x1b]0;owned\x07",
+        "log_url": f"/v1/builds/{KEY}/log",
+    }
+    hostile.answer("POST", "/v1/resolve", {"requested": [KEY], "builds": [failed]})
+    hostile.answer("GET", f"/v1/builds/{KEY}/log", b"cc -c hello.c\n\x1b[2J\x1b[31mhello.c:1: error\x9b2J\n")
+    result = client.pkgc("install", "hello", "--prefix", str(client.prefix))
+    assert result.returncode == 5, result.stderr
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr and "\x9b" not in result.stderr, result.stderr
+    assert "\\x1b[31mhello.c:1: error" in result.stderr, result.stderr  # the log line is still there, inert
+    assert "make exited 2\\x1b]0;owned\\x07" in result.stderr, result.stderr

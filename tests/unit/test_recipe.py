@@ -241,3 +241,11 @@ def test_a_variant_with_too_many_values_is_refused() -> None:
     text = MINIMAL + f'\n[variants.flavour]\ndefault = "v0"\nvalues = [{values}]\n'
     with pytest.raises(RecipeError, match=r"at most 64 values"):
         parse_recipe(text, source="demo.toml")
+
+
+def test_a_summary_with_terminal_escapes_is_refused() -> None:
+    # `pkgc search` and `pkgc info` print summaries on users' terminals; an escape there would act on the terminal.
+    text = MINIMAL.replace('summary = "A demo"', 'summary = "A demo\\u001b]0;owned\\u0007"')
+    assert text != MINIMAL
+    with pytest.raises(RecipeError, match=r"summary.*control characters"):
+        parse_recipe(text, source="demo.toml")
