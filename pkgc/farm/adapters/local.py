@@ -207,28 +207,33 @@ def _record_from_row(row: Any) -> BuildRecord:
     )
 
 
+def _new_row(record: BuildRecord) -> dict[str, Any]:
+    """The columns of a build that has just been created (or adopted): no lease held, no attempt made yet."""
+    return {
+        "key": record.key,
+        "name": record.name,
+        "version": record.version,
+        "options": json.dumps(record.options, sort_keys=True),
+        "spec": json.dumps(record.spec, sort_keys=True),
+        "status": record.status.value,
+        "dependencies": json.dumps(list(record.dependencies)),
+        "runtime_dependencies": json.dumps(list(record.runtime_dependencies)),
+        "lease_token": 0,
+        "lease_expires": 0.0,
+        "attempts": 0,
+        "last_line": "",
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "enqueued_at": record.enqueued_at,
+    }
+
+
 class SqliteBuildStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
     def create_if_absent(self, record: BuildRecord) -> tuple[bool, BuildRecord]:
-        values = {
-            "key": record.key,
-            "name": record.name,
-            "version": record.version,
-            "options": json.dumps(record.options, sort_keys=True),
-            "spec": json.dumps(record.spec, sort_keys=True),
-            "status": record.status.value,
-            "dependencies": json.dumps(list(record.dependencies)),
-            "runtime_dependencies": json.dumps(list(record.runtime_dependencies)),
-            "lease_token": 0,
-            "lease_expires": 0.0,
-            "attempts": 0,
-            "last_line": "",
-            "created_at": record.created_at,
-            "updated_at": record.updated_at,
-            "enqueued_at": record.enqueued_at,
-        }
+        values = _new_row(record)
         with self._engine.begin() as conn:
             created = bool(conn.execute(insert(builds_table).prefix_with("OR IGNORE").values(**values)).rowcount)
             row = conn.execute(select(builds_table).where(builds_table.c.key == record.key)).one()
@@ -341,25 +346,11 @@ class SqliteBuildStore:
         if record.status != BuildStatus.READY or not record.artifact or not record.sha256:
             raise ValueError("adopt_ready() takes a ready build with its artifact and sha256")
         values = {
-            "key": record.key,
-            "name": record.name,
-            "version": record.version,
-            "options": json.dumps(record.options, sort_keys=True),
-            "spec": json.dumps(record.spec, sort_keys=True),
-            "status": record.status.value,
-            "dependencies": json.dumps(list(record.dependencies)),
-            "runtime_dependencies": json.dumps(list(record.runtime_dependencies)),
+            **_new_row(record),
             "artifact": record.artifact,
             "sha256": record.sha256,
             "size": record.size,
             "log": record.log,
-            "lease_token": 0,
-            "lease_expires": 0.0,
-            "attempts": 0,
-            "last_line": "",
-            "created_at": record.created_at,
-            "updated_at": record.updated_at,
-            "enqueued_at": record.enqueued_at,
         }
         with self._engine.begin() as conn:
             return bool(conn.execute(insert(builds_table).prefix_with("OR IGNORE").values(**values)).rowcount)
