@@ -11,6 +11,7 @@ import fcntl
 import os
 import shutil
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -133,16 +134,25 @@ def home_is_locked(home: Path) -> bool:
 # -- state of a farm ------------------------------------------------------------------------------------------------
 
 
-def active_builds(database: Path) -> int:
-    """Builds queued or building in a farm's database; read with plain sqlite3 so any pkgc version's farm works."""
+def active_builds(database: Path, now: float | None = None) -> int:
+    """Work the farm still has: jobs waiting in its queue (not dead-lettered) and builds whose lease is live.
+
+    A build that merely says "queued" does not count: if its job was dead-lettered nothing will build it until a
+    resolve sends a new one, and counting it would keep the farm from ever going idle (or from being replaced by a
+    newer pkgc). Read with plain sqlite3, so that any pkgc version's farm can be asked.
+    """
     if not database.exists():
         return 0
+    moment = time.time() if now is None else now
     try:
         with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as conn:
-            row = conn.execute("SELECT count(*) FROM builds WHERE status IN ('queued', 'building')").fetchone()
+            jobs = conn.execute("SELECT count(*) FROM jobs WHERE dead = 0").fetchone()[0]
+            building = conn.execute(
+                "SELECT count(*) FROM builds WHERE status = 'building' AND lease_expires > ?", (moment,)
+            ).fetchone()[0]
     except sqlite3.Error:
         return 0
-    return int(row[0])
+    return int(jobs) + int(building)
 
 
 def clean_work_dirs(work: Path) -> int:

@@ -165,7 +165,9 @@ def test_many_async_waits_share_one_thread_and_see_the_build_finish(tmp_path: Pa
     service = _service(tmp_path)
     key = "c" * 64
     service.builds.create_if_absent(BuildRecord(key=key, name="hello", version="1.0", options={}, spec={}))
+    service.queue.send(key)
     assert active_builds(tmp_path / "farm.db") == 1
+    service.queue.ack(service.queue.receive(visibility_timeout=60, wait=0) or pytest.fail("no job"))
 
     async def scenario() -> list[list[str]]:
         waits = [asyncio.create_task(service.wait_async([key], 10)) for _ in range(200)]
@@ -179,3 +181,23 @@ def test_many_async_waits_share_one_thread_and_see_the_build_finish(tmp_path: Pa
 
     assert asyncio.run(scenario()) == [[key]] * 200
     assert active_builds(tmp_path / "farm.db") == 0
+
+
+def test_only_queued_jobs_and_live_leases_keep_a_farm_busy(tmp_path: Path) -> None:
+    """A queued build whose job was dead-lettered is not work in progress: it must not keep the farm from idling."""
+    database = tmp_path / "farm.db"
+    engine = open_farm_database(database)
+    builds, queue = SqliteBuildStore(engine), SqliteJobQueue(engine, max_receives=1)
+    key = "d" * 64
+    builds.create_if_absent(BuildRecord(key=key, name="hello", version="1.0", options={}, spec={}))
+    queue.send(key)
+    assert active_builds(database) == 1, "a job waiting in the queue is work"
+    job = queue.receive(visibility_timeout=0, wait=0)
+    assert job is not None
+    assert queue.receive(visibility_timeout=60, wait=0) is None  # received once too often: dead-lettered
+    assert queue.dead_letter_count() == 1
+    assert active_builds(database) == 0, "a queued build with a dead job is stranded, not active"
+    lease = builds.acquire_lease(key, "w", now=time.time(), ttl=60)
+    assert lease is not None
+    assert active_builds(database) == 1, "a build with a live lease is work"
+    assert active_builds(database, now=time.time() + 120) == 0, "an expired lease is a dead worker's"
