@@ -43,6 +43,7 @@ from pkgc.core.protocol import (
 )
 
 DEFAULT_NETWORK_TIMEOUT = 30.0
+MAX_ANSWER_BYTES = 64 << 20  # the whole catalog of every Debian source package is about 5 MiB
 MAX_REASON_LENGTH = 500
 
 _Answer = TypeVar("_Answer", bound=BaseModel)
@@ -101,7 +102,17 @@ class FarmClient:
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = self._http.request(method, self._absolute(path), **kwargs)
+            with self._http.stream(method, self._absolute(path), **kwargs) as streamed:
+                # An answer is read whole before it is validated, so its size is bounded first: a farm must not be
+                # able to make the client hold gigabytes in memory.
+                received = bytearray()
+                for chunk in streamed.iter_bytes():
+                    received += chunk
+                    if len(received) > MAX_ANSWER_BYTES:
+                        raise self._invalid(path, f"the answer is larger than {MAX_ANSWER_BYTES // (1 << 20)} MiB")
+                response = httpx.Response(
+                    streamed.status_code, headers=streamed.headers, content=bytes(received), request=streamed.request
+                )
         except httpx.HTTPError as exc:
             raise FarmUnavailable(f"cannot reach the farm at {self.base_url}: {exc}") from None
         if response.status_code >= 400:

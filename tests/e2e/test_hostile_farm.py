@@ -562,3 +562,15 @@ def test_terminal_escapes_in_a_failed_build_are_shown_inert(hostile: HostileFarm
     assert "\x1b" not in result.stderr and "\x07" not in result.stderr and "\x9b" not in result.stderr, result.stderr
     assert "\\x1b[31mhello.c:1: error" in result.stderr, result.stderr  # the log line is still there, inert
     assert "make exited 2\\x1b]0;owned\\x07" in result.stderr, result.stderr
+
+
+def test_an_oversized_answer_is_refused_before_it_is_held_whole(hostile: HostileFarm, client: Client) -> None:
+    """A farm cannot make the client read gigabytes: an answer past the cap is refused as it streams in."""
+    from pkgc.client.farm_client import MAX_ANSWER_BYTES
+
+    padding = b" " * (MAX_ANSWER_BYTES + 1024)  # valid JSON whitespace: only the size is wrong
+    hostile.answer("GET", "/v1/catalog", padding + b'{"packages": []}')
+    result = client.pkgc("update")
+    assert result.returncode == BAD_ANSWER_EXIT, result.stderr
+    [error] = error_lines(result.stderr)
+    assert "larger than 64 MiB" in error, error
