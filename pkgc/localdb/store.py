@@ -3,8 +3,8 @@
 Keeping the database in the prefix makes each prefix self-describing: two prefixes never share state, and moving
 or deleting a prefix takes its records with it.
 
-SQLAlchemy owns the schema (schema.py): it creates the database and migrates it, which `PRAGMA user_version`
-(SCHEMA_VERSION) tells apart. Reads and writes use the standard library's sqlite3 over the same tables, so that
+SQLAlchemy owns the schema (schema.py): a new database gets the DDL it compiles from schema.py (SCHEMA_DDL, checked
+by a test), and it migrates a database whose `PRAGMA user_version` is not SCHEMA_VERSION. Reads and writes use the standard library's sqlite3 over the same tables, so that
 the commands users wait on (install, list, files, owner, verify) do not pay for importing SQLAlchemy (about a
 quarter of a second); SQLite's WAL mode lets readers read while a writer commits.
 """
@@ -27,6 +27,21 @@ STATE_DIR = ".pkgc"
 SCHEMA_VERSION = 1
 _CHUNK = 500  # host parameters per statement, well under SQLite's limit
 # The same pragmas as `pkgc.sqlite.open_sqlite` sets on SQLAlchemy's connections.
+# What SQLAlchemy's SQLite dialect compiles from schema.py's metadata (CreateTable and CreateIndex, in
+# metadata.sorted_tables order; tests/unit/test_installed_store.py checks they are the same), so that the first install
+# into a prefix creates its database without importing SQLAlchemy.
+SCHEMA_DDL = (
+    "CREATE TABLE history (\n\tid INTEGER NOT NULL, \n\ttxid VARCHAR NOT NULL, \n\toperation VARCHAR NOT NULL, "
+    '\n\tfinished_at FLOAT NOT NULL, \n\t"before" TEXT NOT NULL, \n\t"after" TEXT NOT NULL, \n\tPRIMARY KEY (id), '
+    "\n\tUNIQUE (txid)\n)",
+    'CREATE TABLE packages (\n\tname VARCHAR NOT NULL, \n\tversion VARCHAR NOT NULL, \n\t"key" VARCHAR NOT NULL, '
+    "\n\toptions TEXT NOT NULL, \n\trequested INTEGER NOT NULL, \n\tdependencies TEXT NOT NULL, "
+    "\n\tinstalled_at FLOAT NOT NULL, \n\tPRIMARY KEY (name)\n)",
+    "CREATE TABLE files (\n\tpath VARCHAR NOT NULL, \n\tpackage VARCHAR NOT NULL, \n\ttype VARCHAR NOT NULL, "
+    "\n\tsha256 VARCHAR NOT NULL, \n\tsize INTEGER NOT NULL, \n\tmode INTEGER NOT NULL, \n\ttarget VARCHAR NOT NULL, "
+    "\n\tPRIMARY KEY (path), \n\tFOREIGN KEY(package) REFERENCES packages (name) ON DELETE CASCADE\n)",
+    "CREATE INDEX ix_files_package ON files (package)",
+)
 WRITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
@@ -119,18 +134,23 @@ class InstalledStore:
     def _writer(self) -> sqlite3.Connection:
         """A connection for one write transaction, on a database whose schema is current.
 
-        The standard library's sqlite3 does the writes, so that an install does not pay for importing SQLAlchemy;
-        SQLAlchemy (schema.py) is imported only to create the database or migrate it, when `PRAGMA user_version`
-        is not SCHEMA_VERSION. The pragmas are those of `pkgc.sqlite.open_sqlite`: WAL (readers never wait for a
+        The standard library's sqlite3 does the writes, so that an install does not pay for importing SQLAlchemy.
+        A new database gets SCHEMA_DDL (SQLAlchemy's own DDL for schema.py); one of another `PRAGMA user_version`
+        goes to SQLAlchemy (schema.create_or_migrate). The pragmas are those of `pkgc.sqlite.open_sqlite`: WAL (readers never wait for a
         writer), NORMAL synchronous, a 30 s busy timeout, foreign keys on. Autocommit mode: each write method
         opens its transaction with `BEGIN IMMEDIATE` (the write lock at once, so two writers never deadlock on an
         upgrade from a read lock) and ends it with one COMMIT.
         """
-        if self.exists():
-            connection = self._open_writer()
-            if connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        connection = self._open_writer()
+        try:
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            if version == SCHEMA_VERSION or (version == 0 and _create(connection)):
                 return connection
+        except BaseException:
             connection.close()
+            raise
+        connection.close()
         from pkgc.localdb.schema import create_or_migrate
 
         create_or_migrate(self._path)
@@ -165,7 +185,7 @@ class InstalledStore:
     @staticmethod
     def _insert(conn: sqlite3.Connection, package: InstalledPackage, files: list[InstalledFile]) -> None:
         conn.execute(
-            "INSERT INTO packages (name, version, key, options, requested, dependencies, installed_at)"
+            'INSERT INTO packages (name, version, "key", options, requested, dependencies, installed_at)'
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 package.name,
@@ -205,7 +225,7 @@ class InstalledStore:
             for package, files in add:
                 self._insert(conn, package, files)
             conn.execute(
-                "INSERT INTO history (txid, operation, finished_at, before, after) VALUES (?, ?, ?, ?, ?)",
+                'INSERT INTO history (txid, operation, finished_at, "before", "after") VALUES (?, ?, ?, ?, ?)',
                 (
                     txid,
                     operation,
@@ -260,3 +280,22 @@ def _package(m: Any) -> InstalledPackage:
         installed_at=m["installed_at"],
     )
 
+
+def _create(connection: sqlite3.Connection) -> bool:
+    """Create the schema in an empty database (SCHEMA_DDL and the version, one transaction); False if not empty.
+
+    BEGIN IMMEDIATE first, so that of two processes creating the same database one creates and the other finds it.
+    """
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        empty = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+        if empty:
+            for statement in SCHEMA_DDL:
+                connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {int(SCHEMA_VERSION)}")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+    return bool(empty or version == SCHEMA_VERSION)

@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from pkgc.core.errors import PkgcError
-from pkgc.localdb.store import SCHEMA_VERSION, InstalledFile, InstalledPackage, InstalledStore, database_path
+from pkgc.localdb.store import (
+    SCHEMA_DDL,
+    SCHEMA_VERSION,
+    InstalledFile,
+    InstalledPackage,
+    InstalledStore,
+    database_path,
+)
 
 
 def _package(name: str, requested: bool = True) -> tuple[InstalledPackage, list[InstalledFile]]:
@@ -129,20 +136,65 @@ def test_a_database_of_a_newer_pkgc_is_refused_and_left_alone(tmp_path: Path) ->
     assert _pragma(path, "user_version") == SCHEMA_VERSION + 1
 
 
-def test_writing_to_a_current_database_does_not_import_sqlalchemy(tmp_path: Path) -> None:
-    InstalledStore(tmp_path).commit_transaction("tx1", "install", [], [_package("zlib")])
+def test_the_stored_ddl_is_what_sqlalchemy_compiles_from_the_schema() -> None:
+    """SQLAlchemy stays the owner of the schema: the DDL kept in store.py is its own, compiled for SQLite."""
+    from sqlalchemy.dialects import sqlite
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    from pkgc.localdb.schema import metadata
+
+    dialect = sqlite.dialect()  # type: ignore[no-untyped-call]
+    compiled: list[str] = []
+    for table in metadata.sorted_tables:
+        compiled.append(str(CreateTable(table).compile(dialect=dialect)).strip())
+        compiled.extend(str(CreateIndex(i).compile(dialect=dialect)) for i in sorted(table.indexes, key=str))
+    assert list(SCHEMA_DDL) == compiled
+
+
+def _schema(path: Path) -> list[tuple[str, str]]:
+    connection = sqlite3.connect(path)
+    try:
+        return connection.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall()
+    finally:
+        connection.close()
+
+
+def test_a_database_created_without_sqlalchemy_is_the_one_sqlalchemy_creates(tmp_path: Path) -> None:
+    from pkgc.localdb.schema import create_or_migrate
+
+    InstalledStore(tmp_path / "a").commit_transaction("tx1", "install", [], [_package("hello")])
+    create_or_migrate(database_path(tmp_path / "b"))
+    assert _schema(database_path(tmp_path / "a")) == _schema(database_path(tmp_path / "b"))
+    assert _pragma(database_path(tmp_path / "b"), "user_version") == SCHEMA_VERSION
+
+
+def _write_in_a_fresh_interpreter(prefix: Path) -> list[str]:
+    """Commit a transaction and mark a package requested; the sqlalchemy modules the process imported."""
     script = textwrap.dedent(
         f"""
-        import sys
+        import os, sys
         from pathlib import Path
         from pkgc.localdb.store import InstalledFile, InstalledPackage, InstalledStore
-        store = InstalledStore(Path({str(tmp_path)!r}))
+        store = InstalledStore(Path({str(prefix)!r}))
         package = InstalledPackage("hello", "1.0", "a" * 64, {{}}, True, [], 0.0)
-        store.commit_transaction("tx2", "install", [], [(package, [InstalledFile("bin/hello", "file", "b" * 64)])])
-        store.mark_requested(["zlib"])
-        print(sorted(name for name in sys.modules if name.split(".")[0] == "sqlalchemy")[:3])
+        store.commit_transaction(f"tx{{os.getpid()}}", "install", [], [(package, [InstalledFile("bin/hello", "file", "b" * 64)])])
+        store.mark_requested(["hello"])
+        print(" ".join(sorted(name for name in sys.modules if name.split(".")[0] == "sqlalchemy")[:3]))
         """
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "[]"
-    assert [p.name for p in InstalledStore(tmp_path).packages()] == ["hello", "zlib"]
+    return result.stdout.split()
+
+
+def test_creating_or_writing_to_a_current_database_does_not_import_sqlalchemy(tmp_path: Path) -> None:
+    assert _write_in_a_fresh_interpreter(tmp_path / "new") == []  # the first install into a prefix
+    InstalledStore(tmp_path / "old").commit_transaction("tx1", "install", [], [_package("zlib")])
+    assert _write_in_a_fresh_interpreter(tmp_path / "old") == []
+    assert [p.name for p in InstalledStore(tmp_path / "old").packages()] == ["hello", "zlib"]
+
+
+def test_migrating_a_database_without_a_version_uses_sqlalchemy(tmp_path: Path) -> None:
+    _legacy_database(tmp_path)
+    assert _write_in_a_fresh_interpreter(tmp_path) != []
+    assert _pragma(database_path(tmp_path), "user_version") == SCHEMA_VERSION
+    assert _write_in_a_fresh_interpreter(tmp_path) == []  # migrated once
