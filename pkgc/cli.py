@@ -8,12 +8,14 @@ gets from `AppContext`, and renders the typed result. Use cases raise PkgcErrors
 
 from __future__ import annotations
 
+import importlib
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -31,8 +33,12 @@ if TYPE_CHECKING:
 # The CLI talks to the farm synchronously. httpcore imports trio whenever it is installed (about 150 ms on a short
 # command) although only async clients use it; a None entry makes that import fail fast, as if trio were absent.
 sys.modules.setdefault("trio", None)  # type: ignore[arg-type]
+# httpx's package imports its command-line client (`httpx._main`: click, rich's console, pygments; about 40 ms) when
+# those are installed, only to offer `httpx` as a command; pkgc never runs it. A None entry makes httpx take its
+# fallback, as if its CLI extras were absent.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
-app = typer.Typer(
+_app = typer.Typer(
     name="pkgc",
     help="Packages compiled your way (optimisation, CPU target, features) on a build farm.",
     no_args_is_help=True,
@@ -133,8 +139,19 @@ def no_color() -> bool:
     return bool(os.environ.get("NO_COLOR"))
 
 
-def console(stderr: bool = False) -> Console:
-    """Rich output for people; `--quiet` silences it (data printed for scripts, and errors, are not affected)."""
+def console(stderr: bool = False) -> Console | PlainConsole:
+    """Rich output for people; `--quiet` silences it (data printed for scripts, and errors, are not affected).
+
+    Rich (about 30 ms to import) only when the stream is a terminal, or an environment variable that rich reads
+    could make it treat the stream as one; otherwise a PlainConsole, which prints the same lines.
+    """
+    stream = sys.stderr if stderr else sys.stdout
+    if not _rich_needed(stream):
+        return PlainConsole(stderr=stderr, quiet=_QUIET)
+    return rich_console(stderr)
+
+
+def rich_console(stderr: bool) -> Console:
     from rich.console import Console
 
     return Console(
@@ -146,13 +163,56 @@ def console(stderr: bool = False) -> Console:
     )
 
 
+# Environment variables with which rich may treat a pipe as a terminal (colour, animation, width).
+_RICH_TERMINAL_ENV = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "JUPYTER_COLUMNS", "JUPYTER_LINES")
+
+
+def _rich_needed(stream: Any) -> bool:
+    try:
+        terminal = bool(stream.isatty())
+    except (AttributeError, ValueError):
+        terminal = False
+    return terminal or any(os.environ.get(name) for name in _RICH_TERMINAL_ENV)
+
+
+# What rich could render differently from the text itself: markup (`[`), emoji codes (`:name:`, names drawn from
+# these characters, as in rich._emoji_codes), tabs (expanded) and control characters (removed).
+_RICH_MARKUP = re.compile(r"\[")
+_RICH_ALTERS = re.compile(r":[-!#&()*+.0-9_a-zA-Z\u00c0-\u00ff\u2019]+:|[\x00-\x09\x0b-\x1f\x7f]")
+
+
+class PlainConsole:
+    """The part of rich's Console the commands use, for output that is not a terminal: the same lines, no import.
+
+    Rich on a pipe prints a string as it is (soft wrap, no colour, no highlighting) and flushes; this does the same,
+    and hands anything else (markup, emoji codes, tabs, control characters, or a renderable) to a real Console.
+    """
+
+    is_terminal = False
+    is_dumb_terminal = False
+
+    def __init__(self, *, stderr: bool, quiet: bool) -> None:
+        self.stderr = stderr
+        self.quiet = quiet
+
+    def print(self, *objects: Any, markup: bool | None = None, highlight: bool | None = None) -> None:
+        if self.quiet:
+            return
+        plain = all(isinstance(o, str) for o in objects)
+        text = " ".join(objects) if plain else ""
+        if not plain or _RICH_ALTERS.search(text) or (markup is not False and _RICH_MARKUP.search(text)):
+            rich_console(self.stderr).print(*objects, markup=markup, highlight=highlight)
+            return
+        print(text, file=sys.stderr if self.stderr else sys.stdout, flush=True)
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"pkgc {pkgc.__version__}")
         raise typer.Exit()
 
 
-@app.callback()
+@_app.callback()
 def _root(
     ctx: typer.Context,
     verbose: bool = typer.Option(
@@ -166,52 +226,69 @@ def _root(
     ctx.obj = AppContext(verbose=verbose)
 
 
-def _register() -> None:
-    from pkgc.commands import (
-        autoremove,
-        config,
-        downgrade,
-        farm,
-        files,
-        history,
-        info,
-        install,
-        list_packages,
-        outdated,
-        pending,
-        pin,
-        remove,
-        search,
-        update,
-        upgrade,
-        verify,
-    )
-
-    app.command("update")(update.update)
-    app.command("search")(search.search)
-    app.command("info")(info.info)
-    app.command("install")(install.install)
-    app.command("remove")(remove.remove)
-    app.command("autoremove")(autoremove.autoremove)
-    app.command("upgrade")(upgrade.upgrade)
-    app.command("downgrade")(downgrade.downgrade)
-    app.command("history")(history.history)
-    app.command("outdated")(outdated.outdated)
-    app.command("pending")(pending.pending)
-    app.command("pin")(pin.pin)
-    app.command("unpin")(pin.unpin)
-    app.command("rollback")(history.rollback)
-    app.command("list")(list_packages.list_packages)
-    app.command("files")(files.files)
-    app.command("owner")(files.owner)
-    app.command("verify")(verify.verify)
-    for group in (farm.app, config.app):
-        group.rich_markup_mode = None  # the same plain help as the top level
-    app.add_typer(farm.app, name="farm")
-    app.add_typer(config.app, name="config")
+# Each command's name, module in pkgc.commands and function, in the order `pkgc --help` lists them. A command's
+# module is imported only when that command runs (or for help): importing all of them, and letting typer build every
+# command's parameters, costs a short command about 30 ms.
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "update": ("update", "update"),
+    "search": ("search", "search"),
+    "info": ("info", "info"),
+    "install": ("install", "install"),
+    "remove": ("remove", "remove"),
+    "autoremove": ("autoremove", "autoremove"),
+    "upgrade": ("upgrade", "upgrade"),
+    "downgrade": ("downgrade", "downgrade"),
+    "history": ("history", "history"),
+    "outdated": ("outdated", "outdated"),
+    "pending": ("pending", "pending"),
+    "pin": ("pin", "pin"),
+    "unpin": ("pin", "unpin"),
+    "rollback": ("history", "rollback"),
+    "list": ("list_packages", "list_packages"),
+    "files": ("files", "files"),
+    "owner": ("files", "owner"),
+    "verify": ("verify", "verify"),
+}
+_GROUPS = ("farm", "config")  # sub-apps: pkgc.commands.<name>.app
+_registered: set[str] = set()
 
 
-_register()
+def _register(only: str | None = None) -> None:
+    """Add the commands to the app: all of them, or only the one named `only` (a name of _COMMANDS or _GROUPS)."""
+    for name, (module, function) in _COMMANDS.items():
+        if name not in _registered and only in (None, name):
+            _app.command(name)(getattr(importlib.import_module(f"pkgc.commands.{module}"), function))
+            _registered.add(name)
+    for name in _GROUPS:
+        if name not in _registered and only in (None, name):
+            group: typer.Typer = importlib.import_module(f"pkgc.commands.{name}").app
+            group.rich_markup_mode = None  # the same plain help as the top level
+            _app.add_typer(group, name=name)
+            _registered.add(name)
+
+
+def __getattr__(name: str) -> Any:
+    """`pkgc.cli.app`: the whole CLI with every command (for tests and tools that inspect it); main() adds less."""
+    if name == "app":
+        _register()
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _commands_for(args: list[str]) -> str | None:
+    """The one command that `args` (global flags hoisted) runs, or None when all must be known.
+
+    The first argument that is not an option names the command: the root's options are all flags. Help of the
+    root, a mistyped command and shell completion (which takes its words from the environment) need every command.
+    """
+    if any(key.endswith("_COMPLETE") or key.startswith("_TYPER_COMPLETE") for key in os.environ):
+        return None
+    for arg in args:
+        if arg == "--":
+            return None
+        if not arg.startswith("-"):
+            return arg if arg in _COMMANDS or arg in _GROUPS else None
+    return None
 
 
 def _error_label() -> str:
@@ -254,9 +331,11 @@ def hoist_global_flags(args: list[str]) -> list[str]:
 def main() -> None:
     args = hoist_global_flags(sys.argv[1:])
     verbose = bool({"--verbose", "-v"} & set(args[: args.index("--") if "--" in args else len(args)]))
+    if args != ["--version"]:  # the version needs no command
+        _register(_commands_for(args))
     try:
         # Without standalone mode click returns (not raises) the code of a typer.Exit.
-        status = app(args=args, standalone_mode=False, prog_name="pkgc")
+        status = _app(args=args, standalone_mode=False, prog_name="pkgc")
         if isinstance(status, int) and status:
             sys.exit(status)
     except PkgcError as exc:
