@@ -12,6 +12,7 @@ import importlib
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -48,6 +49,135 @@ _app = typer.Typer(
     # column for every option, flags included (`--verbose -v <bool>`), as if they took a value.
     rich_markup_mode=None,
 )
+
+# -- typer's value coercion, without pydantic for the plain cases ---------------------------------------------------
+#
+# typer (0.29) converts every parameter's value through a pydantic TypeAdapter that it builds at run time, flags
+# included: importing pydantic and typer's adapters and building them costs a short command such as `pkgc list` or
+# `pkgc search` about 0.1 s, more than the command's own work. pkgc's parameters are plain: bool, str, list[str], an
+# int with bounds, a Path without checks. For those, a value that is already right is converted here, exactly as
+# typer would (tests/unit/test_cli_coercion.py compares the two); anything else, and every value that would be an
+# error, goes to typer's own coercion, so its messages are unchanged. With another typer, nothing is replaced.
+
+_DELEGATE = object()  # "let typer convert this value"
+_INT = re.compile(r"-?(0|[1-9][0-9]*)")
+_PLAIN_PATH = {
+    "exists": False,
+    "file_okay": True,
+    "dir_okay": True,
+    "writable": False,
+    "readable": True,
+    "resolve_path": False,
+    "allow_dash": False,
+    "path_type": None,
+}
+
+
+def _as_bool(value: Any) -> Any:
+    return value if isinstance(value, bool) else _DELEGATE
+
+
+def _as_str(value: Any) -> Any:
+    return value if isinstance(value, str) else _DELEGATE
+
+
+def _as_str_list(value: Any) -> Any:
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        return list(value)
+    return _DELEGATE
+
+
+def _as_plain_path(value: Any) -> Any:
+    """typer's path check with its default options: any path, refused only when it exists and cannot be read."""
+    if not isinstance(value, str) or not value:
+        return _DELEGATE
+    try:
+        os.stat(value)
+    except OSError:
+        return Path(value)
+    except Exception:  # a NUL byte and the like: typer reports it
+        return _DELEGATE
+    return Path(value) if os.access(value, os.R_OK) else _DELEGATE
+
+
+def _int_within(low: float | None, high: float | None) -> Any:
+    def convert(value: Any) -> Any:
+        if type(value) is int:  # a default
+            number = value
+        elif isinstance(value, str) and _INT.fullmatch(value):
+            number = int(value)
+        else:
+            return _DELEGATE
+        if (low is not None and number < low) or (high is not None and number > high):
+            return _DELEGATE
+        return number
+
+    return convert
+
+
+def _plain_converter(descriptor: Any) -> Any:
+    """The converter for a parameter typer would send through pydantic, if it is one of the plain cases; else None."""
+    info = descriptor.parameter_info
+    if descriptor.file_annotation is not None or getattr(info, "parser", None) is not None:
+        return None
+    if getattr(info, "click_type", None) is not None:
+        return None
+    annotation = descriptor.annotation
+    if annotation is bool:
+        return _as_bool
+    if annotation is str:
+        return _as_str
+    if annotation == list[str]:
+        return _as_str_list
+    if annotation is int and not getattr(info, "clamp", False):
+        return _int_within(getattr(info, "min", None), getattr(info, "max", None))
+    if annotation is Path and all(getattr(info, k, None) == v for k, v in _PLAIN_PATH.items()):
+        return _as_plain_path
+    return None
+
+
+def _install_plain_coercion() -> None:
+    """Replace typer.core.build_runtime_param with one that handles the plain cases itself (see above)."""
+    try:
+        from typer import _coercion
+        from typer import core as typer_core
+    except ImportError:  # another typer: it coerces as it does
+        return
+    build = getattr(typer_core, "build_runtime_param", None)
+    base = getattr(_coercion, "RuntimeParam", None)
+    if build is None or base is None or getattr(build, "pkgc_plain", False):
+        return
+    typer_build: Callable[[Any], Any] = build
+
+    @dataclass(frozen=True)
+    class PlainRuntimeParam(base):  # type: ignore[misc, valid-type]
+        convert: Any = None
+        descriptor: Any = None
+
+        def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
+            convert: Any = self.convert
+            result = convert(value)
+            if result is _DELEGATE:
+                return typer_build(self.descriptor)._coerce_value(value, param=param, ctx=ctx)
+            return result
+
+    def build_plain(descriptor: Any) -> Any:
+        convert = _plain_converter(descriptor)
+        if convert is None:
+            return typer_build(descriptor)
+        return PlainRuntimeParam(
+            parameter_info=descriptor.parameter_info,
+            annotation=descriptor.annotation,
+            convert=convert,
+            descriptor=descriptor,
+        )
+
+    build_plain.pkgc_plain = True  # type: ignore[attr-defined]
+    build_plain.typer_build = typer_build  # type: ignore[attr-defined]  # for the tests
+    setattr(typer_core, "build_runtime_param", build_plain)  # noqa: B010 (not a public attribute of typer.core)
+
+
+_install_plain_coercion()
 
 # The flags every command takes, before or after the command's name (`pkgc install hello -q`, as with pip and apt).
 GLOBAL_FLAGS = frozenset({"-q", "--quiet", "-v", "--verbose"})
