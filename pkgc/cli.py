@@ -409,13 +409,14 @@ def _commands_for(args: list[str]) -> str | None:
     """The one command that `args` (global flags hoisted) runs, or None when all must be known.
 
     The first argument that is not an option names the command: the root's options are all flags. Help of the
-    root, a mistyped command and shell completion (which takes its words from the environment) need every command.
+    root (also `pkgc --help install`), a mistyped command and shell completion (which takes its words from the
+    environment) need every command.
     """
     if any(key.endswith("_COMPLETE") or key.startswith("_TYPER_COMPLETE") for key in os.environ):
         return None
     for arg in args:
-        if arg == "--":
-            return None
+        if arg.startswith("-") and arg not in GLOBAL_FLAGS:
+            return None  # `--help` (or another root option) before the command: the root's help lists them all
         if not arg.startswith("-"):
             return arg if arg in _COMMANDS or arg in _GROUPS else None
     return None
