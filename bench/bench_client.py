@@ -254,7 +254,7 @@ def main() -> int:
                 ],
                 fresh_target,
             )
-            pip_list = same([pip, "list"])
+            pip_list = same([pip, "list", "--disable-pip-version-check"])  # no network check, ever
             rows.append(
                 (
                     f"install hello (cache hit) vs pip install {wheel.stat().st_size // 1024} KB wheel",
