@@ -246,6 +246,7 @@ def main() -> int:
                     pip,
                     "install",
                     "-q",
+                    "--disable-pip-version-check",
                     "--no-deps",
                     "--no-index",
                     "--target",
