@@ -8,12 +8,15 @@ gets from `AppContext`, and renders the typed result. Use cases raise PkgcErrors
 
 from __future__ import annotations
 
+import importlib
 import os
+import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -31,8 +34,12 @@ if TYPE_CHECKING:
 # The CLI talks to the farm synchronously. httpcore imports trio whenever it is installed (about 150 ms on a short
 # command) although only async clients use it; a None entry makes that import fail fast, as if trio were absent.
 sys.modules.setdefault("trio", None)  # type: ignore[arg-type]
+# httpx's package imports its command-line client (`httpx._main`: click, rich's console, pygments; about 40 ms) when
+# those are installed, only to offer `httpx` as a command; pkgc never runs it. A None entry makes httpx take its
+# fallback, as if its CLI extras were absent.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
-app = typer.Typer(
+_app = typer.Typer(
     name="pkgc",
     help="Packages compiled your way (optimisation, CPU target, features) on a build farm.",
     no_args_is_help=True,
@@ -42,6 +49,135 @@ app = typer.Typer(
     # column for every option, flags included (`--verbose -v <bool>`), as if they took a value.
     rich_markup_mode=None,
 )
+
+# -- typer's value coercion, without pydantic for the plain cases ---------------------------------------------------
+#
+# typer (0.29) converts every parameter's value through a pydantic TypeAdapter that it builds at run time, flags
+# included: importing pydantic and typer's adapters and building them costs a short command such as `pkgc list` or
+# `pkgc search` about 0.1 s, more than the command's own work. pkgc's parameters are plain: bool, str, list[str], an
+# int with bounds, a Path without checks. For those, a value that is already right is converted here, exactly as
+# typer would (tests/unit/test_cli_coercion.py compares the two); anything else, and every value that would be an
+# error, goes to typer's own coercion, so its messages are unchanged. With another typer, nothing is replaced.
+
+_DELEGATE = object()  # "let typer convert this value"
+_INT = re.compile(r"-?(0|[1-9][0-9]*)")
+_PLAIN_PATH = {
+    "exists": False,
+    "file_okay": True,
+    "dir_okay": True,
+    "writable": False,
+    "readable": True,
+    "resolve_path": False,
+    "allow_dash": False,
+    "path_type": None,
+}
+
+
+def _as_bool(value: Any) -> Any:
+    return value if isinstance(value, bool) else _DELEGATE
+
+
+def _as_str(value: Any) -> Any:
+    return value if isinstance(value, str) else _DELEGATE
+
+
+def _as_str_list(value: Any) -> Any:
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        return list(value)
+    return _DELEGATE
+
+
+def _as_plain_path(value: Any) -> Any:
+    """typer's path check with its default options: any path, refused only when it exists and cannot be read."""
+    if not isinstance(value, str) or not value:
+        return _DELEGATE
+    try:
+        os.stat(value)
+    except OSError:
+        return Path(value)
+    except Exception:  # a NUL byte and the like: typer reports it
+        return _DELEGATE
+    return Path(value) if os.access(value, os.R_OK) else _DELEGATE
+
+
+def _int_within(low: float | None, high: float | None) -> Any:
+    def convert(value: Any) -> Any:
+        if type(value) is int:  # a default
+            number = value
+        elif isinstance(value, str) and _INT.fullmatch(value):
+            number = int(value)
+        else:
+            return _DELEGATE
+        if (low is not None and number < low) or (high is not None and number > high):
+            return _DELEGATE
+        return number
+
+    return convert
+
+
+def _plain_converter(descriptor: Any) -> Any:
+    """The converter for a parameter typer would send through pydantic, if it is one of the plain cases; else None."""
+    info = descriptor.parameter_info
+    if descriptor.file_annotation is not None or getattr(info, "parser", None) is not None:
+        return None
+    if getattr(info, "click_type", None) is not None:
+        return None
+    annotation = descriptor.annotation
+    if annotation is bool:
+        return _as_bool
+    if annotation is str:
+        return _as_str
+    if annotation == list[str]:
+        return _as_str_list
+    if annotation is int and not getattr(info, "clamp", False):
+        return _int_within(getattr(info, "min", None), getattr(info, "max", None))
+    if annotation is Path and all(getattr(info, k, None) == v for k, v in _PLAIN_PATH.items()):
+        return _as_plain_path
+    return None
+
+
+def _install_plain_coercion() -> None:
+    """Replace typer.core.build_runtime_param with one that handles the plain cases itself (see above)."""
+    try:
+        from typer import _coercion
+        from typer import core as typer_core
+    except ImportError:  # another typer: it coerces as it does
+        return
+    build = getattr(typer_core, "build_runtime_param", None)
+    base = getattr(_coercion, "RuntimeParam", None)
+    if build is None or base is None or getattr(build, "pkgc_plain", False):
+        return
+    typer_build: Callable[[Any], Any] = build
+
+    @dataclass(frozen=True)
+    class PlainRuntimeParam(base):  # type: ignore[misc, valid-type]
+        convert: Any = None
+        descriptor: Any = None
+
+        def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
+            convert: Any = self.convert
+            result = convert(value)
+            if result is _DELEGATE:
+                return typer_build(self.descriptor)._coerce_value(value, param=param, ctx=ctx)
+            return result
+
+    def build_plain(descriptor: Any) -> Any:
+        convert = _plain_converter(descriptor)
+        if convert is None:
+            return typer_build(descriptor)
+        return PlainRuntimeParam(
+            parameter_info=descriptor.parameter_info,
+            annotation=descriptor.annotation,
+            convert=convert,
+            descriptor=descriptor,
+        )
+
+    build_plain.pkgc_plain = True  # type: ignore[attr-defined]
+    build_plain.typer_build = typer_build  # type: ignore[attr-defined]  # for the tests
+    setattr(typer_core, "build_runtime_param", build_plain)  # noqa: B010 (not a public attribute of typer.core)
+
+
+_install_plain_coercion()
 
 # The flags every command takes, before or after the command's name (`pkgc install hello -q`, as with pip and apt).
 GLOBAL_FLAGS = frozenset({"-q", "--quiet", "-v", "--verbose"})
@@ -133,8 +269,19 @@ def no_color() -> bool:
     return bool(os.environ.get("NO_COLOR"))
 
 
-def console(stderr: bool = False) -> Console:
-    """Rich output for people; `--quiet` silences it (data printed for scripts, and errors, are not affected)."""
+def console(stderr: bool = False) -> Console | PlainConsole:
+    """Rich output for people; `--quiet` silences it (data printed for scripts, and errors, are not affected).
+
+    Rich (about 30 ms to import) only when the stream is a terminal, or an environment variable that rich reads
+    could make it treat the stream as one; otherwise a PlainConsole, which prints the same lines.
+    """
+    stream = sys.stderr if stderr else sys.stdout
+    if not _rich_needed(stream):
+        return PlainConsole(stderr=stderr, quiet=_QUIET)
+    return rich_console(stderr)
+
+
+def rich_console(stderr: bool) -> Console:
     from rich.console import Console
 
     return Console(
@@ -146,13 +293,56 @@ def console(stderr: bool = False) -> Console:
     )
 
 
+# Environment variables with which rich may treat a pipe as a terminal (colour, animation, width).
+_RICH_TERMINAL_ENV = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "JUPYTER_COLUMNS", "JUPYTER_LINES")
+
+
+def _rich_needed(stream: Any) -> bool:
+    try:
+        terminal = bool(stream.isatty())
+    except (AttributeError, ValueError):
+        terminal = False
+    return terminal or any(os.environ.get(name) for name in _RICH_TERMINAL_ENV)
+
+
+# What rich could render differently from the text itself: markup (`[`), emoji codes (`:name:`, names drawn from
+# these characters, as in rich._emoji_codes), tabs (expanded) and control characters (removed).
+_RICH_MARKUP = re.compile(r"\[")
+_RICH_ALTERS = re.compile(r":[-!#&()*+.0-9_a-zA-Z\u00c0-\u00ff\u2019]+:|[\x00-\x09\x0b-\x1f\x7f]")
+
+
+class PlainConsole:
+    """The part of rich's Console the commands use, for output that is not a terminal: the same lines, no import.
+
+    Rich on a pipe prints a string as it is (soft wrap, no colour, no highlighting) and flushes; this does the same,
+    and hands anything else (markup, emoji codes, tabs, control characters, or a renderable) to a real Console.
+    """
+
+    is_terminal = False
+    is_dumb_terminal = False
+
+    def __init__(self, *, stderr: bool, quiet: bool) -> None:
+        self.stderr = stderr
+        self.quiet = quiet
+
+    def print(self, *objects: Any, markup: bool | None = None, highlight: bool | None = None) -> None:
+        if self.quiet:
+            return
+        plain = all(isinstance(o, str) for o in objects)
+        text = " ".join(objects) if plain else ""
+        if not plain or _RICH_ALTERS.search(text) or (markup is not False and _RICH_MARKUP.search(text)):
+            rich_console(self.stderr).print(*objects, markup=markup, highlight=highlight)
+            return
+        print(text, file=sys.stderr if self.stderr else sys.stdout, flush=True)
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"pkgc {pkgc.__version__}")
         raise typer.Exit()
 
 
-@app.callback()
+@_app.callback()
 def _root(
     ctx: typer.Context,
     verbose: bool = typer.Option(
@@ -166,52 +356,70 @@ def _root(
     ctx.obj = AppContext(verbose=verbose)
 
 
-def _register() -> None:
-    from pkgc.commands import (
-        autoremove,
-        config,
-        downgrade,
-        farm,
-        files,
-        history,
-        info,
-        install,
-        list_packages,
-        outdated,
-        pending,
-        pin,
-        remove,
-        search,
-        update,
-        upgrade,
-        verify,
-    )
-
-    app.command("update")(update.update)
-    app.command("search")(search.search)
-    app.command("info")(info.info)
-    app.command("install")(install.install)
-    app.command("remove")(remove.remove)
-    app.command("autoremove")(autoremove.autoremove)
-    app.command("upgrade")(upgrade.upgrade)
-    app.command("downgrade")(downgrade.downgrade)
-    app.command("history")(history.history)
-    app.command("outdated")(outdated.outdated)
-    app.command("pending")(pending.pending)
-    app.command("pin")(pin.pin)
-    app.command("unpin")(pin.unpin)
-    app.command("rollback")(history.rollback)
-    app.command("list")(list_packages.list_packages)
-    app.command("files")(files.files)
-    app.command("owner")(files.owner)
-    app.command("verify")(verify.verify)
-    for group in (farm.app, config.app):
-        group.rich_markup_mode = None  # the same plain help as the top level
-    app.add_typer(farm.app, name="farm")
-    app.add_typer(config.app, name="config")
+# Each command's name, module in pkgc.commands and function, in the order `pkgc --help` lists them. A command's
+# module is imported only when that command runs (or for help): importing all of them, and letting typer build every
+# command's parameters, costs a short command about 30 ms.
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "update": ("update", "update"),
+    "search": ("search", "search"),
+    "info": ("info", "info"),
+    "install": ("install", "install"),
+    "remove": ("remove", "remove"),
+    "autoremove": ("autoremove", "autoremove"),
+    "upgrade": ("upgrade", "upgrade"),
+    "downgrade": ("downgrade", "downgrade"),
+    "history": ("history", "history"),
+    "outdated": ("outdated", "outdated"),
+    "pending": ("pending", "pending"),
+    "pin": ("pin", "pin"),
+    "unpin": ("pin", "unpin"),
+    "rollback": ("history", "rollback"),
+    "list": ("list_packages", "list_packages"),
+    "files": ("files", "files"),
+    "owner": ("files", "owner"),
+    "verify": ("verify", "verify"),
+}
+_GROUPS = ("farm", "config")  # sub-apps: pkgc.commands.<name>.app
+_registered: set[str] = set()
 
 
-_register()
+def _register(only: str | None = None) -> None:
+    """Add the commands to the app: all of them, or only the one named `only` (a name of _COMMANDS or _GROUPS)."""
+    for name, (module, function) in _COMMANDS.items():
+        if name not in _registered and only in (None, name):
+            _app.command(name)(getattr(importlib.import_module(f"pkgc.commands.{module}"), function))
+            _registered.add(name)
+    for name in _GROUPS:
+        if name not in _registered and only in (None, name):
+            group: typer.Typer = importlib.import_module(f"pkgc.commands.{name}").app
+            group.rich_markup_mode = None  # the same plain help as the top level
+            _app.add_typer(group, name=name)
+            _registered.add(name)
+
+
+def __getattr__(name: str) -> Any:
+    """`pkgc.cli.app`: the whole CLI with every command (for tests and tools that inspect it); main() adds less."""
+    if name == "app":
+        _register()
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _commands_for(args: list[str]) -> str | None:
+    """The one command that `args` (global flags hoisted) runs, or None when all must be known.
+
+    The first argument that is not an option names the command: the root's options are all flags. Help of the
+    root (also `pkgc --help install`), a mistyped command and shell completion (which takes its words from the
+    environment) need every command.
+    """
+    if any(key.endswith("_COMPLETE") or key.startswith("_TYPER_COMPLETE") for key in os.environ):
+        return None
+    for arg in args:
+        if arg.startswith("-") and arg not in GLOBAL_FLAGS:
+            return None  # `--help` (or another root option) before the command: the root's help lists them all
+        if not arg.startswith("-"):
+            return arg if arg in _COMMANDS or arg in _GROUPS else None
+    return None
 
 
 def _error_label() -> str:
@@ -268,9 +476,11 @@ def main() -> None:
 def _main() -> None:
     args = hoist_global_flags(sys.argv[1:])
     verbose = bool({"--verbose", "-v"} & set(args[: args.index("--") if "--" in args else len(args)]))
+    if args != ["--version"]:  # the version needs no command
+        _register(_commands_for(args))
     try:
         # Without standalone mode click returns (not raises) the code of a typer.Exit.
-        status = app(args=args, standalone_mode=False, prog_name="pkgc")
+        status = _app(args=args, standalone_mode=False, prog_name="pkgc")
         if isinstance(status, int) and status:
             sys.exit(status)
     except PkgcError as exc:

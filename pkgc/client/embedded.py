@@ -27,7 +27,6 @@ import httpx
 import pkgc
 from pkgc.client.settings import data_dir
 from pkgc.core.errors import FarmUnavailable
-from pkgc.core.protocol import API_PREFIX
 from pkgc.farm.lifecycle import (
     active_builds,
     home_is_locked,
@@ -36,6 +35,10 @@ from pkgc.farm.lifecycle import (
     process_start_time,
 )
 from pkgc.farm.paths import FarmPaths
+
+# pkgc.core.protocol.API_PREFIX, not imported from there: that module builds every protocol model with pydantic,
+# which `pkgc farm status` does not need (tests/unit/test_import_budget.py checks that both agree).
+API_PREFIX = "/v1"
 
 START_TIMEOUT = 60.0
 LOCKED_EXIT = 3  # the supervisor's exit status when another one holds the home (pkgc.farm.embedded.LOCKED_EXIT)

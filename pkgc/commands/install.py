@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from pkgc.cli import AppContext, console, no_color, quiet_mode
+from pkgc.cli import AppContext, console, no_color, quiet_mode, rich_console
 from pkgc.core.options import parse_option_assignments
 from pkgc.core.text import visible
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from pkgc.core.protocol import BuildInfo
 
 
@@ -36,6 +38,12 @@ class ConsoleReporter:
         self.lock = threading.Lock()
         # Refresh the table's log column every few seconds; plain output only needs to hear of status changes.
         self.poll_seconds = 3.0 if self.animated else 20.0
+
+    def _rich(self) -> Console:
+        """The live displays' console: the reporter's own, which is rich's whenever the display is animated."""
+        from rich.console import Console
+
+        return self.err if isinstance(self.err, Console) else rich_console(stderr=True)
 
     def _table(self, builds: list[BuildInfo]) -> Any:
         from rich.table import Table
@@ -80,7 +88,7 @@ class ConsoleReporter:
             if self.live is None:  # started on the first news, so that an early error prints nothing before it
                 from rich.live import Live
 
-                self.live = Live(console=self.err, transient=False, refresh_per_second=4)
+                self.live = Live(console=self._rich(), transient=False, refresh_per_second=4)
                 self.live.start()
             self.live.update(self._table(followed))
 
@@ -96,7 +104,7 @@ class ConsoleReporter:
                 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
                 self.progress = Progress(
-                    TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=self.err
+                    TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=self._rich()
                 )
                 self.progress.start()
             if name not in self.tasks:

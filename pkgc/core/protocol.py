@@ -123,7 +123,7 @@ Size = Annotated[int, Field(strict=True, ge=0, le=MAX_ARTIFACT_BYTES)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class BuildStatus(StrEnum):

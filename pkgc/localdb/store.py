@@ -3,24 +3,51 @@
 Keeping the database in the prefix makes each prefix self-describing: two prefixes never share state, and moving
 or deleting a prefix takes its records with it.
 
-SQLAlchemy owns the schema (schema.py) and every write. The read paths that short commands take (list, files,
-owner, verify) use the standard library's sqlite3 over the same tables, so that `pkgc list` does not pay for
-importing SQLAlchemy; SQLite's WAL mode lets them read while a writer commits.
+SQLAlchemy owns the schema (schema.py): a new database gets the DDL it compiles from schema.py (SCHEMA_DDL, checked
+by a test), and it migrates a database whose `PRAGMA user_version` is not SCHEMA_VERSION. Reads and writes use the standard library's sqlite3 over the same tables, so that
+the commands users wait on (install, list, files, owner, verify) do not pay for importing SQLAlchemy (about a
+quarter of a second); SQLite's WAL mode lets readers read while a writer commits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from sqlalchemy import Engine
+from typing import Any
 
 STATE_DIR = ".pkgc"
+# The schema's version, kept in the database's `PRAGMA user_version`. SQLAlchemy (schema.py) creates and migrates
+# the schema and sets it; every other access only reads it. Raise it with each change to schema.py, and teach
+# `schema.create_or_migrate` the step from the version before.
+SCHEMA_VERSION = 1
+_CHUNK = 500  # host parameters per statement, well under SQLite's limit
+# The same pragmas as `pkgc.sqlite.open_sqlite` sets on SQLAlchemy's connections.
+# What SQLAlchemy's SQLite dialect compiles from schema.py's metadata (CreateTable and CreateIndex, in
+# metadata.sorted_tables order; tests/unit/test_installed_store.py checks they are the same), so that the first install
+# into a prefix creates its database without importing SQLAlchemy.
+SCHEMA_DDL = (
+    "CREATE TABLE history (\n\tid INTEGER NOT NULL, \n\ttxid VARCHAR NOT NULL, \n\toperation VARCHAR NOT NULL, "
+    '\n\tfinished_at FLOAT NOT NULL, \n\t"before" TEXT NOT NULL, \n\t"after" TEXT NOT NULL, \n\tPRIMARY KEY (id), '
+    "\n\tUNIQUE (txid)\n)",
+    'CREATE TABLE packages (\n\tname VARCHAR NOT NULL, \n\tversion VARCHAR NOT NULL, \n\t"key" VARCHAR NOT NULL, '
+    "\n\toptions TEXT NOT NULL, \n\trequested INTEGER NOT NULL, \n\tdependencies TEXT NOT NULL, "
+    "\n\tinstalled_at FLOAT NOT NULL, \n\tPRIMARY KEY (name)\n)",
+    "CREATE TABLE files (\n\tpath VARCHAR NOT NULL, \n\tpackage VARCHAR NOT NULL, \n\ttype VARCHAR NOT NULL, "
+    "\n\tsha256 VARCHAR NOT NULL, \n\tsize INTEGER NOT NULL, \n\tmode INTEGER NOT NULL, \n\ttarget VARCHAR NOT NULL, "
+    "\n\tPRIMARY KEY (path), \n\tFOREIGN KEY(package) REFERENCES packages (name) ON DELETE CASCADE\n)",
+    "CREATE INDEX ix_files_package ON files (package)",
+)
+WRITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA busy_timeout=30000",
+    "PRAGMA foreign_keys=ON",
+)
 
 
 @dataclass(frozen=True)
@@ -63,16 +90,6 @@ class InstalledStore:
     def __init__(self, prefix: Path) -> None:
         self.prefix = prefix
         self._path = database_path(prefix)
-        self._engine_cache: Engine | None = None
-
-    @property
-    def _engine(self) -> Engine:
-        if self._engine_cache is None:
-            from pkgc.localdb.schema import metadata
-            from pkgc.sqlite import open_sqlite
-
-            self._engine_cache = open_sqlite(self._path, metadata)
-        return self._engine_cache
 
     def _read(self, sql: str, *args: Any) -> list[sqlite3.Row]:
         connection = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, timeout=30)
@@ -107,45 +124,85 @@ class InstalledStore:
         if not self.exists() or not paths:
             return {}
         found: dict[str, str] = {}
-        for start in range(0, len(paths), 500):
-            chunk = paths[start : start + 500]
+        for start in range(0, len(paths), _CHUNK):
+            chunk = paths[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
             rows = self._read(f"SELECT path, package FROM files WHERE type != 'dir' AND path IN ({marks})", *chunk)
             found.update({str(r["path"]): str(r["package"]) for r in rows})
         return found
 
+    def _writer(self) -> sqlite3.Connection:
+        """A connection for one write transaction, on a database whose schema is current.
+
+        The standard library's sqlite3 does the writes, so that an install does not pay for importing SQLAlchemy.
+        A new database gets SCHEMA_DDL (SQLAlchemy's own DDL for schema.py); one of another `PRAGMA user_version`
+        goes to SQLAlchemy (schema.create_or_migrate). The pragmas are those of `pkgc.sqlite.open_sqlite`: WAL (readers never wait for a
+        writer), NORMAL synchronous, a 30 s busy timeout, foreign keys on. Autocommit mode: each write method
+        opens its transaction with `BEGIN IMMEDIATE` (the write lock at once, so two writers never deadlock on an
+        upgrade from a read lock) and ends it with one COMMIT.
+        """
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        connection = self._open_writer()
+        try:
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            if version == SCHEMA_VERSION or (version == 0 and _create(connection)):
+                return connection
+        except BaseException:
+            connection.close()
+            raise
+        connection.close()
+        from pkgc.localdb.schema import create_or_migrate
+
+        create_or_migrate(self._path)
+        return self._open_writer()
+
+    def _open_writer(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self._path, timeout=30, isolation_level=None)
+        try:
+            connection.row_factory = sqlite3.Row
+            for pragma in WRITE_PRAGMAS:
+                connection.execute(pragma)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    @contextlib.contextmanager
+    def _write_transaction(self) -> Iterator[sqlite3.Connection]:
+        """One SQLite transaction: committed when the block ends, rolled back when it raises."""
+        connection = self._writer()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+        finally:
+            connection.close()
+
     @staticmethod
-    def _insert(conn: Any, package: InstalledPackage, files: list[InstalledFile]) -> None:
-        from sqlalchemy import insert
-
-        from pkgc.localdb.schema import files_table, packages_table
-
+    def _insert(conn: sqlite3.Connection, package: InstalledPackage, files: list[InstalledFile]) -> None:
         conn.execute(
-            insert(packages_table).values(
-                name=package.name,
-                version=package.version,
-                key=package.key,
-                options=json.dumps(package.options, sort_keys=True),
-                requested=int(package.requested),
-                dependencies=json.dumps(package.dependencies),
-                installed_at=package.installed_at or time.time(),
-            )
+            'INSERT INTO packages (name, version, "key", options, requested, dependencies, installed_at)'
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                package.name,
+                package.version,
+                package.key,
+                json.dumps(package.options, sort_keys=True),
+                int(package.requested),
+                json.dumps(package.dependencies),
+                package.installed_at or time.time(),
+            ),
         )
-        rows = [
-            {
-                "path": f.path,
-                "package": package.name,
-                "type": f.type,
-                "sha256": f.sha256,
-                "size": f.size,
-                "mode": f.mode,
-                "target": f.target,
-            }
-            for f in files
-            if f.type != "dir"
-        ]
+        rows = [(f.path, package.name, f.type, f.sha256, f.size, f.mode, f.target) for f in files if f.type != "dir"]
         if rows:
-            conn.execute(insert(files_table), rows)
+            conn.executemany(
+                "INSERT INTO files (path, package, type, sha256, size, mode, target) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
 
     def commit_transaction(
         self,
@@ -155,26 +212,27 @@ class InstalledStore:
         add: list[tuple[InstalledPackage, list[InstalledFile]]],
     ) -> None:
         """Swap package records and log the change in one SQLite transaction: the commit point of a pkgc command."""
-        from sqlalchemy import delete, insert, select
-
-        from pkgc.localdb.schema import files_table, history_table, packages_table
-
-        with self._engine.begin() as conn:
-            touched = sorted({*remove, *(package.name for package, _ in add)})
-            before_rows = conn.execute(select(packages_table).where(packages_table.c.name.in_(touched))).all()
-            before = [_package(row._mapping).as_json() for row in before_rows]
-            conn.execute(delete(files_table).where(files_table.c.package.in_(touched)))
-            conn.execute(delete(packages_table).where(packages_table.c.name.in_(touched)))
+        touched = sorted({*remove, *(package.name for package, _ in add)})
+        with self._write_transaction() as conn:
+            before: list[dict[str, Any]] = []
+            for start in range(0, len(touched), _CHUNK):
+                chunk = touched[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(f"SELECT * FROM packages WHERE name IN ({marks}) ORDER BY name", chunk)
+                before.extend(_package(row).as_json() for row in rows)
+                conn.execute(f"DELETE FROM files WHERE package IN ({marks})", chunk)
+                conn.execute(f"DELETE FROM packages WHERE name IN ({marks})", chunk)
             for package, files in add:
                 self._insert(conn, package, files)
             conn.execute(
-                insert(history_table).values(
-                    txid=txid,
-                    operation=operation,
-                    finished_at=time.time(),
-                    before=json.dumps(before),
-                    after=json.dumps([package.as_json() for package, _ in add]),
-                )
+                'INSERT INTO history (txid, operation, finished_at, "before", "after") VALUES (?, ?, ?, ?, ?)',
+                (
+                    txid,
+                    operation,
+                    time.time(),
+                    json.dumps(before),
+                    json.dumps([package.as_json() for package, _ in add]),
+                ),
             )
 
     def mark_requested(self, names: list[str]) -> None:
@@ -183,14 +241,12 @@ class InstalledStore:
         A package that came in as a dependency is removed by `autoremove` once nothing needs it; one the user asked
         for is not. No file changes, so no transaction and no history row; the caller holds the prefix lock.
         """
-        from sqlalchemy import update
-
-        from pkgc.localdb.schema import packages_table
-
         if not names:
             return
-        with self._engine.begin() as conn:
-            conn.execute(update(packages_table).where(packages_table.c.name.in_(names)).values(requested=1))
+        with self._write_transaction() as conn:
+            for start in range(0, len(names), _CHUNK):
+                chunk = names[start : start + _CHUNK]
+                conn.execute(f"UPDATE packages SET requested = 1 WHERE name IN ({','.join('?' * len(chunk))})", chunk)
 
     def transaction_committed(self, txid: str) -> bool:
         if not self.exists():
@@ -223,3 +279,23 @@ def _package(m: Any) -> InstalledPackage:
         dependencies=json.loads(m["dependencies"]),
         installed_at=m["installed_at"],
     )
+
+
+def _create(connection: sqlite3.Connection) -> bool:
+    """Create the schema in an empty database (SCHEMA_DDL and the version, one transaction); False if not empty.
+
+    BEGIN IMMEDIATE first, so that of two processes creating the same database one creates and the other finds it.
+    """
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        empty = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+        if empty:
+            for statement in SCHEMA_DDL:
+                connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {int(SCHEMA_VERSION)}")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+    return bool(empty or version == SCHEMA_VERSION)
