@@ -138,6 +138,16 @@ def add_queued_build(farm_home: Path) -> None:
     engine.dispose()
 
 
+def add_busy_build(farm_home: Path) -> None:
+    """A queued build with its job waiting in the queue, delayed an hour so no worker takes it: work in progress."""
+    from pkgc.farm.adapters.local import SqliteJobQueue, open_farm_database
+
+    add_queued_build(farm_home)
+    engine = open_farm_database(farm_home / "farm.db")
+    SqliteJobQueue(engine).send(QUEUED_KEY, delay=3600)
+    engine.dispose()
+
+
 # -- 2: stop signals only the farm ----------------------------------------------------------------------------------
 
 
@@ -321,7 +331,7 @@ def test_a_farm_of_another_version_is_restarted_once_idle(home: Home) -> None:
 
 def test_a_busy_farm_of_another_version_is_kept(home: Home) -> None:
     old = home.up("--workers", "1")
-    add_queued_build(home.farm)
+    add_busy_build(home.farm)
     from pkgc.farm.adapters.local import SqliteBuildStore, open_farm_database
 
     assert SqliteBuildStore(open_farm_database(home.farm / "farm.db")).get(QUEUED_KEY).status == BuildStatus.QUEUED  # type: ignore[union-attr]
