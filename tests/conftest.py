@@ -92,6 +92,24 @@ def subprocess_env(settings: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+def user_env(root: Path, **settings: str) -> dict[str, str]:
+    """A new user's environment under `root`: HOME, the XDG directories and a farm home of its own, the farm on
+    loopback only and no colour (`subprocess_env` underneath); `settings` on top. HOME is created."""
+    (root / "home").mkdir(parents=True, exist_ok=True)
+    return subprocess_env(
+        {
+            "HOME": str(root / "home"),
+            "XDG_CONFIG_HOME": str(root / "config"),
+            "XDG_DATA_HOME": str(root / "data"),
+            "XDG_CACHE_HOME": str(root / "cache"),
+            "PKGC_FARM_HOME": str(root / "farm"),
+            "PKGC_FETCH_LOOPBACK_ONLY": "1",  # tests stay on loopback: real sources come from a seeded cache
+            "NO_COLOR": "1",
+            **settings,
+        }
+    )
+
+
 @dataclass
 class FarmEnv:
     root: Path
@@ -294,24 +312,15 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FarmEnv]:
     marker_dir = Path(tempfile.mkdtemp(prefix="pkgc-flaky-", dir="/var/tmp"))
     _test_recipes(root / "recipes", sources, port, marker_dir / "fail")
     _seed_bundled_sources(root / "farm" / "sources")
-    env = subprocess_env(
-        dict(
-            HOME=str(root / "home"),
-            XDG_CONFIG_HOME=str(root / "config"),
-            XDG_DATA_HOME=str(root / "data"),
-            XDG_CACHE_HOME=str(root / "cache"),
-            PKGC_FARM_HOME=str(root / "farm"),
-            PKGC_RECIPE_PATH=str(root / "recipes"),
-            # The lease and the job's visibility (the worker heartbeats both every 5 s): long enough that a worker
-            # stalled up to 15 s by a loaded machine keeps its build (attempts == 1 holds), short enough that a
-            # killed worker's build comes back within 20 s.
-            PKGC_FARM_VISIBILITY_TIMEOUT="20",
-            PKGC_REQUIRE_SANDBOX="1",  # a worker without a working bubblewrap refuses to start
-            PKGC_FETCH_LOOPBACK_ONLY="1",  # tests stay on loopback: real sources come from the seeded cache
-            NO_COLOR="1",
-        )
+    env = user_env(
+        root,
+        PKGC_RECIPE_PATH=str(root / "recipes"),
+        # The lease and the job's visibility (the worker heartbeats both every 5 s): long enough that a worker
+        # stalled up to 15 s by a loaded machine keeps its build (attempts == 1 holds), short enough that a killed
+        # worker's build comes back within 20 s.
+        PKGC_FARM_VISIBILITY_TIMEOUT="20",
+        PKGC_REQUIRE_SANDBOX="1",  # a worker without a working bubblewrap refuses to start
     )
-    (root / "home").mkdir()
     started = subprocess.run(
         [sys.executable, "-m", "pkgc", "farm", "up", "--workers", "2"],
         env=env,

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import _serve, greet_source, make_tarball
+from tests.conftest import _serve, greet_source, make_tarball, user_env
 
 pytestmark = pytest.mark.e2e
 
@@ -72,19 +72,7 @@ class PrivateFarm:
 
 
 def _environment(root: Path, farm_home: Path, recipes: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PKGC_", "XDG_", "LC_", "LANG"))}
-    env.update(
-        HOME=str(root / "home"),
-        XDG_CONFIG_HOME=str(root / "config"),
-        XDG_DATA_HOME=str(root / "data"),
-        XDG_CACHE_HOME=str(root / "cache"),
-        PKGC_FARM_HOME=str(farm_home),
-        PKGC_RECIPE_PATH=str(recipes),
-        PKGC_FETCH_LOOPBACK_ONLY="1",
-        NO_COLOR="1",
-    )
-    (root / "home").mkdir(parents=True, exist_ok=True)
-    return env
+    return user_env(root, PKGC_FARM_HOME=str(farm_home), PKGC_RECIPE_PATH=str(recipes))
 
 
 @pytest.fixture(scope="module")

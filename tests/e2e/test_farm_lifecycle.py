@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from pkgc.core.protocol import API_PREFIX, BuildStatus
+from tests.conftest import user_env
 
 pytestmark = pytest.mark.e2e
 
@@ -75,18 +76,7 @@ class Home:
 
 @pytest.fixture
 def home(tmp_path: Path) -> Iterator[Home]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PKGC_", "XDG_", "LC_", "LANG"))}
-    env.update(
-        HOME=str(tmp_path / "home"),
-        XDG_CONFIG_HOME=str(tmp_path / "config"),
-        XDG_DATA_HOME=str(tmp_path / "data"),
-        XDG_CACHE_HOME=str(tmp_path / "cache"),
-        PKGC_FARM_HOME=str(tmp_path / "farm"),
-        PKGC_FETCH_LOOPBACK_ONLY="1",
-        NO_COLOR="1",
-    )
-    (tmp_path / "home").mkdir()
-    created = Home(tmp_path, env)
+    created = Home(tmp_path, user_env(tmp_path))
     try:
         yield created
     finally:

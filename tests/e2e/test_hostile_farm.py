@@ -30,6 +30,7 @@ import zstandard
 from pkgc.artifact import MANIFEST_NAME, FileEntry, Manifest
 from pkgc.client.farm_client import FarmClient
 from pkgc.core.errors import BadFarmAnswer
+from tests.conftest import user_env
 
 pytestmark = pytest.mark.e2e
 
@@ -185,16 +186,7 @@ def client(tmp_path: Path, hostile: HostileFarm) -> Client:
     config = root / "config" / "pkgc"
     config.mkdir(parents=True)
     (config / "config.toml").write_text(f'farm = "{hostile.url}"\n')
-    (root / "home").mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PKGC_", "XDG_", "LC_", "LANG"))}
-    env.update(
-        HOME=str(root / "home"),
-        XDG_CONFIG_HOME=str(root / "config"),
-        XDG_DATA_HOME=str(root / "data"),
-        XDG_CACHE_HOME=str(root / "cache"),
-        NO_COLOR="1",
-    )
-    return Client(root, env)
+    return Client(root, user_env(root))
 
 
 def tree(root: Path) -> dict[str, bytes | str]:
