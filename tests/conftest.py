@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import zstandard
 
 # Small C projects of our own, served on loopback, for flows the Debian archive cannot give us.
 BROKEN_C = b"int main(void) { return this_is_not_c; }\n"
@@ -90,6 +91,26 @@ def subprocess_env(settings: Mapping[str, str]) -> dict[str, str]:
     env.update(NO_PROXY=LOOPBACK_NO_PROXY, no_proxy=LOOPBACK_NO_PROXY)
     env.update(settings)
     return env
+
+
+def artifact_bytes(manifest_json: str, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+    """A .tar.zst artifact as the farm lays it out (the manifest first, then `members` with their data), for tests
+    that serve crafted or honest artifacts without a farm."""
+    from pkgc.artifact import MANIFEST_NAME
+
+    raw = io.BytesIO()
+    with (
+        zstandard.ZstdCompressor().stream_writer(raw, closefd=False) as compressed,
+        tarfile.open(fileobj=compressed, mode="w|") as tar,
+    ):
+        manifest_bytes = manifest_json.encode()
+        info = tarfile.TarInfo(MANIFEST_NAME)
+        info.size = len(manifest_bytes)
+        tar.addfile(info, io.BytesIO(manifest_bytes))
+        for member, data in members:
+            member.size = len(data) if data is not None else 0
+            tar.addfile(member, io.BytesIO(data) if data is not None else None)
+    return raw.getvalue()
 
 
 def user_env(root: Path, **settings: str) -> dict[str, str]:

@@ -6,19 +6,18 @@ A real farm never produces such an artifact, so this is the one place where the 
 from __future__ import annotations
 
 import hashlib
-import io
 import tarfile
 from pathlib import Path
 
 import httpx
 import pytest
-import zstandard
 
-from pkgc.artifact import MANIFEST_NAME, FileEntry, Manifest
+from pkgc.artifact import FileEntry, Manifest
 from pkgc.client.farm_client import FarmClient
 from pkgc.client.install import InstallPackages
 from pkgc.core.errors import IntegrityError
 from pkgc.localdb.store import InstalledStore
+from tests.conftest import artifact_bytes
 
 KEY = "ab" * 32
 
@@ -46,21 +45,9 @@ def hostile_artifact(member: tarfile.TarInfo, data: bytes = b"") -> bytes:
             ),
         ],
     )
-    raw = io.BytesIO()
-    with (
-        zstandard.ZstdCompressor().stream_writer(raw, closefd=False) as compressed,
-        tarfile.open(fileobj=compressed, mode="w|") as tar,
-    ):
-        manifest_bytes = manifest.to_json().encode()
-        info = tarfile.TarInfo(MANIFEST_NAME)
-        info.size = len(manifest_bytes)
-        tar.addfile(info, io.BytesIO(manifest_bytes))
-        ok = tarfile.TarInfo("bin/ok")
-        ok.size, ok.mode = 2, 0o755
-        tar.addfile(ok, io.BytesIO(b"ok"))
-        member.size = len(data) if member.isreg() else 0
-        tar.addfile(member, io.BytesIO(data) if member.isreg() else None)
-    return raw.getvalue()
+    ok = tarfile.TarInfo("bin/ok")
+    ok.mode = 0o755
+    return artifact_bytes(manifest.to_json(), [(ok, b"ok"), (member, data if member.isreg() else None)])
 
 
 def member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "", mode: int = 0o644) -> tarfile.TarInfo:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import io
 import json
 import os
 import subprocess
@@ -25,12 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import zstandard
 
-from pkgc.artifact import MANIFEST_NAME, FileEntry, Manifest
+from pkgc.artifact import FileEntry, Manifest
 from pkgc.client.farm_client import FarmClient
 from pkgc.core.errors import BadFarmAnswer
-from tests.conftest import user_env
+from tests.conftest import artifact_bytes, user_env
 
 pytestmark = pytest.mark.e2e
 
@@ -55,22 +53,11 @@ def artifact(name: str, key: str, content: bytes) -> bytes:
             FileEntry(f"bin/{name}", "file", 0o755, size=len(content), sha256=hashlib.sha256(content).hexdigest()),
         ],
     )
-    raw = io.BytesIO()
-    with (
-        zstandard.ZstdCompressor().stream_writer(raw, closefd=False) as compressed,
-        tarfile.open(fileobj=compressed, mode="w|") as tar,
-    ):
-        manifest_bytes = manifest.to_json().encode()
-        info = tarfile.TarInfo(MANIFEST_NAME)
-        info.size = len(manifest_bytes)
-        tar.addfile(info, io.BytesIO(manifest_bytes))
-        directory = tarfile.TarInfo("bin")
-        directory.type, directory.mode = tarfile.DIRTYPE, 0o755
-        tar.addfile(directory)
-        member = tarfile.TarInfo(f"bin/{name}")
-        member.size, member.mode = len(content), 0o755
-        tar.addfile(member, io.BytesIO(content))
-    return raw.getvalue()
+    directory = tarfile.TarInfo("bin")
+    directory.type, directory.mode = tarfile.DIRTYPE, 0o755
+    member = tarfile.TarInfo(f"bin/{name}")
+    member.mode = 0o755
+    return artifact_bytes(manifest.to_json(), [(directory, None), (member, content)])
 
 
 def build_info(name: str, key: str, blob: bytes) -> dict[str, Any]:
