@@ -162,7 +162,13 @@ def ensure_running(
             argv += ["--idle-timeout", f"{idle_timeout:g}"]
         with (home / "farm.log").open("ab") as log:
             process = subprocess.Popen(
-                argv, cwd=home, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                argv,
+                cwd=home,
+                env=_farm_environment(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         deadline = time.monotonic() + _start_timeout()
         while time.monotonic() < deadline:
@@ -176,6 +182,20 @@ def ensure_running(
             time.sleep(0.1)
         process.terminate()
         raise FarmUnavailable("the embedded farm did not become healthy in time", hint=f"see {home}/farm.log")
+
+
+def _farm_environment() -> dict[str, str]:
+    """The environment of a farm this client starts: its own, with the directory this pkgc was imported from first
+    on PYTHONPATH.
+
+    The farm starts with -P away from the current directory, so a client run from a checkout (`python -m pkgc` puts
+    the current directory first) would otherwise start whatever pkgc PYTHONPATH or site-packages holds: a farm that
+    fails to start, or one that every command then replaces as "another version". The workers inherit it.
+    """
+    env = dict(os.environ)
+    here = str(Path(pkgc.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join([here, *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)])
+    return env
 
 
 def exited_at_start(home: Path, status: int | None, launched: float) -> FarmUnavailable:

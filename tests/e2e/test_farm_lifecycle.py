@@ -331,3 +331,27 @@ def test_a_busy_farm_of_another_version_is_kept(home: Home) -> None:
     stopped = home.pkgc("farm", "stop")  # stop works whatever version started the farm
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
     assert not alive(int(str(old["pid"])))
+
+
+def test_the_farm_runs_the_same_pkgc_as_the_client_that_starts_it(home: Home, tmp_path: Path) -> None:
+    """A client run from a checkout (`python -m pkgc` puts the current directory first) while PYTHONPATH names
+    another pkgc: the farm, which starts with -P away from the current directory, must still run the client's pkgc,
+    or it would not start at all, or be restarted by every command as 'another version'."""
+    import pkgc
+
+    decoy = tmp_path / "decoy"
+    (decoy / "pkgc").mkdir(parents=True)
+    (decoy / "pkgc" / "__init__.py").write_text('__version__ = "0.0.decoy"\n')
+    checkout = Path(pkgc.__file__).resolve().parent.parent
+    started = subprocess.run(
+        [sys.executable, "-m", "pkgc", "farm", "up", "--workers", "1"],
+        env={**home.env, "PYTHONPATH": str(decoy)},
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert started.returncode == 0, started.stderr
+    state = home.state()
+    assert state["package"] == str(checkout / "pkgc") and state["version"] == pkgc.__version__
