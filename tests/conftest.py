@@ -12,10 +12,12 @@ import sys
 import tarfile
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -167,17 +169,33 @@ class FarmEnv:
 
     def worker_pids(self) -> list[int]:
         """Live worker processes of this farm, found through /proc (they are restarted with new pids)."""
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"pkgc.worker" in argv and str(self.farm_home).encode() in argv:
-                pids.append(int(entry.name))
-        return pids
+        return processes_with_arguments(b"pkgc.worker", str(self.farm_home).encode())
+
+    def wait_finished(self, key: str, limit: float = 300) -> dict[str, Any]:
+        """The build `key` as the farm reports it once finished, long-polling for at most `limit` seconds."""
+        deadline = time.monotonic() + limit
+        with self.api() as api:
+            while time.monotonic() < deadline:
+                answer = api.post("/v1/wait", json={"keys": [key], "timeout": 20}).json()
+                if answer["finished"]:
+                    return answer["finished"][0]  # type: ignore[no-any-return]
+        raise AssertionError(f"build {key} did not finish in {limit}s")
+
+
+def processes_with_arguments(*arguments: bytes, skip_zombies: bool = False) -> list[int]:
+    """Processes whose command line holds each of `arguments` as a whole argument, found through /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] if skip_zombies else ""
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and all(argument in argv for argument in arguments):
+            found.append(int(entry.name))
+    return found
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):

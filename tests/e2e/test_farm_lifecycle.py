@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from pkgc.core.protocol import API_PREFIX, BuildStatus
-from tests.conftest import user_env
+from tests.conftest import processes_with_arguments, user_env
 
 pytestmark = pytest.mark.e2e
 
@@ -60,18 +60,7 @@ class Home:
 
     def supervisors(self) -> list[int]:
         """Live supervisor processes serving this home, found through /proc."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-                status = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            except (OSError, IndexError):
-                continue
-            if status != "Z" and b"pkgc.farm.embedded" in argv and str(self.farm).encode() in argv:
-                found.append(int(entry.name))
-        return found
+        return processes_with_arguments(b"pkgc.farm.embedded", str(self.farm).encode(), skip_zombies=True)
 
 
 @pytest.fixture

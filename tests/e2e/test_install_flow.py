@@ -31,14 +31,6 @@ def resolve(farm: FarmEnv, name: str, **options: str) -> dict:  # type: ignore[t
     return next(b for b in body["builds"] if b["key"] == body["requested"][0])
 
 
-def wait_ready(farm: FarmEnv, key: str, limit: float = 300) -> dict:  # type: ignore[type-arg]
-    deadline = time.monotonic() + limit
-    with farm.api() as api:
-        while time.monotonic() < deadline:
-            answer = api.post("/v1/wait", json={"keys": [key], "timeout": 20}).json()
-            if answer["finished"]:
-                return answer["finished"][0]  # type: ignore[no-any-return]
-    raise AssertionError(f"build {key} did not finish in {limit}s")
 
 
 def installed(farm: FarmEnv, prefix: Path) -> dict[str, dict]:  # type: ignore[type-arg]
@@ -147,7 +139,7 @@ def test_twenty_concurrent_identical_requests_send_one_job(farm: FarmEnv) -> Non
     key = keys.pop()
     assert jobs_sent(farm, key) == 1, "the farm must send exactly one job for one build key"
 
-    finished = wait_ready(farm, key)
+    finished = farm.wait_finished(key)
     assert finished["status"] == "ready" and finished["url"]
     assert len(farm.finished_events(key)) == 1
     assert finished["attempts"] == 1
@@ -255,7 +247,7 @@ def test_program_links_the_library_from_its_dependency_recipe(farm: FarmEnv) -> 
 def test_artifact_download_supports_range_and_checksum_header(farm: FarmEnv) -> None:
     info = resolve(farm, "hello")
     if info["status"] != "ready":
-        info = wait_ready(farm, info["key"])
+        info = farm.wait_finished(info["key"])
     with farm.api() as api:
         whole = api.get(info["url"])
         part = api.get(info["url"], headers={"Range": "bytes=10-109"})
@@ -291,4 +283,4 @@ def test_a_build_in_progress_shows_its_latest_log_line(farm: FarmEnv) -> None:
         answer = api.post("/v1/wait", json={"keys": [info["key"]], "timeout": 1}).json()
     assert seen == "$ sleep 8", "the worker reports the line it is on: the recipe's first step"
     assert answer["pending"] == [info["key"]] and answer["progress"][0]["status"] == "building"
-    assert wait_ready(farm, info["key"])["last_line"] == "", "a finished build has no live line"
+    assert farm.wait_finished(info["key"])["last_line"] == "", "a finished build has no live line"

@@ -17,7 +17,7 @@ import typer.main
 from typer.testing import CliRunner
 
 from pkgc.cli import app
-from tests.conftest import FarmEnv
+from tests.conftest import FarmEnv, processes_with_arguments
 
 pytestmark = pytest.mark.e2e
 
@@ -77,17 +77,7 @@ def test_quiet_and_verbose_anywhere_on_the_line(farm: FarmEnv, tmp_path: Path) -
 
 def farm_processes(home: Path) -> list[int]:
     """Live processes whose command line names this farm home (the farm's API process and its workers)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if str(home).encode() in argv:
-            found.append(int(entry.name))
-    return found
+    return processes_with_arguments(str(home).encode())
 
 
 def test_local_commands_start_no_farm(farm: FarmEnv, tmp_path: Path) -> None:

@@ -88,17 +88,9 @@ def test_a_worker_stalled_for_seconds_keeps_its_build(farm: FarmEnv) -> None:
         time.sleep(STALL_SECONDS)  # the stall itself: what is being simulated, not a wait for a condition
     finally:
         os.kill(pid, signal.SIGCONT)
-    finished = wait_for_finish(farm, key)
+    finished = farm.wait_finished(key)
     assert finished["status"] == "ready"
     assert finished["attempts"] == 1, "the stalled worker lost its lease and the build ran again"
     assert len(farm.finished_events(key)) == 1
 
 
-def wait_for_finish(farm: FarmEnv, key: str, limit: float = 300) -> dict:  # type: ignore[type-arg]
-    deadline = time.monotonic() + limit
-    with farm.api() as api:
-        while time.monotonic() < deadline:
-            answer = api.post("/v1/wait", json={"keys": [key], "timeout": 20}).json()
-            if answer["finished"]:
-                return answer["finished"][0]  # type: ignore[no-any-return]
-    raise AssertionError(f"build {key} did not finish in {limit}s")

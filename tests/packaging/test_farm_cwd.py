@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import user_env
+
 pytestmark = pytest.mark.e2e
 
 # Modules the supervisor and the workers import by name; a file of that name in the user's directory must not win.
@@ -55,17 +57,7 @@ def shadowed(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str], Path]]:
         (cwd / name).write_text(
             f"with open({str(marker)!r}, 'a') as f:\n    f.write({name!r} + '\\n')\nraise SystemExit(3)\n"
         )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PKGC_", "XDG_"))}
-    env.update(
-        HOME=str(tmp_path / "home"),
-        XDG_DATA_HOME=str(tmp_path / "data"),
-        XDG_CONFIG_HOME=str(tmp_path / "config"),
-        XDG_CACHE_HOME=str(tmp_path / "cache"),
-        PKGC_FARM_HOME=str(tmp_path / "farm"),
-        PKGC_FETCH_LOOPBACK_ONLY="1",
-        NO_COLOR="1",
-    )
-    (tmp_path / "home").mkdir()
+    env = user_env(tmp_path)
     try:
         yield cwd, env, marker
     finally:
