@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pkgc.core.protocol import BuildStatus
 
@@ -39,6 +39,10 @@ class BuildRecord:
     created_at: float = 0.0
     updated_at: float = 0.0
     enqueued_at: float = 0.0
+    # The build platform (str(Platform)): the key includes it and it names the queue whose workers build it.
+    platform: str = ""
+    # Builds waiting for this one to finish; finishing it sends their jobs (no job re-sent while they wait).
+    waiters: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -63,8 +67,14 @@ class CatalogStore(Protocol):
     def put_recipe(self, name: str, text: str, summary: str, latest: str) -> None: ...
     def get_recipe_text(self, name: str) -> str | None: ...
     def list_packages(self) -> list[tuple[str, str, str]]:
-        """(name, summary, latest version) of every package."""
+        """(name, summary, latest version) of every package: a full scan, for writing the snapshot, not per request."""
         ...
+
+    def write_snapshot(self, data: bytes) -> None:
+        """Store the catalog snapshot (the encoded list of every package) that search and /catalog read."""
+        ...
+
+    def read_snapshot(self) -> bytes | None: ...
 
 
 class BuildStore(Protocol):
@@ -104,6 +114,12 @@ class BuildStore(Protocol):
 
     def mark_enqueued(self, key: str, now: float) -> None: ...
 
+    def add_waiter(self, dependency_key: str, waiter_key: str) -> BuildRecord | None:
+        """Note (atomically, as a set add) that `waiter_key` waits for `dependency_key` to finish; return the
+        dependency's record as stored after the write (None if absent), so the caller can re-check its status: a
+        dependency that finished before the add does not leave its waiter stranded."""
+        ...
+
     def requeue_failed(self, key: str, now: float) -> bool:
         """Failed → queued for another try, only if it is failed now: of N concurrent retries exactly one wins."""
         ...
@@ -127,19 +143,60 @@ class JobQueue(Protocol):
     def dead_letter_count(self) -> int: ...
 
 
-class BlobStore(Protocol):
-    def put_file(self, name: str, path: Path) -> None: ...
-    def put_bytes(self, name: str, data: bytes) -> None: ...
-    def get_bytes(self, name: str) -> bytes | None: ...
-    def download_to(self, name: str, path: Path) -> bool: ...
-    def local_path(self, name: str) -> Path | None:
-        """A file the embedded API can serve directly; None where blobs live elsewhere."""
+class QueueRouter(Protocol):
+    """One job queue per build platform: a worker receives only jobs it can build."""
+
+    def for_platform(self, platform: str) -> JobQueue: ...
+    def platforms(self) -> list[str]:
+        """The platforms that have a queue (and so workers): the ones the farm builds for."""
         ...
 
-    def public_url(self, name: str) -> str | None:
-        """A URL clients can fetch the blob from (a CDN); None when the farm API serves it."""
+
+BlobKind = Literal["artifacts", "logs"]
+_BLOB_SUFFIX: dict[str, str] = {"artifacts": ".tar.zst", "logs": ".log"}
+
+
+def content_blob_name(kind: BlobKind, digest: str) -> str:
+    """The one naming rule for content-addressed blobs: the name is the content's sha256, so it never changes."""
+    return f"{kind}/sha256/{digest[:2]}/{digest}{_BLOB_SUFFIX[kind]}"
+
+
+class BlobStore(Protocol):
+    def put_content(self, kind: BlobKind, path: Path) -> str:
+        """Store the file under the sha256 of its content, unless a blob of that name exists; return the name.
+
+        A blob stored this way never changes, so it can be served as immutable; it becomes a build's artifact or
+        log only through the fenced `BuildStore.finish`, so a stale worker's upload is harmless.
+        """
+        ...
+
+    def put_named(self, name: str, data: bytes) -> None:
+        """Replace a mutable named object (the catalog snapshot); not for artifacts or logs."""
+        ...
+
+    def get_bytes(self, name: str) -> bytes | None: ...
+    def download_to(self, name: str, path: Path) -> bool: ...
+    def exists(self, name: str) -> bool: ...
+
+    def url_for(self, name: str) -> str:
+        """The URL a client fetches the blob from: the only place blob URLs are made.
+
+        Either an absolute http(s) URL (a CDN, a presigned URL: the client sends no token there) or a path under
+        the API (`/v1/blobs/...`) that the client resolves against the farm's URL.
+        """
         ...
 
 
 class Notifier(Protocol):
     def build_finished(self, record: BuildRecord) -> None: ...
+
+
+@dataclass(frozen=True)
+class FarmPorts:
+    """Every adapter a farm deployable needs, as chosen by its composition root (pkgc/farm/bootstrap.py)."""
+
+    catalog: CatalogStore
+    builds: BuildStore
+    queues: QueueRouter
+    blobs: BlobStore
+    notifier: Notifier
