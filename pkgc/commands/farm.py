@@ -1,8 +1,9 @@
-"""`pkgc farm up|status|stop`: the embedded farm on this machine."""
+"""`pkgc farm up|status|stop|reset` and `pkgc farm token create|list|revoke`: the embedded farm on this machine."""
 
 from __future__ import annotations
 
 import json
+import sys
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -108,3 +109,79 @@ def reset(yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for co
         + (f": {adopted}" if adopted else ""),
         markup=False,
     )
+
+
+token_app = typer.Typer(
+    help="API tokens of the embedded farm: who may start builds (asked for when the farm runs with "
+    "PKGC_FARM_REQUIRE_TOKEN=1; an AWS farm always asks).",
+    no_args_is_help=True,
+)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    name: str = typer.Argument(..., help="A name for the token (who or what uses it)."),
+    admin: bool = typer.Option(False, "--admin", help="May also retry failed builds and publish recipes."),
+    builds_per_hour: int = typer.Option(20, "--builds-per-hour", min=0, max=100_000, help="New builds per hour."),
+    in_flight: int = typer.Option(10, "--in-flight", min=0, max=1000, help="Builds started and not finished."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Make a token and print its secret: it is shown only now (the farm keeps only its sha256)."""
+    from pkgc.client.embedded import farm_home
+    from pkgc.farm.token_admin import create_token, embedded_token_stores, token_summary
+
+    tokens, _ = embedded_token_stores(farm_home())
+    created = create_token(tokens, name, admin=admin, builds_per_hour=builds_per_hour, in_flight=in_flight)
+    if as_json:
+        print(json.dumps({**token_summary(created.record), "token": created.secret}))
+        return
+    record = created.record
+    print(
+        f"token '{record.name}' ({record.role}, {record.builds_per_hour} builds per hour, {record.max_in_flight} in "
+        "flight) created; its secret follows, shown only now:",
+        file=sys.stderr,
+    )
+    print(created.secret)  # alone on stdout, so that a script can capture it
+
+
+@token_app.command("list")
+def token_list(as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
+    """The tokens, revoked ones too, with their quotas and use (never their secrets)."""
+    from pkgc.client.embedded import farm_home
+    from pkgc.farm.token_admin import embedded_token_stores, token_summary
+
+    tokens, builds = embedded_token_stores(farm_home())
+    summaries = [token_summary(record, builds) for record in tokens.list_tokens()]
+    if as_json:
+        print(json.dumps({"tokens": summaries}))
+        return
+    out = console()
+    if not summaries:
+        out.print("no tokens (make one with 'pkgc farm token create NAME')", markup=False)
+    for item in summaries:
+        state = f"revoked {_when(item['revoked_at'])}" if item["revoked_at"] is not None else "valid"
+        out.print(
+            f"{item['name']} ({item['id']}) {item['role']}: {item['builds_this_hour']}/{item['builds_per_hour']} "
+            f"builds this hour, {item['in_flight']}/{item['max_in_flight']} in flight, {item['builds_started']} "
+            f"started; created {_when(item['created_at'])}, {state}",
+            markup=False,
+            highlight=False,
+        )
+
+
+@token_app.command("revoke")
+def token_revoke(name: str = typer.Argument(..., help="The token's name.")) -> None:
+    """Revoke a token: the farm refuses it from its next request on."""
+    from pkgc.client.embedded import farm_home
+    from pkgc.farm.token_admin import embedded_token_stores, revoke_token
+
+    tokens, _ = embedded_token_stores(farm_home())
+    for record in revoke_token(tokens, name):
+        console().print(f"revoked token '{record.name}' ({record.token_hash[:12]})", markup=False)
+
+
+def _when(timestamp: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))

@@ -122,16 +122,16 @@ class SqliteTokenStore:
         table = tokens_table
         with self._engine.begin() as conn:
             changed = conn.execute(
-                update(table).where(table.c.token_hash == token_hash, table.c.revoked_at.is_(None)).values(revoked_at=now)
+                update(table)
+                .where(table.c.token_hash == token_hash, table.c.revoked_at.is_(None))
+                .values(revoked_at=now)
             ).rowcount
         return bool(changed)
 
     def admit(self, token_hash: str, now: float, keys: tuple[str, ...]) -> tuple[bool, TokenRecord | None]:
         table, flying = tokens_table, token_builds_table
         window, count = hour_window(now), len(keys)
-        in_flight = (
-            select(func.count()).select_from(flying).where(flying.c.token_hash == token_hash).scalar_subquery()
-        )
+        in_flight = select(func.count()).select_from(flying).where(flying.c.token_hash == token_hash).scalar_subquery()
         started = case((table.c.quota_window == window, table.c.window_count), else_=0)
         with self._engine.begin() as conn:
             # The first statement of the transaction is the conditional write: it takes SQLite's write lock, so

@@ -67,4 +67,6 @@ class MemoryTokenStore:
             record = self._tokens.get(token_hash)
             if record is not None:
                 gone = set(keys)
-                self._tokens[token_hash] = replace(record, in_flight=tuple(k for k in record.in_flight if k not in gone))
+                self._tokens[token_hash] = replace(
+                    record, in_flight=tuple(k for k in record.in_flight if k not in gone)
+                )
