@@ -78,9 +78,7 @@ class Farm:
     app: Any
 
     def token(self, name: str, *, admin: bool = False, hourly: int = 20, flying: int = 10) -> str:
-        made = create_token(
-            self.tokens, name, admin=admin, builds_per_hour=hourly, in_flight=flying, clock=lambda: NOW
-        )
+        made = create_token(self.tokens, name, admin=admin, builds_per_hour=hourly, in_flight=flying, clock=lambda: NOW)
         return made.secret
 
     def count_builds(self, *names: str) -> int:
