@@ -51,7 +51,7 @@ class _Blobs(MemoryBlobStore):
 
 def _memory_farm(tmp_path: Path) -> tuple[FarmService, TokenStore]:
     service = FarmService(
-        catalog=MemoryCatalogStore(),  # type: ignore[arg-type]
+        catalog=MemoryCatalogStore(),
         builds=MemoryBuildStore(),
         queue=MemoryJobQueue(),
         blobs=_Blobs(),
@@ -306,3 +306,19 @@ def test_quota_holds_under_twenty_concurrent_requests(farm: Farm) -> None:
     assert farm.count_builds() == 10, "exactly the quota's 10 builds were created"
     stored = farm.tokens.list_tokens()[0]
     assert stored.builds_started == 10 and stored.window_count == 10
+
+
+def test_the_embedded_farm_asks_for_tokens_only_when_told(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pkgc.farm.embedded import embedded_access
+
+    paths = FarmPaths(tmp_path)
+    engine = open_farm_database(paths.database)
+    service = build_service(paths, engine)
+    monkeypatch.delenv("PKGC_FARM_REQUIRE_TOKEN", raising=False)
+    monkeypatch.delenv("PKGC_FARM_PUBLIC_READ", raising=False)
+    assert embedded_access(paths, engine, service) is None, "loopback, one user: no tokens by default"
+    monkeypatch.setenv("PKGC_FARM_REQUIRE_TOKEN", "1")
+    policy = embedded_access(paths, engine, service)
+    assert policy is not None and policy.settings == AccessSettings(public_read=True, require_token=True)
+    made = create_token(SqliteTokenStore(engine), "ci", clock=lambda: NOW)  # what `pkgc farm token create` does
+    assert policy.authenticate(f"Bearer {made.secret}") == made.record, "the farm sees the CLI's tokens"
