@@ -6,7 +6,9 @@ details, existing builds' answers, wait, logs, artifacts) can stay public (`publ
 and publishing recipes need an admin token.
 
 Tokens are checked against the store on every request that needs one, with no cache, so a revoked token is
-refused at once. Only the sha256 of a secret is stored; the secret is shown once, when it is made.
+refused at once. Only the sha256 of a secret is stored; the secret is shown once, when it is made. A token is
+looked at only when the request needs one: a public read or a resolve that starts nothing ignores the header, so
+the cache-hit path stays free of store reads.
 """
 
 from __future__ import annotations
