@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -239,18 +240,17 @@ def runtime_requirements() -> list[str]:
 
 
 def _package_files() -> Iterable[tuple[Path, str]]:
-    """(file, name in the zip) of the pkgc package (the worker's link followed) and its bundled recipes."""
+    """(file, name in the zip) of the pkgc package and its bundled recipes. pkgc/worker is a link to the checkout's
+    worker/ directory (see pyproject.toml), so links are followed, as the wheel's build does."""
     root = _source_root()
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root)
-        if "__pycache__" in relative.parts or path.suffix == ".pyc" or not path.is_file():
-            continue
-        if relative.parts[0] in ("_infra", "_recipes"):
-            continue  # added below from where they really are
-        yield path, f"pkgc/{relative.as_posix()}"
-    worker = root / "worker"
-    if worker.is_symlink() and not any(True for _ in worker.rglob("*.py")):
-        raise DeployError(f"the worker package {worker} is empty")
+    found: list[Path] = []
+    for directory, subdirectories, files in os.walk(root, followlinks=True):
+        subdirectories[:] = sorted(d for d in subdirectories if d not in ("__pycache__", "_recipes", "_infra"))
+        found.extend(Path(directory) / name for name in files if not name.endswith(".pyc"))
+    for path in sorted(found):
+        yield path, f"pkgc/{path.relative_to(root).as_posix()}"
+    if not (root / "worker" / "__main__.py").is_file():
+        raise DeployError(f"the worker package {root / 'worker'} is missing")
     from pkgc.recipes import bundled_recipe_dir
 
     for recipe in sorted(bundled_recipe_dir().glob("*.toml")):
