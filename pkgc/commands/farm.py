@@ -1,9 +1,11 @@
-"""`pkgc farm up|status|stop|reset` and `pkgc farm token create|list|revoke`: the embedded farm on this machine."""
+"""`pkgc farm up|status|stop|reset` and `pkgc farm token create|list|revoke`: the embedded farm on this machine;
+`pkgc farm deploy`: the farm on AWS."""
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -13,7 +15,7 @@ from pkgc.cli import console
 if TYPE_CHECKING:
     import httpx
 
-app = typer.Typer(help="Run the embedded build farm on this machine.", no_args_is_help=True)
+app = typer.Typer(help="Run the embedded build farm on this machine, or deploy the farm to AWS.", no_args_is_help=True)
 
 
 @app.command("up")
@@ -185,3 +187,58 @@ def _when(timestamp: float) -> str:
     import time
 
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
+@app.command("deploy")
+def deploy(
+    stack: str = typer.Option(..., "--stack", help="Name of the farm's stacks (each child is <stack>-<child>)."),
+    bucket: str = typer.Option(..., "--bucket", help="An existing S3 bucket for the code and the templates."),
+    region: str | None = typer.Option(None, "--region", help="AWS region (default: AWS_REGION or your profile's)."),
+    platform: str | None = typer.Option(None, "--platform", help="The build platform the workers build for."),
+    code_zip: Path | None = typer.Option(None, "--code-zip", help="Use this Lambda code zip as it is."),
+    lambda_deps: Path | None = typer.Option(
+        None, "--lambda-deps", help="A `pip install --target` directory of the Lambda's dependencies (else pip runs)."
+    ),
+    param: list[str] = typer.Option([], "--param", help="NAME=VALUE for a parameter of infra/main.yaml (repeat)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Deploy the AWS farm (infra/) with your AWS credentials and print its API URL (for `pkgc config set farm`).
+
+    Honours AWS_ENDPOINT_URL, AWS_PROFILE and the other variables of the AWS CLI. See docs/deploy-aws.md.
+    """
+    from pkgc.core.errors import UsageError
+    from pkgc.farm.deploy import DeployRequest
+    from pkgc.farm.deploy import deploy as deploy_farm
+
+    parameters: dict[str, str] = {}
+    for item in param:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--param takes NAME=VALUE, not {item!r}")
+        parameters[name] = value
+    request = DeployRequest(
+        stack=stack,
+        bucket=bucket,
+        platform=platform,
+        code_zip=code_zip,
+        lambda_deps=lambda_deps,
+        parameters=parameters,
+    )
+    try:
+        import yaml  # noqa: F401  (the templates are YAML)
+
+        from pkgc.farm.adapters.aws_deploy import AwsDeployTarget
+    except ImportError as exc:
+        raise UsageError(
+            f"deploying needs boto3 and PyYAML ({exc.name} is missing)", hint="pip install 'pkgc[aws]'"
+        ) from None
+    from pkgc.farm.deploy import validate_request
+
+    validate_request(request)  # bad names and values are refused before any AWS call
+    progress = console(stderr=True)
+    result = deploy_farm(request, AwsDeployTarget(region), progress=lambda line: progress.print(line, markup=False))
+    if as_json:
+        print(json.dumps({"api_url": result.api_url, "stacks": result.stacks, "template": result.main_template_url}))
+        return
+    print(result.api_url)
+    progress.print(f"point pkgc at it: pkgc config set farm {result.api_url}", markup=False)
