@@ -118,7 +118,7 @@ def test_a_cpu_target_beyond_the_client_is_a_422(http: TestClient) -> None:
         pytest.skip("the farm's default platform is not x86_64 here")
     body = {
         "packages": [{"name": "hello", "options": {"cpu": "x86-64-v4"}}],
-        "platform": {**Platform.parse("linux-x86_64-glibc-2.36").as_dict(), "cpu_levels": ["x86-64"]},
+        "platform": {**HERE.as_dict(), "cpu_levels": ["x86-64"]},
     }
     response = http.post("/v1/resolve", json=body)
     assert response.status_code == 422, response.text
