@@ -15,6 +15,7 @@ import os
 import posixpath
 import stat
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,10 +198,12 @@ def _safe_relative(name: str) -> str:
     return normalised
 
 
-def unpack_artifact(artifact: Path, destination: Path) -> Manifest:
+def unpack_artifact(artifact: Path, destination: Path, check: Callable[[Manifest], None] | None = None) -> Manifest:
     """Extract into an empty staging directory, checking every member against the manifest and the allowlist.
 
     Raises IntegrityError on the first member that is not allowed; the caller throws the staging directory away.
+    `check` sees the manifest before any member is written (the client refuses a build made for another platform
+    there) and raises to stop.
     """
     destination.mkdir(parents=True, exist_ok=True)
     decompressor = zstandard.ZstdDecompressor()
@@ -221,6 +224,8 @@ def unpack_artifact(artifact: Path, destination: Path) -> Manifest:
                     handle = tar.extractfile(member)
                     assert handle is not None
                     manifest = Manifest.from_json(handle.read())
+                    if check is not None:
+                        check(manifest)
                     expected = {_safe_relative(e.path): e for e in manifest.files}
                     continue
                 name = _safe_relative(member.name)

@@ -29,6 +29,7 @@ from pkgc.core.errors import (
     Unauthorized,
     UsageError,
 )
+from pkgc.core.platform import detect_cpu_levels, detect_platform
 from pkgc.core.protocol import (
     API_PREFIX,
     MAX_WAIT_SECONDS,
@@ -36,6 +37,7 @@ from pkgc.core.protocol import (
     BuildsResponse,
     BuildStatus,
     CatalogResponse,
+    ClientPlatform,
     PackageDetails,
     PackageRequestModel,
     ResolveRequest,
@@ -108,10 +110,32 @@ def http_client(*, token: str = "", tls: bool = True, timeout: float = DEFAULT_N
     )
 
 
+def this_machine() -> ClientPlatform:
+    """The platform and CPU levels of this machine, as a resolve states them."""
+    here = detect_platform()
+    return ClientPlatform.of(here, detect_cpu_levels(here.arch))
+
+
 class FarmClient:
-    def __init__(self, base_url: str, *, token: str = "", client: httpx.Client | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str = "",
+        client: httpx.Client | None = None,
+        platform: ClientPlatform | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = client or http_client(token=token)
+        self._platform = platform
+
+    @property
+    def platform(self) -> ClientPlatform:
+        """The platform this client states in every resolve and holds every artifact's manifest to (this machine's
+        unless given): the farm builds for it, and an artifact made for another is refused before it is unpacked."""
+        if self._platform is None:
+            self._platform = this_machine()
+        return self._platform
 
     def _absolute(self, url: str) -> str:
         """Farm URLs may be relative to the farm (embedded) or absolute (a CDN)."""
@@ -163,7 +187,8 @@ class FarmClient:
             raise self._invalid(what, describe_invalid(exc.errors())) from None
 
     def resolve(self, packages: list[PackageRequestModel], *, retry_failed: bool = False) -> ResolveResponse:
-        body = ResolveRequest(packages=packages, retry_failed=retry_failed).model_dump(mode="json")
+        request = ResolveRequest(packages=packages, platform=self.platform, retry_failed=retry_failed)
+        body = request.model_dump(mode="json")
         answer = self._parse(ResolveResponse, self._request("POST", f"{API_PREFIX}/resolve", json=body), "resolve")
         if len(answer.requested) != len(packages):
             raise self._invalid("resolve", f"requested: {len(answer.requested)} keys for {len(packages)} packages")
@@ -196,7 +221,9 @@ class FarmClient:
         return answer
 
     def details(self, name: str) -> PackageDetails:
-        answer = self._parse(PackageDetails, self._request("GET", f"{API_PREFIX}/packages/{name}"), "details")
+        here = str(self.platform.platform())  # the CPU targets it lists are those of this machine's architecture
+        response = self._request("GET", f"{API_PREFIX}/packages/{name}", params={"platform": here})
+        answer = self._parse(PackageDetails, response, "details")
         if answer.name != name:
             raise self._invalid("details", f"name: asked about {name}, got {answer.name}")
         return answer

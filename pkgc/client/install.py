@@ -21,9 +21,10 @@ from pkgc.client.farm_client import FarmClient
 from pkgc.client.hashing import sha256_file
 from pkgc.client.options import OptionLevels
 from pkgc.client.transaction import StagedPackage, Transaction, recover
-from pkgc.core.errors import BuildFailed, ConflictError, IntegrityError, UsageError
+from pkgc.core.errors import BadFarmAnswer, BuildFailed, ConflictError, IntegrityError, UsageError
 from pkgc.core.names import parse_spec
-from pkgc.core.protocol import BuildInfo, BuildStatus, PackageRequestModel
+from pkgc.core.platform import Platform
+from pkgc.core.protocol import BuildInfo, BuildStatus, ClientPlatform, PackageRequestModel
 from pkgc.core.relocation import check_prefix_fits
 from pkgc.localdb.store import InstalledFile, InstalledPackage, InstalledStore
 
@@ -290,10 +291,41 @@ def download_builds(
         return dict(pool.map(fetch, builds))
 
 
-def stage_build(build: BuildInfo, artifact: Path, requested: bool, transaction: Transaction) -> StagedPackage:
-    """Unpack (through the allowlist) and relocate one verified artifact into the transaction's staging area."""
+def check_runs_here(manifest: Manifest, build: BuildInfo, here: ClientPlatform) -> None:
+    """Refuse an artifact built for a platform this machine cannot run (another architecture or C library, a newer
+    C library) or for a CPU level its processor lacks: installed, it would fail at its first run, or worse."""
+    try:
+        built_for = Platform.from_dict(manifest.platform)
+    except UsageError as exc:
+        raise BadFarmAnswer(f"the artifact of {build.name} names no valid platform ({exc.message})") from None
+    machine = here.platform()
+    if not machine.can_run(built_for):
+        raise BadFarmAnswer(
+            f"the farm sent a build of {build.name} made for {built_for}, which does not run on this machine "
+            f"({machine}); nothing was installed"
+        )
+    cpu = manifest.options.get("cpu")
+    if cpu is not None and cpu not in here.cpu_levels:
+        raise BadFarmAnswer(
+            f"the farm sent a build of {build.name} for cpu={str(cpu)[:40]!r}, which this machine's processor cannot "
+            f"run (it runs {', '.join(here.cpu_levels)}); nothing was installed"
+        )
+
+
+def stage_build(
+    build: BuildInfo, artifact: Path, requested: bool, transaction: Transaction, here: ClientPlatform
+) -> StagedPackage:
+    """Unpack (through the allowlist) and relocate one verified artifact into the transaction's staging area.
+
+    The manifest's platform is checked against `here` before any file is unpacked; an artifact refused for it is
+    dropped from the download cache too (its bytes name the other platform, so they can never install here).
+    """
     root = transaction.stage_dir / build.name
-    manifest = unpack_artifact(artifact, root)
+    try:
+        manifest = unpack_artifact(artifact, root, lambda found: check_runs_here(found, build, here))
+    except BadFarmAnswer:
+        artifact.unlink(missing_ok=True)
+        raise
     if manifest.key != build.key or manifest.name != build.name:
         raise IntegrityError(f"artifact of {build.name} carries another build's manifest")
     relocate_tree(root, manifest, str(transaction.store.prefix))
@@ -391,7 +423,10 @@ def switch(
     """Download and stage `wanted` builds, check conflicts, then switch in one transaction."""
     with Transaction(store, operation) as transaction:
         artifacts = download_builds(farm, [b for b, _ in wanted], cache_dir, reporter, parallel_downloads)
-        staged = [stage_build(build, artifacts[build.key], requested, transaction) for build, requested in wanted]
+        staged = [
+            stage_build(build, artifacts[build.key], requested, transaction, farm.platform)
+            for build, requested in wanted
+        ]
         replacing = {*(remove or []), *(b.name for b, _ in wanted if store.get(b.name) is not None)}
         check_conflicts(store, staged, replacing=replacing)
         transaction.apply(add=staged, remove=remove or [])

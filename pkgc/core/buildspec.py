@@ -23,7 +23,8 @@ from pkgc.core.relocation import PLACEHOLDER
 
 # Bump when the worker changes how a spec becomes a binary (flags, placeholder, packing): old keys must not match.
 BUILDER_ABI = 1
-KEY_SCHEMA = "pkgc-build-key/1"
+# /2: the platform hashes as os, arch, libc family and libc version (the version was part of the libc name before).
+KEY_SCHEMA = "pkgc-build-key/2"
 
 
 def canonical_json(value: Any) -> str:
@@ -122,7 +123,7 @@ class BuildSpec:
             ),
             variant_args=tuple(data["variant_args"]),
             options=NormalisedOptions(tuple(sorted(data["options"].items()))),
-            platform=Platform(**data["platform"]),
+            platform=Platform.from_dict(data["platform"]),
             recipe_content=data["recipe_content"],
             dependencies=tuple((name, key) for name, key in data["dependencies"]),
             runtime_dependencies=tuple(data["runtime_dependencies"]),

@@ -39,6 +39,12 @@ class UsageError(PkgcError):
     code = "invalid_request"
 
 
+class UnsupportedPlatform(UsageError):
+    """The farm builds for no platform the client's binaries could run on, or the CPU target is beyond the client."""
+
+    code = "unsupported_platform"
+
+
 class NotFound(PkgcError):
     """A package, version or build that does not exist."""
 

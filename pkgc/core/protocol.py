@@ -16,7 +16,7 @@ server builds its answers from these same models, so an answer it could not send
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from enum import StrEnum
 from typing import Annotated, Any, Self
 from urllib.parse import urlsplit
@@ -26,6 +26,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from pkgc.core.errors import UsageError
 from pkgc.core.names import MAX_NAME_LENGTH, validate_name
 from pkgc.core.options import MAX_OPTION_VALUES, is_valid_option_value
+from pkgc.core.platform import Platform
 from pkgc.core.text import has_control_characters
 from pkgc.core.versions import MAX_VERSION_LENGTH, Version
 
@@ -49,6 +50,7 @@ MAX_ERROR_LENGTH = 2000
 MAX_LAST_LINE_LENGTH = 500
 MAX_TEXT_LENGTH = 4000  # summaries, descriptions, homepages
 MAX_SHORT_TEXT_LENGTH = 200  # licenses, error codes
+MAX_CPU_LEVELS = 16
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _FARM_PATH = re.compile(r"/v1/[A-Za-z0-9._~+-]+(?:/[A-Za-z0-9._~+-]+)*")
@@ -148,8 +150,42 @@ class PackageRequestModel(Strict):
     )
 
 
+class ClientPlatform(Strict):
+    """The platform the client runs on and the CPU levels (values of the `cpu` option) its processor can run.
+
+    The farm builds for a compatible build platform (same os, architecture and C library, a C library no newer than
+    the client's) and refuses a `cpu` option the client cannot run; a request without it is planned for the farm's
+    default build platform (clients from before the field existed).
+    """
+
+    os: str = Field(max_length=16)
+    arch: str = Field(max_length=16)
+    libc: str = Field(max_length=16)
+    libc_version: str = Field(max_length=14)
+    cpu_levels: list[OptionValue] = Field(min_length=1, max_length=MAX_CPU_LEVELS)
+
+    @model_validator(mode="after")
+    def _valid_platform(self) -> Self:
+        try:
+            self.platform()
+        except UsageError as exc:
+            raise ValueError(exc.message) from None
+        return self
+
+    def platform(self) -> Platform:
+        return Platform(self.os, self.arch, self.libc, self.libc_version)
+
+    @classmethod
+    def of(cls, platform: Platform, cpu_levels: Iterable[str]) -> ClientPlatform:
+        return cls(**platform.as_dict(), cpu_levels=list(cpu_levels))
+
+
 class ResolveRequest(Strict):
     packages: list[PackageRequestModel] = Field(min_length=1, max_length=MAX_PACKAGES_PER_REQUEST)
+    platform: ClientPlatform | None = Field(
+        default=None,
+        description="the client's platform and CPU levels; absent (older clients): the farm's default build platform",
+    )
     retry_failed: bool = Field(
         default=False,
         description="queue failed builds among those resolved for another try (failures are kept otherwise, so that "

@@ -7,7 +7,6 @@ input; a 500 means a bug.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import pkgc
 from pkgc.core.errors import FarmUnavailable, NotFound, PkgcError
+from pkgc.core.platform import Platform
 from pkgc.core.protocol import (
     API_PREFIX,
     BuildInfo,
@@ -173,7 +173,13 @@ def create_app(
     async def health() -> dict[str, Any]:
         # On the event loop, not in the thread pool: it answers however many requests are waiting for a thread.
         extra = status() if status else {}
-        return {"status": "ok", "version": pkgc.__version__, "platform": str(service.platform), **extra}
+        return {
+            "status": "ok",
+            "version": pkgc.__version__,
+            "platform": str(service.platform),  # the default build platform (requests that state none)
+            "platforms": [str(p) for p in service.platforms],  # every build platform this farm builds for
+            **extra,
+        }
 
     @app.get(f"{API_PREFIX}/packages", response_model=SearchResponse)
     def search(q: str = "") -> SearchResponse:
@@ -181,8 +187,8 @@ def create_app(
 
     @app.get(f"{API_PREFIX}/catalog", response_model=CatalogResponse)
     def catalog(request: Request) -> Response:
-        body = CatalogResponse(packages=service.catalog_snapshot()).model_dump_json().encode()
-        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        # The stored snapshot, as written when recipes were published: no catalog scan per request.
+        body, etag = service.catalog_document()
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers={"ETag": etag})
         return Response(body, media_type="application/json", headers={"ETag": etag})
@@ -192,8 +198,8 @@ def create_app(
         return BuildsResponse(builds=service.builds_of(name))
 
     @app.get(f"{API_PREFIX}/packages/{{name}}", response_model=PackageDetails)
-    def details(name: str) -> PackageDetails:
-        return service.details(name)
+    def details(name: str, platform: str | None = None) -> PackageDetails:
+        return service.details(name, Platform.parse(platform) if platform is not None else None)
 
     @app.post(f"{API_PREFIX}/resolve", response_model=ResolveResponse)
     async def resolve(body: ResolveRequest, request: Request) -> ResolveResponse:

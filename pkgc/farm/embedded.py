@@ -89,13 +89,25 @@ def publish_recipes(service: FarmService) -> list[SkippedRecipe]:
     One broken file among the user's own recipes must not take the whole farm down with it.
     """
     skipped: list[SkippedRecipe] = []
-    for path in recipe_files():
+    texts: list[tuple[str, str]] = []
+    paths: dict[str, Path] = {}
+    files = recipe_files()
+    for path in files:  # one file per package name, so file names are unique
         try:
-            service.publish_recipe(path.read_text(encoding="utf-8"), source=path.name)
-        except Exception as exc:  # any error in one recipe (its TOML, its fields, its bytes) skips that recipe only
-            reason = str(exc) if isinstance(exc, PkgcError | OSError) else f"{type(exc).__name__}: {exc}"
-            skipped.append(SkippedRecipe(str(path), " ".join(reason.split())[:500]))
-    return skipped
+            texts.append((path.name, path.read_text(encoding="utf-8")))
+            paths[path.name] = path
+        except Exception as exc:  # an unreadable file (its bytes, its permissions) skips that recipe only
+            skipped.append(SkippedRecipe(str(path), _reason(exc)))
+    # One batch: the catalog snapshot is written once, after the last recipe.
+    for source, error in service.publish_recipes(texts):
+        skipped.append(SkippedRecipe(str(paths[source]), _reason(error)))
+    order = {str(path): index for index, path in enumerate(files)}
+    return sorted(skipped, key=lambda s: order[s.file])
+
+
+def _reason(exc: Exception) -> str:
+    reason = str(exc) if isinstance(exc, PkgcError | OSError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(reason.split())[:500]
 
 
 def _free_port() -> int:

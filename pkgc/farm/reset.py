@@ -24,6 +24,7 @@ from pathlib import Path
 from pkgc.artifact import unpack_artifact
 from pkgc.core.buildspec import PackageRequest, plan_builds
 from pkgc.core.errors import ConflictError, PkgcError
+from pkgc.core.platform import Platform
 from pkgc.core.protocol import BuildStatus
 from pkgc.farm.adapters.local import SqliteBuildStore, checkpoint_farm_database, open_farm_database
 from pkgc.farm.embedded import FARM_UMASK, SkippedRecipe, build_service, publish_recipes
@@ -123,7 +124,13 @@ def prove(service: FarmService, paths: FarmPaths, blob: Path, now: float) -> Bui
         raise NotProven(f"its manifest names build {manifest.key[:12]}, not {key[:12]}")
     request = PackageRequest(manifest.name, manifest.version, manifest.options)
     try:
-        specs, requested = plan_builds([request], service.recipe, service.platform)
+        platform = Platform.from_dict(manifest.platform)
+    except PkgcError as exc:
+        raise NotProven(f"its manifest names no valid platform: {exc}") from None
+    if platform not in service.platforms:
+        raise NotProven(f"it was built for {platform}, which this farm does not build for")
+    try:
+        specs, requested = plan_builds([request], service.recipe, platform)
     except PkgcError as exc:
         raise NotProven(f"{manifest.name} {manifest.version} cannot be planned today: {exc}") from None
     spec = next(s for s in specs if s.key == requested[0])

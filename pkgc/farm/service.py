@@ -7,17 +7,18 @@ laptop or in Lambda. State lives only in the ports, so every call is stateless a
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from pkgc.core.buildspec import BuildSpec, PackageRequest, plan_builds
-from pkgc.core.errors import NotFound, UsageError
+from pkgc.core.errors import NotFound, UnsupportedPlatform, UsageError
 from pkgc.core.names import validate_name
 from pkgc.core.options import global_option_specs
-from pkgc.core.platform import Platform
+from pkgc.core.platform import Platform, choose_build_platform
 from pkgc.core.protocol import (
     API_PREFIX,
     MAX_ERROR_LENGTH,
@@ -25,6 +26,8 @@ from pkgc.core.protocol import (
     MAX_WAIT_SECONDS,
     BuildInfo,
     BuildStatus,
+    CatalogResponse,
+    ClientPlatform,
     PackageDetails,
     PackageSummary,
     ResolveRequest,
@@ -41,13 +44,15 @@ RECIPE_TTL_SECONDS = 2.0
 _RECIPE_CACHE_SIZE = 100_000
 _PLAN_CACHE_SIZE = 4096
 _READY_CACHE_SIZE = 65536
+_PLATFORM_CHOICES_SIZE = 1024
 
 
 _STALE = "\x00stale"  # never a recipe's text (TOML cannot hold a NUL)
 
 
-def _plan_key(request: ResolveRequest) -> str:
-    return json.dumps([p.model_dump(mode="json") for p in request.packages], sort_keys=True)
+def _plan_key(request: ResolveRequest, platform: Platform) -> str:
+    """The memo key of a plan: the packages with their options, and the build platform they are planned for."""
+    return json.dumps([str(platform), [p.model_dump(mode="json") for p in request.packages]], sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,30 @@ class _Plan:
     specs: list[BuildSpec]
     requested: list[str]
     recipe_texts: dict[str, str]
+    cpus: frozenset[str] = frozenset()  # the `cpu` options of its builds: a client must be able to run each
+
+
+def encode_catalog(packages: Iterable[tuple[str, str, str]]) -> bytes:
+    """The catalog snapshot: the /v1/catalog document itself, so the endpoint serves the stored bytes as they are."""
+    summaries = [PackageSummary(name=n, summary=s, latest=v) for n, s, v in packages]
+    return CatalogResponse(packages=summaries).model_dump_json().encode()
+
+
+@dataclass(frozen=True)
+class _CatalogView:
+    """The catalog snapshot as last read: its bytes (served, and hashed for the ETag) and its packages (searched)."""
+
+    read_at: float
+    data: bytes
+    etag: str
+    packages: list[PackageSummary]
+    lowered: list[tuple[str, str]]  # (name, summary in lower case) per package, for search
+
+    @classmethod
+    def of(cls, data: bytes, read_at: float) -> _CatalogView:
+        packages = CatalogResponse.model_validate_json(data).packages
+        etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+        return cls(read_at, data, etag, packages, [(p.name, p.summary.lower()) for p in packages])
 
 
 @dataclass(frozen=True)
@@ -92,23 +121,116 @@ class FarmService:
     builds: BuildStore
     queue: JobQueue
     blobs: BlobStore
+    # The default build platform: the one a request without a platform (an older client) is planned for. The
+    # embedded farm builds for its own machine's; a deployment may add more (`build_platforms`).
     platform: Platform
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
     poll_interval: float = 0.1
     requeue_after: float = 600.0
     recipe_ttl: float = RECIPE_TTL_SECONDS
+    build_platforms: tuple[Platform, ...] = ()
     _recipes: dict[str, tuple[str, Recipe]] = field(default_factory=dict)
     _recipe_texts: dict[str, tuple[float, str | None]] = field(default_factory=dict)
     _plans: OrderedDict[str, _Plan] = field(default_factory=OrderedDict)
     _ready: OrderedDict[str, BuildInfo] = field(default_factory=OrderedDict)
+    _platform_choices: dict[tuple[str, str, str, str], Platform | None] = field(default_factory=dict)
+    _catalog_view: _CatalogView | None = None
+
+    # -- platforms -----------------------------------------------------------------------------------------
+    @property
+    def platforms(self) -> tuple[Platform, ...]:
+        """Every build platform this farm builds for, the default first."""
+        return tuple(dict.fromkeys((self.platform, *self.build_platforms)))
+
+    def build_platform_for(self, client: ClientPlatform | None) -> Platform:
+        """The build platform whose binaries run on the client: the newest with the client's os, architecture and C
+        library and a C library no newer than the client's; the default one for a request that states none.
+
+        Raises UnsupportedPlatform (422) naming the platforms this farm builds for when none fits.
+        """
+        if client is None:
+            return self.platform
+        ident = (client.os, client.arch, client.libc, client.libc_version)
+        if ident in self._platform_choices:
+            chosen = self._platform_choices[ident]
+        else:
+            chosen = choose_build_platform(client.platform(), self.platforms)
+            if len(self._platform_choices) >= _PLATFORM_CHOICES_SIZE:
+                self._platform_choices.clear()
+            self._platform_choices[ident] = chosen
+        if chosen is None:
+            raise UnsupportedPlatform(
+                f"this farm builds for {', '.join(map(str, self.platforms))}; none of them runs on {client.platform()}",
+                hint="a build runs where the os, architecture and C library match and the C library is no older",
+            )
+        return chosen
+
+    @staticmethod
+    def _check_cpu_levels(plan: _Plan, client: ClientPlatform | None) -> None:
+        """Refuse a CPU target the client's processor cannot run (it would die with SIGILL at the first use)."""
+        if client is None:
+            return
+        beyond = sorted(plan.cpus - set(client.cpu_levels))
+        if beyond:
+            raise UnsupportedPlatform(
+                f"cpu={beyond[0]} is not a CPU level this machine can run",
+                hint=f"it runs {', '.join(client.cpu_levels)}",
+            )
 
     # -- catalog -------------------------------------------------------------------------------------------
     def publish_recipe(self, recipe_text: str, *, source: str = "recipe") -> Recipe:
+        """Publish one recipe and rewrite the catalog snapshot."""
+        recipe = self._put_recipe(recipe_text, source)
+        self.write_catalog_snapshot()
+        return recipe
+
+    def publish_recipes(self, texts: Iterable[tuple[str, str]]) -> list[tuple[str, Exception]]:
+        """Publish (source, text) pairs and write the catalog snapshot once, at the end.
+
+        A recipe that fails (its TOML, its fields) is skipped and returned with its error, so one broken file does
+        not keep the others from serving.
+        """
+        failed: list[tuple[str, Exception]] = []
+        for source, text in texts:
+            try:
+                self._put_recipe(text, source)
+            except Exception as exc:  # any error in one recipe skips that recipe only; the caller names it
+                failed.append((source, exc))
+        self.write_catalog_snapshot()
+        return failed
+
+    def _put_recipe(self, recipe_text: str, source: str) -> Recipe:
         recipe = parse_recipe(recipe_text, source=source)
         self.catalog.put_recipe(recipe.name, recipe_text, recipe.summary, recipe.newest_version().version)
         self._recipe_texts.pop(recipe.name, None)  # this process sees its own publication at once
         return recipe
+
+    def write_catalog_snapshot(self) -> None:
+        """Scan the catalog once and store the snapshot that search and /v1/catalog read: the only scan."""
+        data = encode_catalog(self.catalog.list_packages())
+        self.catalog.write_snapshot(data)
+        self._catalog_view = _CatalogView.of(data, time.monotonic())
+
+    def _catalog(self) -> _CatalogView:
+        """The catalog snapshot, read from the store at most once per `recipe_ttl` seconds and parsed only when its
+        bytes changed: a publication by another process is seen within the TTL, and no request scans the catalog.
+        A store without a snapshot yet (a database from before snapshots) gets one written, once."""
+        now = time.monotonic()
+        view = self._catalog_view
+        if view is not None and now - view.read_at < self.recipe_ttl:
+            return view
+        data = self.catalog.read_snapshot()
+        if data is None:
+            self.write_catalog_snapshot()
+            assert self._catalog_view is not None
+            return self._catalog_view
+        if view is not None and view.data == data:
+            view = _CatalogView(now, view.data, view.etag, view.packages, view.lowered)
+        else:
+            view = _CatalogView.of(data, now)
+        self._catalog_view = view
+        return view
 
     def _recipe_text(self, name: str, *, memory_only: bool = False) -> str | None:
         """The recipe's text, read from the catalog at most once per `recipe_ttl` seconds.
@@ -147,28 +269,37 @@ class FarmService:
         needle = term.strip().lower()
         if len(needle) > 100:
             raise UsageError("search term is longer than 100 characters")
+        view = self._catalog()
         ranked: list[tuple[int, str, PackageSummary]] = []
-        for name, summary, latest in self.catalog.list_packages():
+        for (name, summary), package in zip(view.lowered, view.packages, strict=True):
             if name == needle:
                 rank = 0
             elif name.startswith(needle):
                 rank = 1
-            elif needle in name or needle in summary.lower():
+            elif needle in name or needle in summary:
                 rank = 2
             else:
                 continue
-            ranked.append((rank, name, PackageSummary(name=name, summary=summary, latest=latest)))
+            ranked.append((rank, name, package))
         return [item for _, _, item in sorted(ranked, key=lambda r: (r[0], r[1]))]
 
     def catalog_snapshot(self) -> list[PackageSummary]:
-        return [PackageSummary(name=n, summary=s, latest=v) for n, s, v in self.catalog.list_packages()]
+        return self._catalog().packages
+
+    def catalog_document(self) -> tuple[bytes, str]:
+        """The /v1/catalog body (the stored snapshot's bytes) and its ETag (derived from those bytes)."""
+        view = self._catalog()
+        return view.data, view.etag
 
     def builds_of(self, name: str) -> list[BuildInfo]:
         self.recipe(name)  # unknown packages are a 404, not an empty list
         return [self.to_info(record) for record in self.builds.builds_of(name)]
 
-    def details(self, name: str) -> PackageDetails:
+    def details(self, name: str, platform: Platform | None = None) -> PackageDetails:
+        """A package's versions and options; the global options (CPU targets) are those of `platform`'s
+        architecture when the client names its platform, else of the default build platform's."""
         recipe = self.recipe(name)
+        arch = (platform or self.platform).arch
 
         def info(spec_name: str, spec: object) -> VariantInfo:
             from pkgc.core.options import OptionSpec
@@ -189,7 +320,7 @@ class FarmService:
             license=recipe.license,
             versions=sorted((v.version for v in recipe.versions), key=Version, reverse=True),
             variants=[info(n, s) for n, s in sorted(recipe.variants.items())],
-            global_options=[info(n, s) for n, s in global_option_specs(self.platform.arch).items()],
+            global_options=[info(n, s) for n, s in global_option_specs(arch).items()],
             build_dependencies=list(recipe.build_dependencies),
             runtime_dependencies=list(recipe.runtime_dependencies),
         )
@@ -203,7 +334,10 @@ class FarmService:
         With `admit`, first tell it which builds this call would start (see `admission`); it raises to refuse, and
         then nothing is created or queued.
         """
-        specs, requested = self._plan(request)
+        client = request.platform
+        plan = self._plan(request, self.build_platform_for(client))
+        self._check_cpu_levels(plan, client)
+        specs, requested = plan.specs, plan.requested
         if admit is not None:
             admission = self.admission(specs, retry_failed=request.retry_failed)
             if admission.keys:
@@ -235,24 +369,35 @@ class FarmService:
     def resolve_from_memory(self, request: ResolveRequest) -> ResolveResponse | None:
         """The answer to a resolve whose builds are all ready and whose plan is known, without touching a store;
         None otherwise. An event loop can call this inline and send everything else to `resolve` in a thread."""
-        cached = self._plans.get(_plan_key(request))
+        client = request.platform
+        if client is None:
+            platform = self.platform
+        else:
+            found = self._platform_choices.get((client.os, client.arch, client.libc, client.libc_version))
+            if found is None:
+                return None  # not yet chosen, or no platform fits: `resolve` decides and explains
+            platform = found
+        cached = self._plans.get(_plan_key(request, platform))
         if cached is None or any(self._recipe_text(n, memory_only=True) != t for n, t in cached.recipe_texts.items()):
+            return None
+        if client is not None and not cached.cpus <= set(client.cpu_levels):
             return None
         builds = [self._ready.get(spec.key) for spec in cached.specs]
         if any(info is None for info in builds):
             return None
         return ResolveResponse(requested=cached.requested, builds=[b for b in builds if b is not None])
 
-    def _plan(self, request: ResolveRequest) -> tuple[list[BuildSpec], list[str]]:
-        """`plan_builds` for the request, memoised while every recipe it read is unchanged.
+    def _plan(self, request: ResolveRequest, platform: Platform) -> _Plan:
+        """`plan_builds` for the request on the build `platform`, memoised while every recipe it read is unchanged.
 
         Planning parses options and hashes every recipe of the closure; the same request (a package with the same
-        options) comes again and again, so its plan is kept with the texts of the recipes it used.
+        options, for the same build platform) comes again and again, so its plan is kept with the texts of the
+        recipes it used. Every spec carries `platform`: it is in the key, and it names the queue of the job.
         """
-        cache_key = _plan_key(request)
+        cache_key = _plan_key(request, platform)
         cached = self._plans.get(cache_key)
         if cached is not None and all(self._recipe_text(n) == t for n, t in cached.recipe_texts.items()):
-            return cached.specs, cached.requested
+            return cached
         requests = [PackageRequest(p.name, p.version, p.options, p.dependency_options) for p in request.packages]
         for item in requests:
             validate_name(item.name)
@@ -263,11 +408,12 @@ class FarmService:
             used[name] = self._recipes[name][0]
             return recipe
 
-        specs, requested = plan_builds(requests, get_recipe, self.platform)
-        self._plans[cache_key] = _Plan(specs, requested, used)
+        specs, requested = plan_builds(requests, get_recipe, platform)
+        plan = _Plan(specs, requested, used, frozenset(spec.options.get("cpu") for spec in specs))
+        self._plans[cache_key] = plan
         if len(self._plans) > _PLAN_CACHE_SIZE:
             self._plans.popitem(last=False)
-        return specs, requested
+        return plan
 
     def _remember_if_ready(self, info: BuildInfo) -> None:
         if info.status == BuildStatus.READY:
@@ -285,6 +431,7 @@ class FarmService:
             spec=spec.to_json(),
             dependencies=tuple(key for _, key in spec.dependencies),
             runtime_dependencies=spec.runtime_dependencies,
+            platform=str(spec.platform),
             created_at=now,
             updated_at=now,
             enqueued_at=now,

@@ -16,6 +16,7 @@ from pkgc.artifact import FileEntry, Manifest
 from pkgc.client.farm_client import FarmClient
 from pkgc.client.install import InstallPackages
 from pkgc.core.errors import IntegrityError
+from pkgc.core.platform import detect_platform
 from pkgc.localdb.store import InstalledStore
 from tests.conftest import artifact_bytes
 
@@ -29,7 +30,7 @@ def hostile_artifact(member: tarfile.TarInfo, data: bytes = b"") -> bytes:
         version="2.10",
         key=KEY,
         options={},
-        platform={},
+        platform=detect_platform().as_dict(),
         dependencies=[],
         runtime_dependencies=[],
         smoke={},

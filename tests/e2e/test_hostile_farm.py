@@ -28,6 +28,7 @@ import pytest
 from pkgc.artifact import FileEntry, Manifest
 from pkgc.client.farm_client import FarmClient
 from pkgc.core.errors import BadFarmAnswer
+from pkgc.core.platform import Platform, detect_cpu_levels, detect_platform
 from tests.conftest import artifact_bytes, user_env
 
 pytestmark = pytest.mark.e2e
@@ -37,14 +38,15 @@ GOOD_KEY = "cd" * 32
 BAD_ANSWER_EXIT = 6
 
 
-def artifact(name: str, key: str, content: bytes) -> bytes:
-    """A well-formed artifact holding one file, bin/<name>: what a real farm would serve for this build."""
+def artifact(name: str, key: str, content: bytes, platform: Platform | None = None) -> bytes:
+    """A well-formed artifact holding one file, bin/<name>: what a real farm would serve for this build (made for
+    this machine's platform unless `platform` says otherwise)."""
     manifest = Manifest(
         name=name,
         version="1.0",
         key=key,
         options={},
-        platform={},
+        platform=(platform or detect_platform()).as_dict(),
         dependencies=[],
         runtime_dependencies=[],
         smoke={},
@@ -88,6 +90,7 @@ class HostileFarm:
 
     routes: dict[tuple[str, str], Answer] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
     _server: http.server.ThreadingHTTPServer | None = None
 
     @property
@@ -112,10 +115,10 @@ class HostileFarm:
 
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    self.rfile.read(length)
+                body = self.rfile.read(length) if length else b""
                 path = self.path.split("?", 1)[0]
                 farm.requests.append(f"{self.command} {path}")
+                farm.bodies.append(body)
                 status, data, headers = farm.routes.get(
                     (self.command, path), (404, json.dumps({"error": "not_found", "reason": path}).encode(), {})
                 )
@@ -553,3 +556,79 @@ def test_an_oversized_answer_is_refused_before_it_is_held_whole(hostile: Hostile
     assert result.returncode == BAD_ANSWER_EXIT, result.stderr
     [error] = error_lines(result.stderr)
     assert "larger than 64 MiB" in error, error
+
+
+HERE = detect_platform()
+OTHER_ARCH = "aarch64" if HERE.arch != "aarch64" else "x86_64"
+NEWER_LIBC = ".".join([HERE.libc_version.split(".")[0], str(int(HERE.libc_version.split(".")[-1]) + 1)])
+
+
+@pytest.mark.parametrize(
+    "built_for",
+    [
+        pytest.param(Platform(HERE.os, OTHER_ARCH, HERE.libc, HERE.libc_version), id="another-architecture"),
+        pytest.param(Platform(HERE.os, HERE.arch, HERE.libc, NEWER_LIBC), id="newer-libc"),
+        pytest.param(Platform(HERE.os, HERE.arch, "musl" if HERE.libc != "musl" else "glibc", "9.9"), id="other-libc"),
+    ],
+)
+def test_a_build_for_another_platform_is_refused_and_nothing_is_written(
+    hostile: HostileFarm, client: Client, tmp_path: Path, built_for: Platform
+) -> None:
+    """The farm answers with a well-formed build whose artifact was made for a platform this machine cannot run: the
+    client states its platform, downloads, sees the manifest's platform and refuses before unpacking a file."""
+    packages = install_good(hostile, client)
+    blob = artifact("hello", KEY, b"#!/bin/sh\necho hello\n", built_for)
+    hostile.answer("POST", "/v1/resolve", {"requested": [KEY], "builds": [build_info("hello", KEY, blob)]})
+    hostile.answer("GET", f"/v1/artifacts/{KEY}.tar.zst", blob)
+    before = tree(tmp_path)
+    asked_before = len(hostile.requests)
+
+    result = client.pkgc("install", "hello", "--prefix", str(client.prefix))
+
+    assert result.returncode == BAD_ANSWER_EXIT, result.stderr
+    [error] = error_lines(result.stderr)
+    assert f"made for {built_for}" in error and str(HERE) in error, error
+    assert len(error) < 400, error
+    assert tree(tmp_path) == before, "nothing in the prefix, the staging area or the download cache"
+    assert hostile.requests[asked_before:] == ["POST /v1/resolve", f"GET /v1/artifacts/{KEY}.tar.zst"]
+    stated = json.loads(hostile.bodies[asked_before])["platform"]
+    assert stated == {**HERE.as_dict(), "cpu_levels": list(detect_cpu_levels(HERE.arch))}
+    assert installed(client) == packages
+    assert client.pkgc("verify", "--prefix", str(client.prefix)).returncode == 0
+
+
+def test_a_build_for_a_cpu_level_this_machine_lacks_is_refused(
+    hostile: HostileFarm, client: Client, tmp_path: Path
+) -> None:
+    """An x86-64-v4 build on a machine that does not run v4 would die with SIGILL: refused like another platform."""
+    levels = detect_cpu_levels(HERE.arch)
+    beyond = next((level for level in ("x86-64-v4", "armv9-a") if level not in levels), None)
+    if beyond is None:
+        pytest.skip("this processor runs every level the test could name")
+    packages = install_good(hostile, client)
+    content = b"#!/bin/sh\necho hello\n"
+    manifest = Manifest(
+        name="hello",
+        version="1.0",
+        key=KEY,
+        options={"cpu": beyond},
+        platform=HERE.as_dict(),
+        dependencies=[],
+        runtime_dependencies=[],
+        smoke={},
+        files=[FileEntry("hello", "file", 0o755, size=len(content), sha256=hashlib.sha256(content).hexdigest())],
+    )
+    member = tarfile.TarInfo("hello")
+    member.mode = 0o755
+    blob = artifact_bytes(manifest.to_json(), [(member, content)])
+    hostile.answer("POST", "/v1/resolve", {"requested": [KEY], "builds": [build_info("hello", KEY, blob)]})
+    hostile.answer("GET", f"/v1/artifacts/{KEY}.tar.zst", blob)
+    before = tree(tmp_path)
+
+    result = client.pkgc("install", "hello", "--prefix", str(client.prefix))
+
+    assert result.returncode == BAD_ANSWER_EXIT, result.stderr
+    [error] = error_lines(result.stderr)
+    assert f"cpu='{beyond}'" in error, error
+    assert tree(tmp_path) == before
+    assert installed(client) == packages

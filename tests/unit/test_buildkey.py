@@ -14,7 +14,7 @@ from pkgc.core.platform import Platform
 from pkgc.core.recipe import Recipe, load_recipe, parse_recipe
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
-PLATFORM = Platform("linux", "x86_64", "glibc2.36")
+PLATFORM = Platform("linux", "x86_64", "glibc", "2.36")
 
 LIBDEMO = """
 name = "libdemo"
@@ -78,9 +78,9 @@ expect = "demo 0.9"
 # GOLDEN keys: computed once from the recipes above (and recipes/hello.toml) with default options on
 # PLATFORM. They change only if the key computation changes; if that is intended, bump
 # BUILDER_ABI/KEY_SCHEMA and update these values.
-GOLDEN_HELLO = "81471c8531aaf708da23426482bb71f5e8ebcf6039bdf23009fba63b3d5fda54"
-GOLDEN_LIBDEMO = "5ce2d49929cc8868ab92e5e3e3a3ef15ef9c79735e0cf24c2fc6870198f38eff"
-GOLDEN_DEMO = "0527272d7f0d8fc44df7bee3719bba284d6e5640e202463d4c1b15b89a43771e"
+GOLDEN_HELLO = "8995cc605d2e99f9889e3ac499435f4a9779fca92503a1e4f80bfa3a7613d27a"
+GOLDEN_LIBDEMO = "45eacc071609f50bd8badba049b54cc05fdcf00a1cce579a8807f0f25958f2e5"
+GOLDEN_DEMO = "cb00c1c330efe67d0c15fb60a649279202be64a6e0ea92b043814c022c9779c2"
 
 
 def _getter(*texts: str, **overrides: str) -> Callable[[str], Recipe]:
@@ -175,7 +175,7 @@ def test_different_variant_gives_different_key() -> None:
 
 
 def test_platform_changes_the_key() -> None:
-    other = Platform("linux", "x86_64", "glibc2.31")
+    other = Platform("linux", "x86_64", "glibc", "2.31")
     assert _key() != _key(platform=other)  # type: ignore[arg-type]
 
 
@@ -345,7 +345,8 @@ def _tamper(data: dict, path: tuple, value: object) -> dict:  # type: ignore[typ
         (("version",), "0.8"),
         (("source", "sha256"), "5" * 64),
         (("options", "opt"), "O3"),
-        (("platform", "libc"), "musl1.2"),
+        (("platform", "libc"), "musl"),
+        (("platform", "libc_version"), "2.31"),
         (("recipe_content", "build", "configure_args"), ["--enable-evil"]),
         (("dependencies",), [["libdemo", "0" * 64]]),
         (("key",), "0" * 64),

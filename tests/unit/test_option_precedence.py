@@ -17,7 +17,7 @@ from pkgc.core.buildspec import BuildSpec, PackageRequest, plan_builds
 from pkgc.core.platform import Platform
 from pkgc.core.recipe import Recipe, parse_recipe
 
-PLATFORM = Platform("linux", "x86_64", "glibc2.36")
+PLATFORM = Platform("linux", "x86_64", "glibc", "2.36")
 
 
 def recipe(name: str, dependencies: str = "") -> str:

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Engine,
     Float,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -46,6 +47,15 @@ catalog_table = Table(
     Column("summary", Text, nullable=False),
     Column("latest", String, nullable=False),
     Column("recipe", Text, nullable=False),
+)
+
+# The catalog snapshot (the encoded list of every package) in one row, id 1: written when recipes are published, read
+# by search and /v1/catalog instead of a scan of the catalog.
+catalog_snapshot_table = Table(
+    "catalog_snapshot",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
 )
 
 builds_table = Table(
@@ -178,6 +188,15 @@ class SqliteCatalogStore:
                 )
             ).all()
         return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    def write_snapshot(self, data: bytes) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(insert(catalog_snapshot_table).prefix_with("OR REPLACE").values(id=1, data=bytes(data)))
+
+    def read_snapshot(self) -> bytes | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(catalog_snapshot_table.c.data).where(catalog_snapshot_table.c.id == 1)).first()
+        return None if row is None else bytes(row[0])
 
 
 def _record_from_row(row: Any) -> BuildRecord:
