@@ -30,7 +30,7 @@ def test_deploy_creates_every_child_stack_and_prints_the_api_url(moto: Moto, tmp
     code.write_bytes(small_zip())
     args = [
         "--stack", "clifarm", "--bucket", "pkgc-cli-deploy", "--region", "us-east-1",
-        "--platform", "linux-aarch64-glibc2.36", "--code-zip", str(code),
+        "--platform", "linux-aarch64-glibc-2.36", "--code-zip", str(code),
         "--param", f"WorkerImageId={IMAGE_PARAMETER}", "--param", "EnableCdn=false",
     ]  # fmt: skip
     result = _pkgc(moto, tmp_path, *args)
@@ -47,7 +47,7 @@ def test_deploy_creates_every_child_stack_and_prints_the_api_url(moto: Moto, tmp
     api = cfn.describe_stacks(StackName="clifarm-api")["Stacks"][0]
     assert {o["OutputKey"]: o["OutputValue"] for o in api["Outputs"]}["ApiUrl"] == url
     params = {p["ParameterKey"]: p["ParameterValue"] for p in api["Parameters"]}
-    assert params["Platform"] == "linux-aarch64-glibc2.36"
+    assert params["Platform"] == "linux-aarch64-glibc-2.36"
     assert params["LambdaCodeKey"].startswith("pkgc/clifarm/lambda-")
 
     s3 = moto.client("s3")
