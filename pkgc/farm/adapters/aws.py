@@ -460,14 +460,17 @@ class DynamoBuildStore:
         return None if not item else _record_from_item(item)
 
     def get_many(self, keys: list[str]) -> dict[str, BuildRecord]:
-        """BatchGetItem in chunks of 100 distinct keys, retrying unprocessed keys with a bounded backoff."""
+        """BatchGetItem in chunks of 100 distinct keys, retrying unprocessed keys (DynamoDB returns them when the
+        table throttles or an answer passes 16 MB) with a backoff that grows while no key gets through."""
         found: dict[str, BuildRecord] = {}
         unique = list(dict.fromkeys(keys))  # BatchGetItem refuses a request that names a key twice
         for start in range(0, len(unique), BATCH_GET_LIMIT):
             request: dict[str, Any] = {
                 self._table: {"Keys": [{"key": _str(k)} for k in unique[start : start + BATCH_GET_LIMIT]], "ConsistentRead": True}
             }
-            for attempt in range(self._max_batch_retries + 1):
+            stalled = 0  # calls in a row that processed no key: the backoff grows only while nothing moves
+            while request:
+                asked = len(request[self._table]["Keys"])
                 with _aws_call(self._what("BatchGetItem")):
                     answer = self._client.batch_get_item(RequestItems=request)
                 for item in answer.get("Responses", {}).get(self._table, []):
@@ -476,9 +479,10 @@ class DynamoBuildStore:
                 request = answer.get("UnprocessedKeys") or {}
                 if not request:
                     break
-                if attempt == self._max_batch_retries:
-                    raise FarmUnavailable(f"{self._what('BatchGetItem')} left keys unprocessed after {attempt + 1} tries")
-                time.sleep(min(1.0, 0.05 * 2**attempt))
+                stalled = stalled + 1 if len(request[self._table]["Keys"]) >= asked else 0
+                if stalled > self._max_batch_retries:
+                    raise FarmUnavailable(f"{self._what('BatchGetItem')} left keys unprocessed after {stalled} tries")
+                time.sleep(min(1.0, 0.05 * 2**stalled))
         return found
 
     def acquire_lease(self, key: str, owner: str, now: float, ttl: float) -> Lease | None:
