@@ -21,9 +21,12 @@ from pkgc.core.errors import (
     BadFarmAnswer,
     BuildFailed,
     FarmUnavailable,
+    Forbidden,
     IntegrityError,
     NotFound,
     PkgcError,
+    RateLimited,
+    Unauthorized,
     UsageError,
 )
 from pkgc.core.protocol import (
@@ -53,7 +56,24 @@ _ERRORS_BY_CODE: dict[str, type[PkgcError]] = {
     "invalid_request": UsageError,
     "invalid_recipe": UsageError,
     "build_failed": BuildFailed,
+    "unauthorized": Unauthorized,
+    "forbidden": Forbidden,
 }
+MAX_RETRY_AFTER = 7 * 24 * 3600
+
+
+def retry_after_seconds(value: str | None) -> int:
+    """A 429's Retry-After in seconds (the farm sends a number; anything else, or nothing, reads as a minute)."""
+    text = (value or "").strip()
+    return min(int(text), MAX_RETRY_AFTER) if text.isascii() and text.isdigit() else 60
+
+
+def _wait_phrase(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{round(seconds / 60)} min"
+    return f"{round(seconds / 3600)} h"
 
 
 def http_client(*, token: str = "", tls: bool = True, timeout: float = DEFAULT_NETWORK_TIMEOUT) -> httpx.Client:
@@ -124,6 +144,11 @@ class FarmClient:
             reason = " ".join(reason.split())[:MAX_REASON_LENGTH]  # the farm's words end up in a one-line error
             if response.status_code >= 500:
                 raise FarmUnavailable(f"the farm answered {response.status_code}: {reason}")
+            if response.status_code == 429:
+                wait = retry_after_seconds(response.headers.get("retry-after"))
+                raise RateLimited(reason, retry_after=wait, hint=f"try again in {_wait_phrase(wait)}")
+            if response.status_code == 401:
+                raise Unauthorized(reason)
             raise _ERRORS_BY_CODE.get(code, UsageError)(reason)
         return response
 

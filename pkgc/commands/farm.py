@@ -1,8 +1,11 @@
-"""`pkgc farm up|status|stop`: the embedded farm on this machine."""
+"""`pkgc farm up|status|stop|reset` and `pkgc farm token create|list|revoke`: the embedded farm on this machine;
+`pkgc farm deploy`: the farm on AWS."""
 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -12,7 +15,7 @@ from pkgc.cli import console
 if TYPE_CHECKING:
     import httpx
 
-app = typer.Typer(help="Run the embedded build farm on this machine.", no_args_is_help=True)
+app = typer.Typer(help="Run the embedded build farm on this machine, or deploy the farm to AWS.", no_args_is_help=True)
 
 
 @app.command("up")
@@ -108,3 +111,134 @@ def reset(yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for co
         + (f": {adopted}" if adopted else ""),
         markup=False,
     )
+
+
+token_app = typer.Typer(
+    help="API tokens of the embedded farm: who may start builds (asked for when the farm runs with "
+    "PKGC_FARM_REQUIRE_TOKEN=1; an AWS farm always asks).",
+    no_args_is_help=True,
+)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    name: str = typer.Argument(..., help="A name for the token (who or what uses it)."),
+    admin: bool = typer.Option(False, "--admin", help="May also retry failed builds and publish recipes."),
+    builds_per_hour: int = typer.Option(20, "--builds-per-hour", min=0, max=100_000, help="New builds per hour."),
+    in_flight: int = typer.Option(10, "--in-flight", min=0, max=1000, help="Builds started and not finished."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Make a token and print its secret: it is shown only now (the farm keeps only its sha256)."""
+    from pkgc.client.embedded import farm_home
+    from pkgc.farm.token_admin import create_token, embedded_token_stores, token_summary
+
+    tokens, _ = embedded_token_stores(farm_home())
+    created = create_token(tokens, name, admin=admin, builds_per_hour=builds_per_hour, in_flight=in_flight)
+    if as_json:
+        print(json.dumps({**token_summary(created.record), "token": created.secret}))
+        return
+    record = created.record
+    print(
+        f"token '{record.name}' ({record.role}, {record.builds_per_hour} builds per hour, {record.max_in_flight} in "
+        "flight) created; its secret follows, shown only now:",
+        file=sys.stderr,
+    )
+    print(created.secret)  # alone on stdout, so that a script can capture it
+
+
+@token_app.command("list")
+def token_list(as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
+    """The tokens, revoked ones too, with their quotas and use (never their secrets)."""
+    from pkgc.client.embedded import farm_home
+    from pkgc.farm.token_admin import embedded_token_stores, token_summary
+
+    tokens, builds = embedded_token_stores(farm_home())
+    summaries = [token_summary(record, builds) for record in tokens.list_tokens()]
+    if as_json:
+        print(json.dumps({"tokens": summaries}))
+        return
+    out = console()
+    if not summaries:
+        out.print("no tokens (make one with 'pkgc farm token create NAME')", markup=False)
+    for item in summaries:
+        state = f"revoked {_when(item['revoked_at'])}" if item["revoked_at"] is not None else "valid"
+        out.print(
+            f"{item['name']} ({item['id']}) {item['role']}: {item['builds_this_hour']}/{item['builds_per_hour']} "
+            f"builds this hour, {item['in_flight']}/{item['max_in_flight']} in flight, {item['builds_started']} "
+            f"started; created {_when(item['created_at'])}, {state}",
+            markup=False,
+            highlight=False,
+        )
+
+
+@token_app.command("revoke")
+def token_revoke(name: str = typer.Argument(..., help="The token's name.")) -> None:
+    """Revoke a token: the farm refuses it from its next request on."""
+    from pkgc.client.embedded import farm_home
+    from pkgc.farm.token_admin import embedded_token_stores, revoke_token
+
+    tokens, _ = embedded_token_stores(farm_home())
+    for record in revoke_token(tokens, name):
+        console().print(f"revoked token '{record.name}' ({record.token_hash[:12]})", markup=False)
+
+
+def _when(timestamp: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
+@app.command("deploy")
+def deploy(
+    stack: str = typer.Option(..., "--stack", help="Name of the farm's stacks (each child is <stack>-<child>)."),
+    bucket: str = typer.Option(..., "--bucket", help="An existing S3 bucket for the code and the templates."),
+    region: str | None = typer.Option(None, "--region", help="AWS region (default: AWS_REGION or your profile's)."),
+    platform: str | None = typer.Option(None, "--platform", help="The build platform the workers build for."),
+    code_zip: Path | None = typer.Option(None, "--code-zip", help="Use this Lambda code zip as it is."),
+    lambda_deps: Path | None = typer.Option(
+        None, "--lambda-deps", help="A `pip install --target` directory of the Lambda's dependencies (else pip runs)."
+    ),
+    param: list[str] = typer.Option([], "--param", help="NAME=VALUE for a parameter of infra/main.yaml (repeat)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Deploy the AWS farm (infra/) with your AWS credentials and print its API URL (for `pkgc config set farm`).
+
+    Honours AWS_ENDPOINT_URL, AWS_PROFILE and the other variables of the AWS CLI. See docs/deploy-aws.md.
+    """
+    from pkgc.core.errors import UsageError
+    from pkgc.farm.deploy import DeployRequest
+    from pkgc.farm.deploy import deploy as deploy_farm
+
+    parameters: dict[str, str] = {}
+    for item in param:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--param takes NAME=VALUE, not {item!r}")
+        parameters[name] = value
+    request = DeployRequest(
+        stack=stack,
+        bucket=bucket,
+        platform=platform,
+        code_zip=code_zip,
+        lambda_deps=lambda_deps,
+        parameters=parameters,
+    )
+    try:
+        import yaml  # noqa: F401  (the templates are YAML)
+
+        from pkgc.farm.adapters.aws_deploy import AwsDeployTarget
+    except ImportError as exc:
+        raise UsageError(
+            f"deploying needs boto3 and PyYAML ({exc.name} is missing)", hint="pip install 'pkgc[aws]'"
+        ) from None
+    from pkgc.farm.deploy import validate_request
+
+    validate_request(request)  # bad names and values are refused before any AWS call
+    progress = console(stderr=True)
+    result = deploy_farm(request, AwsDeployTarget(region), progress=lambda line: progress.print(line, markup=False))
+    if as_json:
+        print(json.dumps({"api_url": result.api_url, "stacks": result.stacks, "template": result.main_template_url}))
+        return
+    print(result.api_url)
+    progress.print(f"point pkgc at it: pkgc config set farm {result.api_url}", markup=False)

@@ -26,6 +26,10 @@ class PkgcError(Exception):
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message} ({self.hint})"
 
+    def http_headers(self) -> dict[str, str]:
+        """Headers the API sends with this error (a 401's WWW-Authenticate, a 429's Retry-After)."""
+        return {}
+
 
 class UsageError(PkgcError):
     """The request itself is wrong: a bad name, version, option or argument."""
@@ -96,6 +100,42 @@ class DiskFull(PkgcError):
     exit_code = 9
     http_status = 507
     code = "disk_full"
+
+
+class Unauthorized(PkgcError):
+    """The request needs a valid API token and came without one, with a malformed one, or with an unknown or
+    revoked one."""
+
+    exit_code = 10
+    http_status = 401
+    code = "unauthorized"
+
+    def http_headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="pkgc"'}
+
+
+class Forbidden(PkgcError):
+    """The token is valid but may not do this (retrying failed builds and publishing recipes need an admin token)."""
+
+    exit_code = 11
+    http_status = 403
+    code = "forbidden"
+
+
+class RateLimited(PkgcError):
+    """The token's quota of new builds per hour or of builds in flight is used up; `retry_after` says when to try
+    again (seconds)."""
+
+    exit_code = 12
+    http_status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = max(1, int(retry_after))
+
+    def http_headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 _DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}

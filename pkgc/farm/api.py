@@ -33,13 +33,14 @@ from pkgc.core.protocol import (
     WaitRequest,
     WaitResponse,
 )
+from pkgc.farm.access import AccessPolicy, TokenGate
 from pkgc.farm.service import FarmService
 
 MAX_BODY_BYTES = 64 * 1024
 
 
-def _error(status: int, code: str, reason: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": code, "reason": reason})
+def _error(status: int, code: str, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": code, "reason": reason}, headers=headers)
 
 
 class BodyLimit:
@@ -140,10 +141,12 @@ def create_app(
     loopback_only: bool = False,
     status: Callable[[], dict[str, Any]] | None = None,
     problem: Callable[[], str | None] | None = None,
+    access: AccessPolicy | None = None,
 ) -> ASGIApp:
     """The API over `service`. `loopback_only` (the embedded farm) refuses Host headers that are not loopback names;
     `status` adds the deployment's own fields to /health (the embedded farm: its workers' state); `problem` names a
-    reason builds cannot progress (workers failing), which a waiting client is told."""
+    reason builds cannot progress (workers failing), which a waiting client is told. `access` (pkgc/farm/access.py)
+    asks for API tokens: to start builds, and for every request but /health when reads are not public."""
     app = FastAPI(
         title="pkgc build farm",
         version=pkgc.__version__,
@@ -152,7 +155,7 @@ def create_app(
 
     @app.exception_handler(PkgcError)
     async def _pkgc_error(_request: Request, exc: PkgcError) -> JSONResponse:
-        return _error(exc.http_status, exc.code, str(exc))
+        return _error(exc.http_status, exc.code, str(exc), exc.http_headers())
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -193,10 +196,14 @@ def create_app(
         return service.details(name)
 
     @app.post(f"{API_PREFIX}/resolve", response_model=ResolveResponse)
-    async def resolve(body: ResolveRequest) -> ResolveResponse:
+    async def resolve(body: ResolveRequest, request: Request) -> ResolveResponse:
         # Cache hits (the common case) are answered on the event loop; anything that needs a store goes to a thread.
+        # A cache hit starts no build, so it needs no token (when reads are not public, TokenGate checked one).
         answer = service.resolve_from_memory(body)
-        return answer if answer is not None else await run_in_threadpool(service.resolve, body)
+        if answer is not None:
+            return answer
+        admit = access.admitter(request.headers.get("authorization")) if access is not None else None
+        return await run_in_threadpool(service.resolve, body, admit)
 
     @app.post(f"{API_PREFIX}/wait", response_model=WaitResponse)
     async def wait(body: WaitRequest) -> WaitResponse:
@@ -233,7 +240,9 @@ def create_app(
             },
         )
 
-    limited = BodyLimit(app, MAX_BODY_BYTES)
+    limited: ASGIApp = BodyLimit(app, MAX_BODY_BYTES)
+    if access is not None and not access.settings.public_read:
+        limited = TokenGate(limited, access)
     return LoopbackHostOnly(limited) if loopback_only else limited
 
 

@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 import pkgc
 from pkgc.core.errors import PkgcError
 from pkgc.core.platform import detect_platform
+from pkgc.farm.access import AccessPolicy, AccessSettings, access_policy
 from pkgc.farm.adapters.local import (
     DirectoryBlobStore,
     SqliteBuildStore,
@@ -40,6 +41,7 @@ from pkgc.farm.adapters.local import (
     checkpoint_farm_database,
     open_farm_database,
 )
+from pkgc.farm.adapters.local_tokens import SqliteTokenStore
 from pkgc.farm.api import create_app
 from pkgc.farm.lifecycle import (
     DEFAULT_LOG_MAX_BYTES,
@@ -286,6 +288,16 @@ def _lock_home(home: Path, patience: float = 5.0) -> IO[str] | None:
         time.sleep(0.1)
 
 
+def embedded_access(paths: FarmPaths, engine: Engine, service: FarmService) -> AccessPolicy | None:
+    """Tokens for the embedded farm: none by default (loopback, one user); PKGC_FARM_REQUIRE_TOKEN=1 asks for the
+    tokens made with `pkgc farm token create` (and PKGC_FARM_PUBLIC_READ=0 for reads too)."""
+    try:
+        settings = AccessSettings.from_env(os.environ, "local")
+    except PkgcError as exc:
+        refuse_start(paths, str(exc), exc.exit_code)
+    return access_policy(settings, SqliteTokenStore(engine), service.builds)
+
+
 def serve(home: Path, workers: int, port: int, idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
     paths = FarmPaths(home)
     os.umask(FARM_UMASK)  # inherited by the workers; their build commands set their own
@@ -316,7 +328,8 @@ def serve(home: Path, workers: int, port: int, idle_timeout: float = DEFAULT_IDL
         return None
 
     # loopback_only: this farm is the user's alone, so DNS-rebound requests from a web page are refused.
-    activity = ActivityTracker(create_app(service, loopback_only=True, status=status, problem=problem))
+    access = embedded_access(paths, engine, service)
+    activity = ActivityTracker(create_app(service, loopback_only=True, status=status, problem=problem, access=access))
     server = uvicorn.Server(
         uvicorn.Config(activity, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     )

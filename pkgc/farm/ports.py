@@ -200,3 +200,80 @@ class FarmPorts:
     queues: QueueRouter
     blobs: BlobStore
     notifier: Notifier
+
+
+TokenRole = Literal["user", "admin"]
+TOKEN_ROLES: tuple[TokenRole, ...] = ("user", "admin")
+HOUR_SECONDS = 3600
+
+
+def hour_window(now: float) -> int:
+    """The fixed hourly window `now` falls in: quotas of new builds per hour count per window, not sliding."""
+    return int(now // HOUR_SECONDS)
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """An API token as stored: the sha256 of its secret (never the secret), who it is for, what it may do.
+
+    `window`/`window_count` count the builds it started in the current hourly window; `in_flight` holds the keys of
+    the builds it started that were not yet seen finished (bounded by `max_in_flight`: no scan is needed to count
+    them, and finished ones are pruned with one batch read of their records).
+    """
+
+    token_hash: str
+    name: str
+    role: TokenRole = "user"
+    builds_per_hour: int = 20
+    max_in_flight: int = 10
+    created_at: float = 0.0
+    revoked_at: float | None = None
+    window: int = 0
+    window_count: int = 0
+    in_flight: tuple[str, ...] = ()
+    builds_started: int = 0
+    last_used_at: float = 0.0
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def started_in_window(self, window: int) -> int:
+        return self.window_count if self.window == window else 0
+
+
+class TokenStore(Protocol):
+    """API tokens keyed by the sha256 of their secret (DynamoDB: partition key `token_hash`).
+
+    The request path reads and writes one token by key; only the administrator's `list_tokens` (and so revoking by
+    name) reads them all, a handful of items.
+    """
+
+    def create(self, record: TokenRecord) -> bool:
+        """Store a new token unless one with this hash exists; True if stored."""
+        ...
+
+    def get(self, token_hash: str) -> TokenRecord | None: ...
+
+    def list_tokens(self) -> list[TokenRecord]:
+        """Every token, revoked ones too, oldest first (a scan: for the administrator, not per request)."""
+        ...
+
+    def revoke(self, token_hash: str, now: float) -> bool:
+        """Mark the token revoked at `now` unless it already is; every later `admit` refuses it."""
+        ...
+
+    def admit(self, token_hash: str, now: float, keys: tuple[str, ...]) -> tuple[bool, TokenRecord | None]:
+        """Charge the token for starting the builds `keys`, atomically, only if it stays within its quotas.
+
+        One conditional write: the token exists and is not revoked, the builds it started in `hour_window(now)`
+        plus len(keys) stay within `builds_per_hour` (a new window starts its count afresh), and its in-flight
+        keys plus len(keys) stay within `max_in_flight`; then the count goes up by len(keys) and the keys join the
+        in-flight set. Of concurrent callers, never more are admitted than the quotas allow. Returns whether it
+        was admitted, and the record (as stored after the write, or as read when refused; None if unknown).
+        """
+        ...
+
+    def forget_in_flight(self, token_hash: str, keys: tuple[str, ...]) -> None:
+        """Drop keys (builds seen finished) from the token's in-flight set; absent keys are ignored."""
+        ...

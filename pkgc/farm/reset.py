@@ -82,9 +82,7 @@ def ensure_stopped(home: Path) -> None:
     """Raise FarmRunning if a supervisor serves `home`: it holds the home's lock for its whole life (a pid in a state
     file left by a killed farm may belong to any process by now, so the lock is what counts)."""
     if home_is_locked(home):
-        raise FarmRunning(
-            "the embedded farm is running", hint="stop it with 'pkgc farm stop' before 'pkgc farm reset'"
-        )
+        raise FarmRunning("the embedded farm is running", hint="stop it with 'pkgc farm stop' before 'pkgc farm reset'")
 
 
 def _move_database_aside(paths: FarmPaths) -> list[Path]:

@@ -59,6 +59,19 @@ class _Plan:
     recipe_texts: dict[str, str]
 
 
+@dataclass(frozen=True)
+class BuildAdmission:
+    """The builds a resolve is about to start, told to its `admit` callback before any is created: `new` keys to
+    create, `retry` failed builds to queue again (asked with retry_failed). The callback raises to refuse."""
+
+    new: tuple[str, ...]
+    retry: tuple[str, ...]
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return self.new + self.retry
+
+
 def artifact_blob_name(key: str) -> str:
     return f"artifacts/{key[:2]}/{key}.tar.zst"
 
@@ -182,9 +195,19 @@ class FarmService:
         )
 
     # -- builds --------------------------------------------------------------------------------------------
-    def resolve(self, request: ResolveRequest) -> ResolveResponse:
-        """Plan every build the request needs; create the missing ones (exactly once per key) and enqueue them."""
+    def resolve(
+        self, request: ResolveRequest, admit: Callable[[BuildAdmission], None] | None = None
+    ) -> ResolveResponse:
+        """Plan every build the request needs; create the missing ones (exactly once per key) and enqueue them.
+
+        With `admit`, first tell it which builds this call would start (see `admission`); it raises to refuse, and
+        then nothing is created or queued.
+        """
         specs, requested = self._plan(request)
+        if admit is not None:
+            admission = self.admission(specs, retry_failed=request.retry_failed)
+            if admission.keys:
+                admit(admission)
         builds = []
         for spec in specs:
             # A ready build never changes (its key names its content): answer it from memory, no store round trip.
@@ -194,6 +217,20 @@ class FarmService:
                 self._remember_if_ready(info)
             builds.append(info)
         return ResolveResponse(requested=requested, builds=builds)
+
+    def admission(self, specs: list[BuildSpec], *, retry_failed: bool) -> BuildAdmission:
+        """The builds of `specs` a resolve would start now: absent ones, and failed ones when retrying them.
+
+        One batch read. A concurrent resolve may create one of them in between: then this caller was counted for
+        a build it did not start, which errs on the side of the quota.
+        """
+        wanted = [key for key in dict.fromkeys(spec.key for spec in specs) if key not in self._ready]
+        records = self.builds.get_many(wanted) if wanted else {}
+        new = tuple(key for key in wanted if key not in records)
+        retry = tuple(
+            key for key in wanted if retry_failed and key in records and records[key].status == BuildStatus.FAILED
+        )
+        return BuildAdmission(new=new, retry=retry)
 
     def resolve_from_memory(self, request: ResolveRequest) -> ResolveResponse | None:
         """The answer to a resolve whose builds are all ready and whose plan is known, without touching a store;
