@@ -1,10 +1,12 @@
 """One moto server per test session, on loopback, for every test that talks to AWS (pytest plugin, see conftest).
 
 moto runs in server mode (a real HTTP endpoint in a thread of this process), so boto3 goes through its whole
-stack, the same as against AWS, and processes the tests start reach it through `AWS_ENDPOINT_URL`. State is
-wiped before each test that asks for it (`POST /moto-api/reset`): cheaper than a server per test, and no test
-sees another's tables or messages. Credentials are fake and the shared AWS config files are hidden, so nothing a
-developer has configured can send a request to a real account.
+stack, the same as against AWS, and processes the tests start reach it through `AWS_ENDPOINT_URL`. Each test gets
+state of its own through fresh resource names (`make_aws_settings`: a random suffix on every table, bucket, queue
+and topic) rather than a wipe of the server: the infra harness (tests/infra) deploys its stacks once per session
+on this same server, and `POST /moto-api/reset` between tests would delete them. `MotoServer.reset()` is there for
+a test that needs an empty server and runs alone. Credentials are fake and the shared AWS config files are hidden,
+so nothing a developer has configured can send a request to a real account.
 """
 
 from __future__ import annotations
@@ -73,8 +75,7 @@ def moto_server() -> Iterator[MotoServer]:
 
 @pytest.fixture
 def aws_env(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """A clean moto and this process's environment pointed at it (for this test only)."""
-    moto_server.reset()
+    """This process's environment pointed at the session's moto server (for this test only)."""
     for name in (*_PROXY_VARIABLES, "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     env = moto_server.env()
@@ -104,5 +105,5 @@ def make_aws_settings(
 
 @pytest.fixture
 def aws_settings(moto_server: MotoServer, aws_env: dict[str, str]) -> AwsSettings:
-    """A farm's worth of AWS resources on a clean moto (one platform, redrive after 5 receives)."""
+    """A farm's worth of fresh AWS resources on the session's moto (one platform, redrive after 5 receives)."""
     return make_aws_settings(moto_server)

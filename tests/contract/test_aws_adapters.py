@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -309,7 +310,7 @@ def test_dead_letter_queue_is_found_through_the_redrive_policy(
     assert queue.receive(visibility_timeout=0, wait=2) is not None
     assert queue.receive(visibility_timeout=0, wait=0) is None
     assert queue.dead_letter_count() == 1
-    plain = AwsClients(settings).sqs.create_queue(QueueName="no-redrive")["QueueUrl"]
+    plain = AwsClients(settings).sqs.create_queue(QueueName=f"no-redrive-{uuid.uuid4().hex[:8]}")["QueueUrl"]
     assert SqsJobQueue(AwsClients(settings).sqs, plain).dead_letter_count() == 0
 
 
@@ -319,7 +320,7 @@ def test_dead_letter_queue_is_found_through_the_redrive_policy(
 def test_notifier_publishes_finished_builds(moto_server: MotoServer, aws_env: dict[str, str]) -> None:
     settings = make_aws_settings(moto_server)
     clients = AwsClients(settings)
-    inbox = clients.sqs.create_queue(QueueName="inbox")["QueueUrl"]
+    inbox = clients.sqs.create_queue(QueueName=f"inbox-{uuid.uuid4().hex[:8]}")["QueueUrl"]
     inbox_arn = clients.sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     assert settings.topic_arn is not None
     clients.sns.subscribe(

@@ -762,11 +762,13 @@ class SqsJobQueue:
             policy = self._attributes(self.url, ["RedrivePolicy"]).get("RedrivePolicy")
             if not policy:
                 return None
-            arn = str(json.loads(policy)["deadLetterTargetArn"])
-            _, _, _, _, account, name = arn.split(":", 5)
-            with _aws_call(self._what("GetQueueUrl (dead-letter queue)")):
-                answer = self._client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)
-            self._dead_letter_url = str(answer["QueueUrl"])
+            try:
+                name = str(json.loads(policy)["deadLetterTargetArn"]).rsplit(":", 1)[1]
+            except (ValueError, KeyError, IndexError, TypeError):
+                raise FarmUnavailable(f"{self._what('GetQueueAttributes')}: unreadable RedrivePolicy") from None
+            # SQS requires the dead-letter queue in the source queue's account and region, so its URL is the
+            # source's with the last segment replaced: no GetQueueUrl call, and no permission for one.
+            self._dead_letter_url = f"{self.url.rsplit('/', 1)[0]}/{name}"
         return self._dead_letter_url
 
     def dead_letter_count(self) -> int:
