@@ -23,6 +23,9 @@ import httpx
 import pytest
 import zstandard
 
+# One moto server per session for the AWS adapters' tests (fixtures moto_server, aws_env, aws_settings).
+pytest_plugins = ["tests.moto_server"]
+
 # Small C projects of our own, served on loopback, for flows the Debian archive cannot give us.
 BROKEN_C = b"int main(void) { return this_is_not_c; }\n"
 SLOW_C = b'#include <stdio.h>\nint main(void) { puts("slowpoke " VERSION); return 0; }\n'

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,22 +16,16 @@ from pkgc.farm.adapters.local import open_farm_database
 from pkgc.farm.adapters.local_tokens import SqliteTokenStore
 from pkgc.farm.adapters.memory_tokens import MemoryTokenStore
 from pkgc.farm.ports import HOUR_SECONDS, TokenRecord, TokenStore, hour_window
+from tests.moto_server import MotoServer
 
 T0 = 1_700_000_000.0  # the start of an hourly window is T0 - T0 % 3600
 WINDOW_START = T0 - T0 % HOUR_SECONDS
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """One moto server on loopback for the session (helper "aws" is writing a shared one; this one is local)."""
-    server_module = pytest.importorskip("moto.server")
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+@pytest.fixture
+def moto_endpoint(moto_server: MotoServer) -> str:
+    """The session's one moto server (tests/moto_server.py); each test makes a fresh table on it."""
+    return moto_server.endpoint
 
 
 def dynamo_store(endpoint: str) -> TokenStore:

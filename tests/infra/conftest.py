@@ -4,7 +4,8 @@ The harness deploys each child template of infra/ as a stack of its own, in the 
 `pkgc.farm.deploy.read_wiring` reads from main.yaml, through the same AwsDeployTarget that `pkgc farm deploy` uses:
 one child's outputs become the next one's parameters exactly as main.yaml wires them.
 
-Self-contained on purpose (the contract suite has a moto fixture of its own); one server per session either way.
+The server is the session's one (tests/moto_server.py); the other tests on it use fresh resource names and never
+wipe it, so the stacks deployed here live for the whole session.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import boto3
 import pytest
 
 from pkgc.farm.deploy import ChildStack, child_parameters, child_stack_name, main_parameters, read_wiring
+from tests.moto_server import MotoServer
 
 REGION = "us-east-1"
 HARNESS_STACK = "pkgcharness"
@@ -64,16 +66,9 @@ class Moto:
 
 
 @pytest.fixture(scope="session")
-def moto() -> Iterator[Moto]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield Moto(f"http://{host}:{port}")
-    finally:
-        server.stop()
+def moto(moto_server: MotoServer) -> Moto:
+    """The session's one moto server (tests/moto_server.py, shared with the contract suite, which never wipes it)."""
+    return Moto(moto_server.endpoint)
 
 
 def small_zip() -> bytes:

@@ -1,0 +1,109 @@
+"""One moto server per test session, on loopback, for every test that talks to AWS (pytest plugin, see conftest).
+
+moto runs in server mode (a real HTTP endpoint in a thread of this process), so boto3 goes through its whole
+stack, the same as against AWS, and processes the tests start reach it through `AWS_ENDPOINT_URL`. Each test gets
+state of its own through fresh resource names (`make_aws_settings`: a random suffix on every table, bucket, queue
+and topic) rather than a wipe of the server: the infra harness (tests/infra) deploys its stacks once per session
+on this same server, and `POST /moto-api/reset` between tests would delete them. `MotoServer.reset()` is there for
+a test that needs an empty server and runs alone. Credentials are fake and the shared AWS config files are hidden,
+so nothing a developer has configured can send a request to a real account.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.request
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:  # boto3 is imported by the tests that use AWS, not by every test session
+    from pkgc.farm.adapters.aws import AwsSettings
+
+REGION = "us-east-1"
+LOOPBACK_NO_PROXY = "127.0.0.1,localhost,::1"
+_PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+@dataclass
+class MotoServer:
+    endpoint: str
+    _server: object
+
+    def reset(self) -> None:
+        """Forget every resource (tables, queues, buckets, topics) of every service."""
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
+        request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST", data=b"")
+        with opener.open(request, timeout=10) as answer:
+            if answer.status != 200:
+                raise RuntimeError(f"moto reset answered {answer.status}")
+
+    def env(self) -> dict[str, str]:
+        """What a process needs to reach this server and only this server."""
+        return {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_CONFIG_FILE": "/nonexistent/pkgc-tests/aws-config",
+            "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/pkgc-tests/aws-credentials",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "NO_PROXY": LOOPBACK_NO_PROXY,
+            "no_proxy": LOOPBACK_NO_PROXY,
+        }
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """Started on first use, stopped at the end of the session; port 0 lets the kernel choose a free port."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per AWS call otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield MotoServer(endpoint=f"http://{host}:{port}", _server=server)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_env(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """This process's environment pointed at the session's moto server (for this test only)."""
+    for name in (*_PROXY_VARIABLES, "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    env = moto_server.env()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+def make_aws_settings(
+    moto: MotoServer, platforms: Sequence[str] = ("linux-x86_64",), *, max_receive_count: int = 5, **overrides: object
+) -> AwsSettings:
+    """Fresh resource names (a test may make several farms) and the resources themselves, on `moto`."""
+    from pkgc.farm.adapters.aws import AwsSettings, create_resources
+
+    suffix = uuid.uuid4().hex[:8]
+    settings = AwsSettings(
+        builds_table=f"pkgc-builds-{suffix}",
+        catalog_table=f"pkgc-catalog-{suffix}",
+        tokens_table=f"pkgc-tokens-{suffix}",
+        bucket=f"pkgc-blobs-{suffix}",
+        region=REGION,
+        endpoint_url=moto.endpoint,
+    )
+    settings = create_resources(settings, platforms, prefix=f"pkgc-{suffix}", max_receive_count=max_receive_count)
+    return replace(settings, **overrides)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def aws_settings(moto_server: MotoServer, aws_env: dict[str, str]) -> AwsSettings:
+    """A farm's worth of fresh AWS resources on the session's moto (one platform, redrive after 5 receives)."""
+    return make_aws_settings(moto_server)
