@@ -1,7 +1,6 @@
 """The embedded farm: API, workers and state on this machine, under the user's data directory.
 
-This module is the farm's composition root for the embedded deployment: it is the only place that chooses the
-SQLite and directory adapters for the API. `python -m pkgc.farm.embedded serve` is the supervisor process: it
+Its adapters come from the farm's composition root (pkgc/farm/bootstrap.py, the local backend). `python -m pkgc.farm.embedded serve` is the supervisor process: it
 takes the home's lock (one supervisor per home, whatever the clients do), loads the recipes, serves the API on
 loopback, keeps N worker processes alive (restarting any that dies, later and later if they keep dying at start),
 and stops by itself after `--idle-timeout` seconds without a request or a build to do.
@@ -30,17 +29,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import pkgc
 from pkgc.core.errors import PkgcError
-from pkgc.core.platform import detect_platform
-from pkgc.farm.adapters.local import (
-    DirectoryBlobStore,
-    SqliteBuildStore,
-    SqliteCatalogStore,
-    SqliteJobQueue,
-    check_farm_database,
-    checkpoint_farm_database,
-    open_farm_database,
-)
+from pkgc.farm.adapters.local import check_farm_database, checkpoint_farm_database, open_farm_database
 from pkgc.farm.api import create_app
+from pkgc.farm.bootstrap import FarmConfig, blob_files, farm_service, open_ports
 from pkgc.farm.lifecycle import (
     DEFAULT_LOG_MAX_BYTES,
     RestartPolicy,
@@ -60,14 +51,8 @@ SUPERVISOR_PID_ENV = "PKGC_FARM_SUPERVISOR_PID"  # the parent a worker must not 
 
 
 def build_service(paths: FarmPaths, engine: Engine | None = None) -> FarmService:
-    engine = engine if engine is not None else open_farm_database(paths.database)
-    return FarmService(
-        catalog=SqliteCatalogStore(engine),
-        builds=SqliteBuildStore(engine),
-        queue=SqliteJobQueue(engine),
-        blobs=DirectoryBlobStore(paths.blobs),
-        platform=detect_platform(),
-    )
+    """The embedded farm's service (the local backend in `paths.home`), from the composition root."""
+    return farm_service(FarmConfig.local(paths.home), engine=engine)
 
 
 @dataclass(frozen=True)
@@ -300,7 +285,8 @@ def serve(home: Path, workers: int, port: int, idle_timeout: float = DEFAULT_IDL
         _say(f"removed work directories left by killed workers in {paths.work}")
     paths.start_error.unlink(missing_ok=True)
     engine = open_checked_database(paths)
-    service = build_service(paths, engine)
+    ports = open_ports(FarmConfig.local(paths.home), engine=engine)
+    service = farm_service(FarmConfig.local(paths.home), ports=ports)
     skipped = publish_recipes(service)
     for recipe in skipped:  # farm.log: where the user looks when a package is missing
         _say(f"skipped recipe {recipe.file}: {recipe.error}")
@@ -316,7 +302,8 @@ def serve(home: Path, workers: int, port: int, idle_timeout: float = DEFAULT_IDL
         return None
 
     # loopback_only: this farm is the user's alone, so DNS-rebound requests from a web page are refused.
-    activity = ActivityTracker(create_app(service, loopback_only=True, status=status, problem=problem))
+    app = create_app(service, loopback_only=True, status=status, problem=problem, blob_file=blob_files(ports.blobs))
+    activity = ActivityTracker(app)
     server = uvicorn.Server(
         uvicorn.Config(activity, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     )

@@ -3,6 +3,7 @@ the AWS adapters join the parameter lists when they exist)."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ from pkgc.farm.adapters.local import (
     SqliteJobQueue,
     open_farm_database,
 )
-from pkgc.farm.ports import BlobStore, BuildRecord, BuildStore, JobQueue
+from pkgc.farm.ports import BlobStore, BuildRecord, BuildStore, JobQueue, content_blob_name
 
 
 class FakeClock:
@@ -172,14 +173,36 @@ def test_queue_delay_and_dead_letter(queue_and_clock: tuple[JobQueue, FakeClock]
 
 
 def test_blobs_round_trip_and_refuse_escapes(blobs: BlobStore, tmp_path: Path) -> None:
-    blobs.put_bytes("logs/ab/x.log", b"hello")
-    assert blobs.get_bytes("logs/ab/x.log") == b"hello"
+    log = tmp_path / "build.log"
+    log.write_bytes(b"hello")
+    name = blobs.put_content("logs", log)
+    assert name == content_blob_name("logs", hashlib.sha256(b"hello").hexdigest())
+    assert blobs.get_bytes(name) == b"hello" and blobs.exists(name)
     source = tmp_path / "src.bin"
     source.write_bytes(b"\0" * 1000)
-    blobs.put_file("artifacts/cd/y.tar.zst", source)
+    artifact = blobs.put_content("artifacts", source)
+    assert artifact.startswith("artifacts/sha256/") and artifact.endswith(".tar.zst")
     out = tmp_path / "out.bin"
-    assert blobs.download_to("artifacts/cd/y.tar.zst", out) and out.read_bytes() == b"\0" * 1000
-    assert blobs.get_bytes("missing") is None
+    assert blobs.download_to(artifact, out) and out.read_bytes() == b"\0" * 1000
+    assert blobs.get_bytes("missing") is None and not blobs.exists("missing")
     assert not blobs.download_to("missing", tmp_path / "nothing")
+    blobs.put_named("catalog/snapshot.json", b"[1]")
+    blobs.put_named("catalog/snapshot.json", b"[2]")
+    assert blobs.get_bytes("catalog/snapshot.json") == b"[2]"
+    url = blobs.url_for(artifact)
+    assert url.endswith(artifact) and url.startswith(("/v1/", "http://", "https://"))
     with pytest.raises(ValueError):
-        blobs.put_bytes("../escape", b"x")
+        blobs.put_named("../escape", b"x")
+
+
+def test_content_blobs_are_written_once_and_never_replaced(blobs: BlobStore, tmp_path: Path) -> None:
+    first = tmp_path / "a.tar.zst"
+    first.write_bytes(b"artifact bytes")
+    name = blobs.put_content("artifacts", first)
+    again = tmp_path / "b.tar.zst"
+    again.write_bytes(b"artifact bytes")
+    assert blobs.put_content("artifacts", again) == name
+    other = tmp_path / "c.tar.zst"
+    other.write_bytes(b"other bytes")
+    assert blobs.put_content("artifacts", other) != name
+    assert blobs.get_bytes(name) == b"artifact bytes"
