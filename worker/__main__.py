@@ -73,7 +73,6 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"worker {args.id}: {exc}") from None
     platform = args.platform or str(detect_platform())
     if config.backend == "local":
-        workdir = config.paths.home
         sources, workroot = config.paths.sources, config.paths.work
     else:
         workdir = args.workdir or Path(os.environ.get("PKGC_WORKER_DIR") or DEFAULT_AWS_WORKDIR)

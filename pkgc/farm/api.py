@@ -34,7 +34,7 @@ from pkgc.core.protocol import (
     WaitRequest,
     WaitResponse,
 )
-from pkgc.farm.blobnames import is_content_blob, valid_blob_name
+from pkgc.farm.blobnames import content_digest, valid_blob_name
 from pkgc.farm.service import FarmService
 
 MAX_BODY_BYTES = 64 * 1024
@@ -242,12 +242,11 @@ def create_app(
             if path is None:
                 raise NotFound(f"no blob {name}")
             # A content blob's name is its bytes' digest: it never changes, so any cache may keep it for good.
-            immutable = is_content_blob(name)
-            return FileResponse(
-                path,
-                media_type=_media_type(name),
-                headers={"Cache-Control": "public, max-age=31536000, immutable" if immutable else "no-cache"},
-            )
+            digest = content_digest(name)
+            headers = {"Cache-Control": "no-cache"}
+            if digest is not None:
+                headers = {"Cache-Control": "public, max-age=31536000, immutable", "X-Checksum-Sha256": digest}
+            return FileResponse(path, media_type=_media_type(name), headers=headers)
 
     limited = BodyLimit(app, MAX_BODY_BYTES)
     return LoopbackHostOnly(limited) if loopback_only else limited

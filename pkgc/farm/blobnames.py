@@ -21,5 +21,10 @@ def valid_blob_name(name: str) -> bool:
 
 def is_content_blob(name: str) -> bool:
     """A name made by `content_blob_name` (its digest directory agreeing with its digest): immutable bytes."""
+    return content_digest(name) is not None
+
+
+def content_digest(name: str) -> str | None:
+    """The sha256 a content blob's name states (None for other names): what the bytes served must hash to."""
     found = CONTENT_BLOB_NAME.fullmatch(name)
-    return found is not None and found.group(3).startswith(found.group(2))
+    return found.group(3) if found is not None and found.group(3).startswith(found.group(2)) else None

@@ -115,9 +115,11 @@ class WorkerPool:
 
     def _start(self, worker_id: str) -> None:
         log = self.paths.log.open("ab")
+        # --backend local: an embedded worker is one whatever PKGC_FARM_BACKEND the user's environment holds.
+        argv = ["-m", "pkgc.worker", "--backend", "local", "--home", str(self.paths.home), "--id", worker_id]
         self.processes[worker_id] = subprocess.Popen(
             # -P and cwd=home: no file in the directory the farm was started from can stand in for the worker.
-            [sys.executable, "-P", "-m", "pkgc.worker", "--home", str(self.paths.home), "--id", worker_id],
+            [sys.executable, "-P", *argv],
             cwd=self.paths.home,
             stdout=log,
             stderr=subprocess.STDOUT,

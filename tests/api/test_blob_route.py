@@ -30,6 +30,7 @@ def test_a_content_blob_is_served_as_immutable(setup: tuple[TestClient, object, 
     response = client.get(url)
     assert response.status_code == 200 and response.content == b"artifact bytes"
     assert "immutable" in response.headers["cache-control"]
+    assert name.endswith(f"/{response.headers['x-checksum-sha256']}.tar.zst")
     partial = client.get(url, headers={"Range": "bytes=9-"})
     assert partial.status_code == 206 and partial.content == b"bytes", "downloads resume"
     blobs.put_named("catalog/snapshot.json", b"[]")  # type: ignore[attr-defined]
