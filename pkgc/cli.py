@@ -226,17 +226,17 @@ class AppContext:
             from pkgc.client.farm_client import FarmClient, http_client
 
             settings = self.settings
-            http = http_client(token=settings.token, tls=not settings.embedded, timeout=settings.network_timeout)
+            http = http_client(tls=not settings.embedded, timeout=settings.network_timeout)
             if settings.embedded:
                 from pkgc.client.embedded import ensure_running, farm_home
                 from pkgc.client.lazy_farm import StartOnFirstUse
 
                 idle = settings.farm_idle_timeout
                 self._farm = StartOnFirstUse(
-                    lambda: ensure_running(farm_home(), http=http, idle_timeout=idle), client=http
+                    lambda: ensure_running(farm_home(), http=http, idle_timeout=idle), client=http, token=settings.token
                 )
             else:
-                self._farm = FarmClient(settings.farm, client=http)
+                self._farm = FarmClient(settings.farm, client=http, token=settings.token)
         return self._farm
 
     def catalog(self) -> CatalogCache:

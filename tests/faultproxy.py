@@ -2,7 +2,7 @@
 
 A real farm never drops a connection half-way through a download or stalls in the middle of one, so the tests put
 this real HTTP server between the client and the farm. Every request is forwarded to the farm; an artifact
-download (`GET /v1/artifacts/...`) is answered with the farm's status and headers, and then, depending on `mode`:
+download (`GET /v1/blobs/artifacts/...`) is answered with the farm's status and headers, and then, depending on `mode`:
 
 - "pass":  the whole body;
 - "drop":  the first `cut` bytes, then the connection is closed (a network error in the middle);
@@ -64,7 +64,7 @@ class FaultProxy:
                 with httpx.Client(base_url=proxy.upstream, timeout=60, trust_env=False) as client:
                     answer = client.request(self.command, self.path, content=body, headers=headers)
                 payload = answer.content
-                is_artifact = self.command == "GET" and self.path.startswith("/v1/artifacts/")
+                is_artifact = self.command == "GET" and self.path.startswith(("/v1/artifacts/", "/v1/blobs/artifacts/"))
                 if is_artifact:
                     proxy.artifact_requests.append(self.headers.get("Range", ""))
                 self.send_response(answer.status_code)

@@ -1,4 +1,8 @@
-"""The worker's composition root: `python -m pkgc.worker --home DIR --id NAME` runs one worker of the embedded farm."""
+"""The worker's entry point: `python -m pkgc.worker --id NAME [--backend local|aws] [--platform P] [--home DIR]`.
+
+Its adapters come from the farm's composition root (pkgc/farm/bootstrap.py): the local backend is one worker of
+the embedded farm (`--home`), the aws backend a worker on EC2 (`PKGC_AWS_*`, `--platform` names its queue).
+"""
 
 from __future__ import annotations
 
@@ -10,18 +14,15 @@ import sys
 import threading
 from pathlib import Path
 
-from pkgc.farm.adapters.local import (
-    DirectoryBlobStore,
-    JsonLinesNotifier,
-    SqliteBuildStore,
-    SqliteJobQueue,
-    checkpoint_farm_database,
-    open_farm_database,
-)
-from pkgc.farm.paths import FarmPaths
+from pkgc.core.errors import PkgcError
+from pkgc.core.platform import detect_platform
+from pkgc.farm.bootstrap import BACKENDS, FarmConfig, build_lifecycle, close_ports, open_ports
 from pkgc.worker.fetch import SourceFetcher
-from pkgc.worker.loop import Worker, WorkerSettings
+from pkgc.worker.interruption import DEFAULT_IMDS_URL, IMDS_URL_ENV, InterruptionWatch
+from pkgc.worker.loop import Worker, WorkerSettings, report_to_stderr
 from pkgc.worker.sandbox import bubblewrap_path
+
+DEFAULT_AWS_WORKDIR = Path("/var/lib/pkgc-worker")
 
 
 def _env_float(name: str, default: float) -> float:
@@ -54,13 +55,28 @@ def _die_with_supervisor() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pkgc.worker")
-    parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("--home", type=Path, default=None, help="the embedded farm's home (local backend)")
     parser.add_argument("--id", required=True)
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default=None, help="default: PKGC_FARM_BACKEND, else local"
+    )
+    parser.add_argument("--platform", default=None, help="the build platform whose queue to take jobs from")
+    parser.add_argument("--workdir", type=Path, default=None, help="sources and builds (aws; local: the home)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--max-jobs", type=int, default=None)
     args = parser.parse_args(argv)
     _die_with_supervisor()
     os.umask(0o077)  # blobs, logs and sources are the user's alone (build commands run with their own umask)
+    try:
+        config = FarmConfig.from_env(home=args.home, backend=args.backend)
+    except PkgcError as exc:
+        raise SystemExit(f"worker {args.id}: {exc}") from None
+    platform = args.platform or str(detect_platform())
+    if config.backend == "local":
+        sources, workroot = config.paths.sources, config.paths.work
+    else:
+        workdir = args.workdir or Path(os.environ.get("PKGC_WORKER_DIR") or DEFAULT_AWS_WORKDIR)
+        sources, workroot = workdir / "sources", workdir / "work"
     bwrap = None if os.environ.get("PKGC_NO_SANDBOX") else bubblewrap_path()
     if bwrap is None:
         if os.environ.get("PKGC_REQUIRE_SANDBOX") == "1":
@@ -70,12 +86,10 @@ def main(argv: list[str] | None = None) -> None:
                 "or PKGC_NO_SANDBOX is set: refusing to build without a sandbox"
             )
         print(f"worker {args.id}: bubblewrap is not available; builds run without a sandbox", file=sys.stderr)
-    paths = FarmPaths(args.home)
-    engine = open_farm_database(paths.database)
     visibility = _env_float("PKGC_FARM_VISIBILITY_TIMEOUT", 60.0)
     settings = WorkerSettings(
         worker_id=f"{args.id}-{os.getpid()}",
-        workroot=paths.work,
+        workroot=workroot,
         jobs=args.jobs,
         build_timeout=_env_float("PKGC_FARM_BUILD_TIMEOUT", 3600.0),
         visibility_timeout=visibility,
@@ -83,19 +97,31 @@ def main(argv: list[str] | None = None) -> None:
         heartbeat_interval=max(0.5, min(visibility / 4, 5.0)),
         bubblewrap=bwrap,
     )
+    ports = open_ports(config)
     worker = Worker(
-        builds=SqliteBuildStore(engine),
-        queue=SqliteJobQueue(engine),
-        blobs=DirectoryBlobStore(paths.blobs),
-        notifier=JsonLinesNotifier(paths.events),
-        fetcher=SourceFetcher(paths.sources, loopback_only=os.environ.get("PKGC_FETCH_LOOPBACK_ONLY") == "1"),
+        lifecycle=build_lifecycle(config, ports=ports),
+        queue=ports.queues.for_platform(platform),
+        fetcher=SourceFetcher(sources, loopback_only=os.environ.get("PKGC_FETCH_LOOPBACK_ONLY") == "1"),
         settings=settings,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    imds = os.environ.get(IMDS_URL_ENV, "")
+    if config.backend == "aws" or imds:
+        try:
+            InterruptionWatch(
+                stop, base_url=imds or DEFAULT_IMDS_URL, interval=_env_float("PKGC_WORKER_IMDS_INTERVAL", 5.0),
+                report=report_to_stderr,
+            ).start()
+        except ValueError as exc:
+            raise SystemExit(f"worker {args.id}: {exc}") from None
     supervised = os.environ.get("PKGC_FARM_SUPERVISOR_PID", "")
-    worker.run(stop, max_jobs=args.max_jobs, orphaned=lambda: bool(supervised) and str(os.getppid()) != supervised)
-    checkpoint_farm_database(engine, "PASSIVE")  # leave what this worker wrote in farm.db, without waiting for others
+    try:
+        worker.run(stop, max_jobs=args.max_jobs, orphaned=lambda: bool(supervised) and str(os.getppid()) != supervised)
+    finally:
+        close_ports(ports)  # leave what this worker wrote in farm.db, without waiting for others
+    if stop.is_set():
+        report_to_stderr(f"worker {settings.worker_id}: stopped")
 
 
 if __name__ == "__main__":

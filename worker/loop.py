@@ -1,16 +1,20 @@
-"""The worker loop: receive a job, take the lease, build, upload, finish; idempotent by build key.
+"""The worker loop: receive a job, claim the build, fetch, build, pack, hand the result to the farm; ack last.
 
-Delivery is at least once, so every step tolerates repeats: a job for a finished build is acknowledged and dropped,
-a job whose build another worker holds comes back as a fresh message when that worker's lease would have expired
-(so a stalled holder that then dies does not strand its build), and writes after a lost lease are refused by the
-build store's fencing token. A job is acknowledged only after the build is marked finished, so a worker killed at
-any point leaves a job that comes back.
+Everything that decides about a build (is it worth building, the lease, the attempt limit, blob names, the fenced
+finish, waking up the builds that wait for it) is the farm's build lifecycle (pkgc/farm/work.py); the worker keeps
+its queue (receive, keep the job invisible while it builds, ack) and the work itself (fetch, build, pack).
+
+Delivery is at least once, so every step tolerates repeats, and a job is acknowledged only after the build is
+marked finished, so a worker killed at any point leaves a job that comes back. A worker that loses its lease kills
+its build at once; a worker asked to stop (SIGTERM, a Spot interruption notice) kills its build, gives the lease
+back and makes the job visible again, so another worker starts it without waiting for a timeout.
 """
 
 from __future__ import annotations
 
 import hashlib
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -22,12 +26,11 @@ from pathlib import Path
 from pkgc.artifact import Manifest, PackError, pack_tree, relocate_tree, unpack_artifact
 from pkgc.core.buildspec import BuildSpec
 from pkgc.core.errors import PkgcError
-from pkgc.core.protocol import BuildStatus
-from pkgc.farm.ports import BlobStore, BuildRecord, BuildStore, Job, JobQueue, Lease, Notifier
-from pkgc.farm.service import artifact_blob_name, log_blob_name
+from pkgc.farm.ports import BuildRecord, Job, JobQueue, Lease
+from pkgc.farm.work import Build, BuildLifecycle, DependencyUnavailable
 from pkgc.worker.builder import BuildError, run_build
 from pkgc.worker.fetch import SourceFetcher
-from pkgc.worker.sandbox import BuildTimedOut, CommandFailed, Sandbox
+from pkgc.worker.sandbox import BuildAborted, BuildTimedOut, CommandFailed, Sandbox
 
 LOG_TAIL_LINES = 30
 
@@ -42,37 +45,42 @@ class WorkerSettings:
     lease_ttl: float = 60.0
     heartbeat_interval: float = 10.0
     receive_wait: float = 2.0
-    dependency_retry_delay: float = 2.0
-    max_attempts: int = 3
     bubblewrap: str | None = None
+
+
+def report_to_stderr(message: str) -> None:
+    """One line in the worker's log (its stderr: farm.log for the embedded farm, the journal under systemd)."""
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}", file=sys.stderr, flush=True)
 
 
 class Worker:
     def __init__(
         self,
         *,
-        builds: BuildStore,
+        lifecycle: BuildLifecycle,
         queue: JobQueue,
-        blobs: BlobStore,
-        notifier: Notifier,
         fetcher: SourceFetcher,
         settings: WorkerSettings,
-        clock: Callable[[], float] = time.time,
+        report: Callable[[str], None] = report_to_stderr,
     ) -> None:
-        self.builds = builds
+        self.lifecycle = lifecycle
         self.queue = queue
-        self.blobs = blobs
-        self.notifier = notifier
         self.fetcher = fetcher
         self.settings = settings
-        self.clock = clock
+        self.report = report
+        self.stop = threading.Event()  # set by run()'s caller (SIGTERM, a Spot notice): stop and give the job back
 
     def run(
-        self, stop: threading.Event, max_jobs: int | None = None, orphaned: Callable[[], bool] = lambda: False
+        self,
+        stop: threading.Event | None = None,
+        max_jobs: int | None = None,
+        orphaned: Callable[[], bool] = lambda: False,
     ) -> int:
         """Take jobs until stopped, `max_jobs` were handled, or the supervisor is gone (`orphaned`)."""
+        if stop is not None:
+            self.stop = stop
         handled = 0
-        while not stop.is_set() and (max_jobs is None or handled < max_jobs) and not orphaned():
+        while not self.stop.is_set() and (max_jobs is None or handled < max_jobs) and not orphaned():
             job = self.queue.receive(self.settings.visibility_timeout, self.settings.receive_wait)
             if job is not None:
                 self.handle(job)
@@ -80,105 +88,68 @@ class Worker:
         return handled
 
     def handle(self, job: Job) -> None:
-        key = job.body
-        record = self.builds.get(key)
-        if record is None or record.status.finished:
+        claim = self.lifecycle.claim(job.body, self.settings.worker_id, self.settings.lease_ttl)
+        if isinstance(claim, Build):
+            self._build(claim, job)
+        else:
+            # Skip, Deferred (a fresh job was sent), Waiting (the dependencies' finish sends one), Failed.
             self.queue.ack(job)
-            return
-        dependencies = self.builds.get_many(list(record.dependencies))
-        failed = [d for d in dependencies.values() if d.status == BuildStatus.FAILED]
-        waiting = [k for k in record.dependencies if k not in dependencies or not dependencies[k].status.finished]
-        lease = None
-        if not waiting or failed:
-            lease = self.builds.acquire_lease(key, self.settings.worker_id, self.clock(), self.settings.lease_ttl)
-            if lease is None:
-                # Another worker holds a live lease. This may be the build's only job (the holder stalled past the
-                # visibility timeout and its message came to us), so dropping it could strand the build if the
-                # holder then dies: come back as a fresh message once the lease would have expired.
-                current = self.builds.get(key)
-                if current is not None and not current.status.finished:
-                    remaining = max(0.0, current.lease_expires - self.clock())
-                    self.queue.send(key, delay=remaining + self.settings.dependency_retry_delay)
-                self.queue.ack(job)
-                return
-        if lease is None:
-            # Dependencies still building: come back later as a fresh message, so waiting costs no retry.
-            self.queue.send(key, delay=self.settings.dependency_retry_delay)
-            self.queue.ack(job)
-            return
-        if failed:
-            self._finish(lease, job, BuildStatus.FAILED, error=f"dependency {failed[0].name} failed to build")
-            return
-        if lease.attempts > self.settings.max_attempts:
-            self._finish(lease, job, BuildStatus.FAILED, error=f"gave up after {self.settings.max_attempts} attempts")
-            return
-        self._build(record, lease, job)
 
-    def _finish(self, lease: Lease, job: Job, status: BuildStatus, **fields: object) -> None:
-        if self.builds.finish(lease, self.clock(), status=status, **fields):  # type: ignore[arg-type]
-            record = self.builds.get(lease.key)
-            if record is not None:
-                self.notifier.build_finished(record)
-        self.queue.ack(job)
-
-    def _collect_dependencies(self, record: BuildRecord) -> list[BuildRecord]:
-        """Every build in the dependency closure, each once: a library's own libraries are needed to link it."""
-        closure: dict[str, BuildRecord] = {}
-        pending = list(record.dependencies)
-        while pending:
-            key = pending.pop()
-            if key in closure:
-                continue
-            found = self.builds.get(key)
-            if found is None or found.status != BuildStatus.READY or not found.artifact:
-                raise BuildError(f"dependency {key[:12]} is not ready")
-            closure[key] = found
-            pending.extend(found.dependencies)
-        return list(closure.values())
-
-    def _install_dependencies(self, record: BuildRecord, depsdir: Path, scratch: Path) -> None:
+    def _install_dependencies(self, dependencies: tuple[BuildRecord, ...], depsdir: Path, scratch: Path) -> None:
         scratch.mkdir(parents=True, exist_ok=True)
-        for dependency in self._collect_dependencies(record):
-            archive = scratch / f"{dependency.key}.tar.zst"
-            assert dependency.artifact is not None
-            if not self.blobs.download_to(dependency.artifact, archive):
-                raise BuildError(f"artifact of dependency {dependency.name} is missing")
-            if hashlib.sha256(archive.read_bytes()).hexdigest() != dependency.sha256:
-                raise BuildError(f"artifact of dependency {dependency.name} does not match its checksum")
+        for dependency in dependencies:
+            archive = self.lifecycle.fetch_dependency(dependency, scratch / f"{dependency.key}.tar.zst")
             unpacked = scratch / f"{dependency.key}.d"
             manifest = unpack_artifact(archive, unpacked)
             relocate_tree(unpacked, manifest, str(depsdir))
             shutil.copytree(unpacked, depsdir, symlinks=True, dirs_exist_ok=True)
 
     def _heartbeat(self, lease: Lease, job: Job, log_path: Path, done: threading.Event, lost: threading.Event) -> None:
+        """Keep the job invisible and the lease alive; a lost lease sets `lost`, which aborts the build.
+
+        An error of the queue or the store is reported (a queue that cannot extend visibility lets another worker
+        take the job: the operator must see why) and the next beat tries again.
+        """
+        worker = self.settings.worker_id
         while not done.wait(self.settings.heartbeat_interval):
-            self.queue.extend(job, self.settings.visibility_timeout)
-            if not self.builds.renew_lease(lease, self.clock(), self.settings.lease_ttl, _last_line(log_path)):
+            try:
+                self.queue.extend(job, self.settings.visibility_timeout)
+            except Exception as exc:
+                self.report(f"worker {worker}: cannot extend the visibility of the job of {lease.key[:12]}: {exc}")
+            try:
+                renewed = self.lifecycle.renew(lease, self.settings.lease_ttl, _last_line(log_path))
+            except Exception as exc:
+                self.report(f"worker {worker}: cannot renew the lease of {lease.key[:12]}: {exc}")
+                continue
+            if not renewed:
+                self.report(f"worker {worker}: lost the lease of {lease.key[:12]}; aborting its build")
                 lost.set()
                 return
 
-    def _build(self, record: BuildRecord, lease: Lease, job: Job) -> None:
+    def _build(self, claim: Build, job: Job) -> None:
+        record, lease, spec = claim.record, claim.lease, claim.spec
         self.settings.workroot.mkdir(parents=True, exist_ok=True)
         workdir = Path(tempfile.mkdtemp(prefix=f"{record.name}-", dir=self.settings.workroot))
         log_path = workdir / "build.log"
+        artifact_path = workdir / "artifact.tar.zst"
         done, lost = threading.Event(), threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(lease, job, log_path, done, lost), daemon=True)
         beat.start()
-        status, error, artifact_fields = BuildStatus.FAILED, "", {}
+        ready, aborted, error, packed = False, False, "", ("", 0)
         try:
             with log_path.open("wb") as log:
                 try:
-                    spec = BuildSpec.from_json(record.spec)
                     source = self.fetcher.fetch(spec.source)
                     depsdir: Path | None = None
-                    if record.dependencies:
+                    if claim.dependencies:
                         depsdir = workdir / "deps"
                         depsdir.mkdir()
-                        self._install_dependencies(record, depsdir, workdir / "scratch")
+                        self._install_dependencies(claim.dependencies, depsdir, workdir / "scratch")
                     sandbox = Sandbox(
                         workdir,
                         bwrap=self.settings.bubblewrap,
                         deadline=time.monotonic() + self.settings.build_timeout,
+                        abort=lambda: lost.is_set() or self.stop.is_set(),
                     )
                     staged = run_build(
                         spec,
@@ -189,12 +160,21 @@ class Worker:
                         jobs=self.settings.jobs,
                         log=log,
                     )
-                    artifact_fields = self._pack(spec, staged, workdir / "artifact.tar.zst")
-                    status = BuildStatus.READY
-                    log.write(
-                        f"pkgc: packed {artifact_fields['size']} bytes, sha256 {artifact_fields['sha256']}\n".encode()
-                    )
-                except (CommandFailed, BuildTimedOut, BuildError, PackError, PkgcError, OSError) as exc:
+                    packed = self._pack(spec, staged, artifact_path)
+                    ready = True
+                    log.write(f"pkgc: packed {packed[1]} bytes, sha256 {packed[0]}\n".encode())
+                except BuildAborted as exc:
+                    aborted = True
+                    log.write(f"pkgc: {exc}\n".encode())
+                except (
+                    CommandFailed,
+                    BuildTimedOut,
+                    BuildError,
+                    DependencyUnavailable,
+                    PackError,
+                    PkgcError,
+                    OSError,
+                ) as exc:
                     error = str(exc)
                     log.write(f"pkgc: build failed: {error}\n".encode())
                 except Exception as exc:  # a bug in pkgc must still end the build, with its trace in the log
@@ -202,20 +182,23 @@ class Worker:
                     log.write(traceback.format_exc().encode())
             done.set()
             if lost.is_set():
-                return  # someone else owns the build now; writing would be refused anyway
-            log_blob = log_blob_name(record.key)
-            self.blobs.put_file(log_blob, log_path)
-            if status == BuildStatus.READY:
-                artifact_blob = artifact_blob_name(record.key)
-                self.blobs.put_file(artifact_blob, workdir / "artifact.tar.zst")
-                self._finish(lease, job, status, artifact=artifact_blob, log=log_blob, **artifact_fields)
+                return  # someone else owns the build now; its job comes back to whoever should see it
+            if aborted or (self.stop.is_set() and not ready):
+                # Stopping: give the build back without counting the attempt and let another worker have the job now.
+                self.lifecycle.release(lease)
+                self.queue.retry_later(job, 0)
+                self.report(f"worker {self.settings.worker_id}: stopping; gave back the build of {record.name}")
+                return
+            if ready:
+                self.lifecycle.publish(lease, artifact_path, log_path, packed[0], packed[1])
             else:
-                self._finish(lease, job, status, log=log_blob, error=error)
+                self.lifecycle.fail(lease, log_path, error)
+            self.queue.ack(job)
         finally:
             done.set()
             shutil.rmtree(workdir, ignore_errors=True)
 
-    def _pack(self, spec: BuildSpec, staged: Path, out: Path) -> dict[str, object]:
+    def _pack(self, spec: BuildSpec, staged: Path, out: Path) -> tuple[str, int]:
         manifest = Manifest(
             name=spec.name,
             version=spec.version,
@@ -227,8 +210,11 @@ class Worker:
             smoke={"command": list(spec.smoke_command), "expect": spec.smoke_expect},
         )
         pack_tree(staged, manifest, out)
-        data = out.read_bytes()
-        return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        digest = hashlib.sha256()
+        with out.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        return digest.hexdigest(), out.stat().st_size
 
 
 def _last_line(log_path: Path) -> str:

@@ -10,7 +10,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -27,6 +27,10 @@ class CommandFailed(Exception):
 
 class BuildTimedOut(Exception):
     pass
+
+
+class BuildAborted(Exception):
+    """The worker stopped the build (its lease was lost, or it is being stopped); every process of it was killed."""
 
 
 def _die_with_parent() -> None:
@@ -67,10 +71,20 @@ def bubblewrap_path() -> str | None:
 class Sandbox:
     """Runs commands with a writable work directory and, under bubblewrap, a read-only system and no network."""
 
-    def __init__(self, workdir: Path, *, bwrap: str | None, deadline: float) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        bwrap: str | None,
+        deadline: float,
+        abort: Callable[[], bool] = lambda: False,
+        abort_check_interval: float = 0.2,
+    ) -> None:
         self.workdir = workdir
         self.bwrap = bwrap
         self.deadline = deadline
+        self.abort = abort  # asked between short waits: True kills the running command's whole process tree
+        self.abort_check_interval = abort_check_interval
 
     def describe(self) -> str:
         if self.bwrap:
@@ -98,8 +112,9 @@ class Sandbox:
     def run(self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: BinaryIO) -> None:
         log.write(f"$ {' '.join(argv)}\n".encode())
         log.flush()
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
+        if self.abort():
+            raise BuildAborted("build aborted before the command started")
+        if self.deadline - time.monotonic() <= 0:
             raise BuildTimedOut("build time limit reached")
         process = subprocess.Popen(
             self._wrap(argv, cwd),
@@ -112,13 +127,25 @@ class Sandbox:
             preexec_fn=_die_with_parent,
             umask=BUILD_UMASK,
         )
-        try:
-            returncode = process.wait(timeout=remaining)
-        except subprocess.TimeoutExpired:
-            _kill_tree(process)
-            raise BuildTimedOut("build time limit reached; every process of the build was killed") from None
+        returncode = self._wait(process)
         if returncode != 0:
             raise CommandFailed(argv, returncode)
+
+
+    def _wait(self, process: subprocess.Popen[bytes]) -> int:
+        """The command's exit status; kill its whole tree at the deadline or when `abort` says so."""
+        while True:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                _kill_tree(process)
+                raise BuildTimedOut("build time limit reached; every process of the build was killed")
+            try:
+                return process.wait(timeout=min(remaining, self.abort_check_interval))
+            except subprocess.TimeoutExpired:
+                pass
+            if self.abort():
+                _kill_tree(process)
+                raise BuildAborted("build aborted; every process of the build was killed")
 
 
 def _kill_tree(process: subprocess.Popen[bytes]) -> None:

@@ -78,16 +78,15 @@ def _wait_phrase(seconds: int) -> str:
     return f"{round(seconds / 3600)} h"
 
 
-def http_client(*, token: str = "", tls: bool = True, timeout: float = DEFAULT_NETWORK_TIMEOUT) -> httpx.Client:
+def http_client(*, tls: bool = True, timeout: float = DEFAULT_NETWORK_TIMEOUT) -> httpx.Client:
     """One client per command, shared by the embedded-farm health check and the farm API calls.
 
-    `tls=False` (a loopback farm) skips loading the certificate store, a noticeable part of a short command's time.
+    It carries no credentials: FarmClient adds the bearer token to the requests that go to the farm API's own
+    origin, never to another one (a CDN, a presigned storage URL). `tls=False` (a loopback farm) skips loading the certificate store, a noticeable part of a short command's time.
     `timeout` bounds every wait for bytes from the farm (a stalled download fails after it); a long-poll gets its
     own wait on top.
     """
     headers = {"User-Agent": f"pkgc/{pkgc.__version__}"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
     hooks: dict[str, list[Callable[[httpx.Request], None]]] = {}
     trace = os.environ.get("PKGC_TRACE_HTTP")
     if trace:
@@ -114,6 +113,11 @@ def this_machine() -> ClientPlatform:
     """The platform and CPU levels of this machine, as a resolve states them."""
     here = detect_platform()
     return ClientPlatform.of(here, detect_cpu_levels(here.arch))
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of an absolute URL, the port made explicit: what "the same origin" compares."""
+    parsed = httpx.URL(url)
+    port = parsed.port or {"http": 80, "https": 443}.get(parsed.scheme)
+    return parsed.scheme, parsed.host.lower(), port
 
 
 class FarmClient:
@@ -126,7 +130,8 @@ class FarmClient:
         platform: ClientPlatform | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = client or http_client(token=token)
+        self._token = token
+        self._http = client or http_client()
         self._platform = platform
 
     @property
@@ -138,15 +143,29 @@ class FarmClient:
         return self._platform
 
     def _absolute(self, url: str) -> str:
-        """Farm URLs may be relative to the farm (embedded) or absolute (a CDN)."""
+        """Farm URLs are absolute (a CDN, a presigned URL) or paths under the farm's API (`/v1/...`), which are
+        resolved against the farm's URL (keeping its path: an API behind a stage prefix)."""
         return url if url.startswith(("http://", "https://")) else f"{self.base_url}{url}"
+
+    def _auth_headers(self, absolute_url: str) -> dict[str, str]:
+        """The bearer token, for a request to the farm API's own origin only: a CDN or a presigned storage URL
+        is another party, which must never see the user's credentials."""
+        if not self._token or not self.base_url:
+            return {}
+        try:
+            same = origin(absolute_url) == origin(self.base_url)
+        except (httpx.InvalidURL, ValueError):
+            return {}
+        return {"Authorization": f"Bearer {self._token}"} if same else {}
 
     def close(self) -> None:
         self._http.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        url = self._absolute(path)
+        kwargs["headers"] = {**kwargs.get("headers", {}), **self._auth_headers(url)}
         try:
-            with self._http.stream(method, self._absolute(path), **kwargs) as streamed:
+            with self._http.stream(method, url, **kwargs) as streamed:
                 # An answer is read whole before it is validated, so its size is bounded first: a farm must not be
                 # able to make the client hold gigabytes in memory.
                 received = bytearray()
@@ -247,8 +266,10 @@ class FarmClient:
             raise self._invalid("builds", f"name: asked for builds of {name}, got one of {stray.name}")
         return builds
 
-    def build_log(self, key: str) -> str:
-        return self._request("GET", f"{API_PREFIX}/builds/{key}/log").text
+    def build_log(self, key: str, log_url: str | None = None) -> str:
+        """A build's log: from its `log_url` (a blob URL: a CDN's, a presigned one, or the farm's) when the farm
+        gave one, else from the API."""
+        return self._request("GET", log_url or f"{API_PREFIX}/builds/{key}/log").text
 
     def download(
         self,
@@ -269,9 +290,11 @@ class FarmClient:
         destination.parent.mkdir(parents=True, exist_ok=True)
         partial = destination.with_name(destination.name + ".part")
         offset = partial.stat().st_size if partial.is_file() else 0
+        absolute = self._absolute(url)
         headers = {"Range": f"bytes={offset}-"} if offset else {}
+        headers.update(self._auth_headers(absolute))
         try:
-            with self._http.stream("GET", self._absolute(url), headers=headers) as response:
+            with self._http.stream("GET", absolute, headers=headers) as response:
                 if response.status_code >= 400:
                     raise FarmUnavailable(f"download of {url} failed with status {response.status_code}")
                 if response.status_code != 206:

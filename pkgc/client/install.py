@@ -401,7 +401,7 @@ def wait_for_builds(farm: FarmClient, builds: list[BuildInfo], reporter: Reporte
 def _failure(farm: FarmClient, build: BuildInfo) -> BuildFailed:
     tail = ""
     if build.log_url:
-        log = farm.build_log(build.key)
+        log = farm.build_log(build.key, build.log_url)
         tail = "\n".join(log.rstrip().splitlines()[-LOG_TAIL_LINES:])
     return BuildFailed(
         f"build of {build.name}@{build.version} failed: {build.error or 'see the log'}",

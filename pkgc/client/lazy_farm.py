@@ -18,8 +18,8 @@ from pkgc.client.farm_client import FarmClient
 class StartOnFirstUse(FarmClient):
     """A FarmClient whose base URL comes from `start()` (e.g. `ensure_running`), called once, before the first request."""
 
-    def __init__(self, start: Callable[[], str], *, client: httpx.Client) -> None:
-        super().__init__("", client=client)
+    def __init__(self, start: Callable[[], str], *, client: httpx.Client, token: str = "") -> None:
+        super().__init__("", client=client, token=token)
         self._start: Callable[[], str] | None = start
 
     @property

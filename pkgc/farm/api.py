@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import pkgc
-from pkgc.core.errors import FarmUnavailable, NotFound, PkgcError
+from pkgc.core.errors import FarmUnavailable, NotFound, PkgcError, UsageError
 from pkgc.core.platform import Platform
 from pkgc.core.protocol import (
     API_PREFIX,
@@ -34,9 +35,19 @@ from pkgc.core.protocol import (
     WaitResponse,
 )
 from pkgc.farm.access import AccessPolicy, TokenGate
+from pkgc.farm.blobnames import content_digest, valid_blob_name
 from pkgc.farm.service import FarmService
 
 MAX_BODY_BYTES = 64 * 1024
+
+def _media_type(name: str) -> str:
+    if name.endswith(".tar.zst"):
+        return "application/zstd"
+    if name.endswith(".log"):
+        return "text/plain; charset=utf-8"
+    if name.endswith(".json"):
+        return "application/json"
+    return "application/octet-stream"
 
 
 def _error(status: int, code: str, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -142,11 +153,14 @@ def create_app(
     status: Callable[[], dict[str, Any]] | None = None,
     problem: Callable[[], str | None] | None = None,
     access: AccessPolicy | None = None,
+    blob_file: Callable[[str], Path | None] | None = None,
 ) -> ASGIApp:
     """The API over `service`. `loopback_only` (the embedded farm) refuses Host headers that are not loopback names;
     `status` adds the deployment's own fields to /health (the embedded farm: its workers' state); `problem` names a
     reason builds cannot progress (workers failing), which a waiting client is told. `access` (pkgc/farm/access.py)
-    asks for API tokens: to start builds, and for every request but /health when reads are not public."""
+    asks for API tokens: to start builds, and for every request but /health when reads are not public. `blob_file`
+    (the embedded farm: its blob directory) serves `/v1/blobs/NAME`, the URLs its blob store makes; without it blobs
+    are served elsewhere (a CDN, presigned URLs) and the route does not exist."""
     app = FastAPI(
         title="pkgc build farm",
         version=pkgc.__version__,
@@ -230,21 +244,22 @@ def create_app(
     def build_log(key: str) -> Response:
         return PlainTextResponse(service.build_log(key))
 
-    @app.get(f"{API_PREFIX}/artifacts/{{filename}}")
-    def artifact(filename: str) -> Response:
-        key = filename.removesuffix(".tar.zst")
-        record, blob = service.artifact_file(key)
-        path = service.blobs.local_path(blob)
-        if path is None:
-            raise NotFound(f"artifact of {key} is not served here")
-        return FileResponse(
-            path,
-            media_type="application/zstd",
-            headers={
-                "X-Checksum-Sha256": record.sha256 or "",
-                "Cache-Control": "public, max-age=31536000, immutable",
-            },
-        )
+    if blob_file is not None:
+        files = blob_file
+
+        @app.get(f"{API_PREFIX}/blobs/{{name:path}}")
+        def blob(name: str) -> Response:
+            if not valid_blob_name(name):
+                raise UsageError(f"invalid blob name {name[:80]!r}")
+            path = files(name)
+            if path is None:
+                raise NotFound(f"no blob {name}")
+            # A content blob's name is its bytes' digest: it never changes, so any cache may keep it for good.
+            digest = content_digest(name)
+            headers = {"Cache-Control": "no-cache"}
+            if digest is not None:
+                headers = {"Cache-Control": "public, max-age=31536000, immutable", "X-Checksum-Sha256": digest}
+            return FileResponse(path, media_type=_media_type(name), headers=headers)
 
     limited: ASGIApp = BodyLimit(app, MAX_BODY_BYTES)
     if access is not None and not access.settings.public_read:

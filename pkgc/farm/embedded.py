@@ -1,7 +1,6 @@
 """The embedded farm: API, workers and state on this machine, under the user's data directory.
 
-This module is the farm's composition root for the embedded deployment: it is the only place that chooses the
-SQLite and directory adapters for the API. `python -m pkgc.farm.embedded serve` is the supervisor process: it
+Its adapters come from the farm's composition root (pkgc/farm/bootstrap.py, the local backend). `python -m pkgc.farm.embedded serve` is the supervisor process: it
 takes the home's lock (one supervisor per home, whatever the clients do), loads the recipes, serves the API on
 loopback, keeps N worker processes alive (restarting any that dies, later and later if they keep dying at start),
 and stops by itself after `--idle-timeout` seconds without a request or a build to do.
@@ -30,19 +29,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import pkgc
 from pkgc.core.errors import PkgcError
-from pkgc.core.platform import detect_platform
-from pkgc.farm.access import AccessPolicy, AccessSettings, access_policy
-from pkgc.farm.adapters.local import (
-    DirectoryBlobStore,
-    SqliteBuildStore,
-    SqliteCatalogStore,
-    SqliteJobQueue,
-    check_farm_database,
-    checkpoint_farm_database,
-    open_farm_database,
-)
-from pkgc.farm.adapters.local_tokens import SqliteTokenStore
+from pkgc.farm.access import AccessPolicy
+from pkgc.farm.adapters.local import check_farm_database, checkpoint_farm_database, open_farm_database
 from pkgc.farm.api import create_app
+from pkgc.farm.bootstrap import FarmConfig, blob_files, farm_access, farm_service, open_ports
 from pkgc.farm.lifecycle import (
     DEFAULT_LOG_MAX_BYTES,
     RestartPolicy,
@@ -53,6 +43,7 @@ from pkgc.farm.lifecycle import (
     try_lock_home,
 )
 from pkgc.farm.paths import FarmPaths
+from pkgc.farm.ports import FarmPorts
 from pkgc.farm.service import FarmService
 from pkgc.recipes import recipe_files
 
@@ -62,14 +53,8 @@ SUPERVISOR_PID_ENV = "PKGC_FARM_SUPERVISOR_PID"  # the parent a worker must not 
 
 
 def build_service(paths: FarmPaths, engine: Engine | None = None) -> FarmService:
-    engine = engine if engine is not None else open_farm_database(paths.database)
-    return FarmService(
-        catalog=SqliteCatalogStore(engine),
-        builds=SqliteBuildStore(engine),
-        queue=SqliteJobQueue(engine),
-        blobs=DirectoryBlobStore(paths.blobs),
-        platform=detect_platform(),
-    )
+    """The embedded farm's service (the local backend in `paths.home`), from the composition root."""
+    return farm_service(FarmConfig.local(paths.home), engine=engine)
 
 
 @dataclass(frozen=True)
@@ -144,9 +129,11 @@ class WorkerPool:
 
     def _start(self, worker_id: str) -> None:
         log = self.paths.log.open("ab")
+        # --backend local: an embedded worker is one whatever PKGC_FARM_BACKEND the user's environment holds.
+        argv = ["-m", "pkgc.worker", "--backend", "local", "--home", str(self.paths.home), "--id", worker_id]
         self.processes[worker_id] = subprocess.Popen(
             # -P and cwd=home: no file in the directory the farm was started from can stand in for the worker.
-            [sys.executable, "-P", "-m", "pkgc.worker", "--home", str(self.paths.home), "--id", worker_id],
+            [sys.executable, "-P", *argv],
             cwd=self.paths.home,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -300,14 +287,13 @@ def _lock_home(home: Path, patience: float = 5.0) -> IO[str] | None:
         time.sleep(0.1)
 
 
-def embedded_access(paths: FarmPaths, engine: Engine, service: FarmService) -> AccessPolicy | None:
+def embedded_access(paths: FarmPaths, ports: FarmPorts) -> AccessPolicy | None:
     """Tokens for the embedded farm: none by default (loopback, one user); PKGC_FARM_REQUIRE_TOKEN=1 asks for the
     tokens made with `pkgc farm token create` (and PKGC_FARM_PUBLIC_READ=0 for reads too)."""
     try:
-        settings = AccessSettings.from_env(os.environ, "local")
+        return farm_access(FarmConfig.local(paths.home), ports, os.environ)
     except PkgcError as exc:
         refuse_start(paths, str(exc), exc.exit_code)
-    return access_policy(settings, SqliteTokenStore(engine), service.builds)
 
 
 def serve(home: Path, workers: int, port: int, idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
@@ -324,7 +310,8 @@ def serve(home: Path, workers: int, port: int, idle_timeout: float = DEFAULT_IDL
         _say(f"removed work directories left by killed workers in {paths.work}")
     paths.start_error.unlink(missing_ok=True)
     engine = open_checked_database(paths)
-    service = build_service(paths, engine)
+    ports = open_ports(FarmConfig.local(paths.home), engine=engine)
+    service = farm_service(FarmConfig.local(paths.home), ports=ports)
     skipped = publish_recipes(service)
     for recipe in skipped:  # farm.log: where the user looks when a package is missing
         _say(f"skipped recipe {recipe.file}: {recipe.error}")
@@ -340,8 +327,11 @@ def serve(home: Path, workers: int, port: int, idle_timeout: float = DEFAULT_IDL
         return None
 
     # loopback_only: this farm is the user's alone, so DNS-rebound requests from a web page are refused.
-    access = embedded_access(paths, engine, service)
-    activity = ActivityTracker(create_app(service, loopback_only=True, status=status, problem=problem, access=access))
+    access = embedded_access(paths, ports)
+    app = create_app(
+        service, loopback_only=True, status=status, problem=problem, access=access, blob_file=blob_files(ports.blobs)
+    )
+    activity = ActivityTracker(app)
     server = uvicorn.Server(
         uvicorn.Config(activity, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     )

@@ -200,6 +200,8 @@ class FarmPorts:
     queues: QueueRouter
     blobs: BlobStore
     notifier: Notifier
+    # API tokens (pkgc/farm/access.py); None where the deployment has no token store configured.
+    tokens: TokenStore | None = None
 
 
 TokenRole = Literal["user", "admin"]

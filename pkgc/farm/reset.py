@@ -2,10 +2,12 @@
 
 The database is the only record of which builds exist, but every artifact carries a manifest naming the build it
 came from. After a reset the farm re-adopts an artifact when that manifest proves the build: the artifact unpacks
-cleanly with every file matching the manifest, the manifest's key is the key the blob is stored under, today's
-recipe with the manifest's version and options plans exactly that key (so name, version, options, platform and
-dependencies agree), and the blob's sha256 agrees with the one its build log recorded when it was packed. What
-cannot be proven is left where it is and reported: a later request simply builds it again.
+cleanly with every file matching the manifest, the blob's name agrees with it (a content-addressed blob,
+`artifacts/sha256/xx/<sha256>.tar.zst`, is named by its bytes' sha256; an older farm's `artifacts/xx/<key>.tar.zst`
+by the manifest's key), today's recipe with the manifest's version and options plans exactly the manifest's key (so
+name, version, options, platform and dependencies agree), and the blob's sha256 agrees with the one its build log
+recorded when it was packed (the log is found by that line; an older farm's by the key). What cannot be proven is
+left where it is and reported: a later request simply builds it again.
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ from pkgc.core.errors import ConflictError, PkgcError
 from pkgc.core.platform import Platform
 from pkgc.core.protocol import BuildStatus
 from pkgc.farm.adapters.local import SqliteBuildStore, checkpoint_farm_database, open_farm_database
-from pkgc.farm.embedded import FARM_UMASK, SkippedRecipe, build_service, publish_recipes
+from pkgc.farm.blobnames import CONTENT_BLOB_NAME
+from pkgc.farm.bootstrap import FarmConfig, farm_service, open_ports
+from pkgc.farm.embedded import FARM_UMASK, SkippedRecipe, publish_recipes
 from pkgc.farm.lifecycle import home_is_locked
 from pkgc.farm.paths import FarmPaths
-from pkgc.farm.ports import BuildRecord
-from pkgc.farm.service import FarmService, artifact_blob_name, log_blob_name
+from pkgc.farm.ports import BuildRecord, content_blob_name
+from pkgc.farm.service import FarmService
 
 _KEY = re.compile(r"[0-9a-f]{64}")
 _PACKED = re.compile(rb"^pkgc: packed (\d+) bytes, sha256 ([0-9a-f]{64})$", re.MULTILINE)
@@ -99,27 +103,59 @@ def _move_database_aside(paths: FarmPaths) -> list[Path]:
     return moved
 
 
-def _packed_sha256(service: FarmService, key: str) -> str | None:
-    """The sha256 the build's log recorded when the worker packed the artifact, if the log is there."""
-    log = service.blobs.get_bytes(log_blob_name(key))
-    if log is None:
-        return None
+def legacy_artifact_name(key: str) -> str:
+    """Where a farm before content-addressed blobs stored a build's artifact (by its key)."""
+    return f"artifacts/{key[:2]}/{key}.tar.zst"
+
+
+def legacy_log_name(key: str) -> str:
+    return f"logs/{key[:2]}/{key}.log"
+
+
+def _packed_line(log: bytes) -> tuple[int, str] | None:
     found = _PACKED.findall(log)
-    return found[-1][1].decode() if found else None
+    return (int(found[-1][0]), found[-1][1].decode()) if found else None
 
 
-def prove(service: FarmService, paths: FarmPaths, blob: Path, now: float) -> BuildRecord:
+def logs_by_artifact(paths: FarmPaths) -> dict[str, str]:
+    """{artifact sha256: log blob name} from the "packed" line each content-addressed build log ends with."""
+    found: dict[str, str] = {}
+    for log in sorted((paths.blobs / "logs" / "sha256").glob("*/*.log")):
+        name = log.relative_to(paths.blobs).as_posix()
+        if not CONTENT_BLOB_NAME.fullmatch(name):
+            continue
+        try:
+            with log.open("rb") as handle:
+                handle.seek(max(0, log.stat().st_size - 65536))
+                packed = _packed_line(handle.read())
+        except OSError:
+            continue
+        if packed is not None:
+            found.setdefault(packed[1], name)
+    return found
+
+
+def prove(
+    service: FarmService, paths: FarmPaths, blob: Path, now: float, logs: dict[str, str] | None = None
+) -> BuildRecord:
     """The ready build record an artifact blob proves, or NotProven saying what does not agree."""
-    key = blob.name.removesuffix(".tar.zst")
-    if not _KEY.fullmatch(key) or blob.relative_to(paths.blobs).as_posix() != artifact_blob_name(key):
-        raise NotProven("not named like a build's artifact")
+    name = blob.relative_to(paths.blobs).as_posix()
     digest = hashlib.sha256()
     with blob.open("rb") as handle:
         while chunk := handle.read(1024 * 1024):
             digest.update(chunk)
     sha256, size = digest.hexdigest(), blob.stat().st_size
+    content_addressed = CONTENT_BLOB_NAME.fullmatch(name) is not None
+    if content_addressed:
+        if name != content_blob_name("artifacts", sha256):
+            raise NotProven(f"its sha256 {sha256[:12]} is not the one its name gives")
+    else:
+        key = blob.name.removesuffix(".tar.zst")
+        if not _KEY.fullmatch(key) or name != legacy_artifact_name(key):
+            raise NotProven("not named like a build's artifact")
     with tempfile.TemporaryDirectory(prefix=".reset-", dir=paths.home) as scratch:
         manifest = unpack_artifact(blob, Path(scratch) / "tree")  # every file must match the manifest
+    key = manifest.key if content_addressed else blob.name.removesuffix(".tar.zst")
     if manifest.key != key:
         raise NotProven(f"its manifest names build {manifest.key[:12]}, not {key[:12]}")
     request = PackageRequest(manifest.name, manifest.version, manifest.options)
@@ -143,10 +179,17 @@ def prove(service: FarmService, paths: FarmPaths, blob: Path, now: float) -> Bui
         or [list(pair) for pair in spec.dependencies] != manifest.dependencies
     ):
         raise NotProven("its manifest does not agree with the build its key stands for")
-    packed = _packed_sha256(service, key)
-    if packed is not None and packed != sha256:
-        raise NotProven(f"its sha256 {sha256[:12]} is not the {packed[:12]} its build log recorded")
-    log = log_blob_name(key) if service.blobs.local_path(log_blob_name(key)) is not None else None
+    log: str | None
+    if content_addressed:
+        log = (logs or {}).get(sha256)
+    else:
+        log = legacy_log_name(key)
+        recorded = service.blobs.get_bytes(log)
+        packed = _packed_line(recorded) if recorded is not None else None
+        if packed is not None and packed[1] != sha256:
+            raise NotProven(f"its sha256 {sha256[:12]} is not the {packed[1][:12]} its build log recorded")
+        if recorded is None:
+            log = None
     return BuildRecord(
         key=key,
         name=spec.name,
@@ -156,14 +199,23 @@ def prove(service: FarmService, paths: FarmPaths, blob: Path, now: float) -> Bui
         status=BuildStatus.READY,
         dependencies=tuple(dep_key for _, dep_key in spec.dependencies),
         runtime_dependencies=spec.runtime_dependencies,
-        artifact=artifact_blob_name(key),
+        artifact=name,
         sha256=sha256,
         size=size,
         log=log,
         created_at=now,
         updated_at=now,
         enqueued_at=now,
+        platform=str(spec.platform),
     )
+
+
+def artifact_blobs(paths: FarmPaths) -> list[Path]:
+    """Every artifact file in the blob directory, in both layouts, except files being written when the farm
+    stopped (temporary names start with a dot)."""
+    root = paths.blobs / "artifacts"
+    found = {*root.glob("sha256/*/*.tar.zst"), *root.glob("*/*.tar.zst")}
+    return sorted(path for path in found if not path.name.startswith("."))
 
 
 def reset_farm(home: Path, clock: float | None = None) -> ResetReport:
@@ -181,23 +233,25 @@ def reset_farm(home: Path, clock: float | None = None) -> ResetReport:
         try:
             engine = open_farm_database(paths.database)
             try:
-                service = build_service(paths, engine)
+                config = FarmConfig.local(paths.home)
+                ports = open_ports(config, engine=engine)
+                service = farm_service(config, ports=ports)
                 report.skipped_recipes = publish_recipes(service)
-                store = SqliteBuildStore(engine)
-                for blob in sorted((paths.blobs / "artifacts").glob("*/*.tar.zst")):
-                    if blob.name.startswith("."):
-                        continue  # a blob being written when the farm stopped
+                store = ports.builds
+                assert isinstance(store, SqliteBuildStore)  # the local backend: adopt_ready is its own
+                logs = logs_by_artifact(paths)
+                for blob in artifact_blobs(paths):
                     name = blob.relative_to(paths.blobs).as_posix()
                     try:
-                        record = prove(service, paths, blob, now)
+                        record = prove(service, paths, blob, now, logs)
                     except PkgcError as exc:
                         report.left_out.append((name, " ".join(exc.message.split())))
                         continue
                     except OSError as exc:
                         report.left_out.append((name, f"cannot be read: {exc.strerror or exc}"))
                         continue
-                    store.adopt_ready(record)
-                    report.adopted.append(Adopted(record.key, record.name, record.version))
+                    if store.adopt_ready(record):
+                        report.adopted.append(Adopted(record.key, record.name, record.version))
             finally:
                 checkpoint_farm_database(engine, "TRUNCATE")
         finally:

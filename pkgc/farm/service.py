@@ -20,7 +20,6 @@ from pkgc.core.names import validate_name
 from pkgc.core.options import global_option_specs
 from pkgc.core.platform import Platform, choose_build_platform
 from pkgc.core.protocol import (
-    API_PREFIX,
     MAX_ERROR_LENGTH,
     MAX_LAST_LINE_LENGTH,
     MAX_WAIT_SECONDS,
@@ -37,7 +36,8 @@ from pkgc.core.protocol import (
 )
 from pkgc.core.recipe import Recipe, parse_recipe
 from pkgc.core.versions import Version
-from pkgc.farm.ports import BlobStore, BuildRecord, BuildStore, CatalogStore, JobQueue
+from pkgc.farm.ports import BlobStore, BuildRecord, BuildStore, CatalogStore, QueueRouter
+from pkgc.farm.work import send_when_dependencies_finish
 
 _KEY_LENGTH = 64
 RECIPE_TTL_SECONDS = 2.0
@@ -101,14 +101,6 @@ class BuildAdmission:
         return self.new + self.retry
 
 
-def artifact_blob_name(key: str) -> str:
-    return f"artifacts/{key[:2]}/{key}.tar.zst"
-
-
-def log_blob_name(key: str) -> str:
-    return f"logs/{key[:2]}/{key}.log"
-
-
 def validate_key(key: str) -> str:
     if len(key) != _KEY_LENGTH or any(c not in "0123456789abcdef" for c in key):
         raise UsageError(f"invalid build key {key[:80]!r}", hint="a build key is 64 lower-case hex digits")
@@ -119,7 +111,7 @@ def validate_key(key: str) -> str:
 class FarmService:
     catalog: CatalogStore
     builds: BuildStore
-    queue: JobQueue
+    queues: QueueRouter
     blobs: BlobStore
     # The default build platform: the one a request without a platform (an older client) is planned for. The
     # embedded farm builds for its own machine's; a deployment may add more (`build_platforms`).
@@ -438,22 +430,28 @@ class FarmService:
         )
         created, record = self.builds.create_if_absent(candidate)
         if created:
-            self.queue.send(spec.key)
+            self._send(record, now)
         elif record.status == BuildStatus.FAILED and retry_failed:
             if self.builds.requeue_failed(spec.key, now):  # one of several concurrent retries sends the job
-                self.queue.send(spec.key)
+                self._send(record, now)
             record = self.builds.get(spec.key) or record
         elif record.status == BuildStatus.QUEUED and now - record.enqueued_at > self.requeue_after:
             # A creator that died between its write and its send leaves a queued build with no job: send again.
-            # Duplicate jobs are harmless, the lease lets one worker build.
+            # Duplicate jobs are harmless, the lease lets one worker build; a build still waiting for its
+            # dependencies stays a waiter (a worker that receives its job registers it again and drops the job).
             self.builds.mark_enqueued(spec.key, now)
-            self.queue.send(spec.key)
+            self._send(record, now)
         return record
+
+    def _send(self, record: BuildRecord, now: float) -> None:
+        """Send the build's job to its platform's queue now, or, while a dependency is unfinished, leave it as a
+        waiter on each such dependency: finishing the last one sends it (no job goes round the queue meanwhile)."""
+        send_when_dependencies_finish(self.builds, self.queues, record, now)
 
     def to_info(self, record: BuildRecord) -> BuildInfo:
         url = None
         if record.status == BuildStatus.READY and record.artifact:
-            url = self.blobs.public_url(record.artifact) or f"{API_PREFIX}/artifacts/{record.key}.tar.zst"
+            url = self.blobs.url_for(record.artifact)
         return BuildInfo(
             key=record.key,
             name=record.name,
@@ -467,7 +465,7 @@ class FarmService:
             size=record.size,
             # A worker's error message can be any length; the protocol bounds it, so the answer stays valid.
             error=record.error[:MAX_ERROR_LENGTH] if record.error is not None else None,
-            log_url=f"{API_PREFIX}/builds/{record.key}/log" if record.log else None,
+            log_url=self.blobs.url_for(record.log) if record.log else None,
             attempts=record.attempts,
             last_line=record.last_line[:MAX_LAST_LINE_LENGTH] if record.status == BuildStatus.BUILDING else "",
         )
@@ -533,9 +531,3 @@ class FarmService:
         if data is None:
             raise NotFound(f"log of build {key} is missing")
         return data
-
-    def artifact_file(self, key: str) -> tuple[BuildRecord, str]:
-        record = self.builds.get(validate_key(key))
-        if record is None or record.status != BuildStatus.READY or not record.artifact:
-            raise NotFound(f"no ready artifact for build {key}")
-        return record, record.artifact

@@ -136,12 +136,13 @@ def token_summary(
 
 def embedded_token_stores(home: Path) -> tuple[TokenStore, BuildReader]:
     """The embedded farm's token store and build store (its database under `home`, made if absent, private)."""
-    from pkgc.farm.adapters.local import SqliteBuildStore, check_farm_database, open_farm_database
-    from pkgc.farm.adapters.local_tokens import SqliteTokenStore
+    from pkgc.farm.adapters.local import check_farm_database
+    from pkgc.farm.bootstrap import FarmConfig, open_ports
     from pkgc.farm.paths import FarmPaths
 
     paths = FarmPaths(home)
     paths.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     check_farm_database(paths.database)
-    engine = open_farm_database(paths.database)
-    return SqliteTokenStore(engine), SqliteBuildStore(engine)
+    ports = open_ports(FarmConfig.local(paths.home))
+    assert ports.tokens is not None  # the local backend always has its token tables
+    return ports.tokens, ports.builds

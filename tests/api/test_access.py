@@ -28,9 +28,10 @@ from pkgc.core.protocol import BuildStatus
 from pkgc.farm.access import AccessPolicy, AccessSettings, access_policy
 from pkgc.farm.adapters.local import open_farm_database
 from pkgc.farm.adapters.local_tokens import SqliteTokenStore
-from pkgc.farm.adapters.memory import MemoryBlobStore, MemoryBuildStore, MemoryCatalogStore, MemoryJobQueue
+from pkgc.farm.adapters.memory import MemoryBlobStore, MemoryBuildStore, MemoryCatalogStore, MemoryQueueRouter
 from pkgc.farm.adapters.memory_tokens import MemoryTokenStore
 from pkgc.farm.api import create_app
+from pkgc.farm.bootstrap import FarmConfig, open_ports
 from pkgc.farm.embedded import build_service
 from pkgc.farm.paths import FarmPaths
 from pkgc.farm.ports import TokenStore
@@ -42,19 +43,12 @@ NOW = 1_700_000_000.0  # a fixed clock for the policy: no test straddles an hour
 WINDOW_END = NOW - NOW % 3600 + 3600
 
 
-class _Blobs(MemoryBlobStore):
-    """The memory fake with the old service's blob method (until the service uses url_for)."""
-
-    def public_url(self, name: str) -> str | None:
-        return None
-
-
 def _memory_farm(tmp_path: Path) -> tuple[FarmService, TokenStore]:
     service = FarmService(
         catalog=MemoryCatalogStore(),
         builds=MemoryBuildStore(),
-        queue=MemoryJobQueue(),
-        blobs=_Blobs(),
+        queues=MemoryQueueRouter(),
+        blobs=MemoryBlobStore(),
         platform=detect_platform(),
     )
     for path in recipe_files():
@@ -313,12 +307,12 @@ def test_the_embedded_farm_asks_for_tokens_only_when_told(tmp_path: Path, monkey
 
     paths = FarmPaths(tmp_path)
     engine = open_farm_database(paths.database)
-    service = build_service(paths, engine)
+    ports = open_ports(FarmConfig.local(paths.home), engine=engine)
     monkeypatch.delenv("PKGC_FARM_REQUIRE_TOKEN", raising=False)
     monkeypatch.delenv("PKGC_FARM_PUBLIC_READ", raising=False)
-    assert embedded_access(paths, engine, service) is None, "loopback, one user: no tokens by default"
+    assert embedded_access(paths, ports) is None, "loopback, one user: no tokens by default"
     monkeypatch.setenv("PKGC_FARM_REQUIRE_TOKEN", "1")
-    policy = embedded_access(paths, engine, service)
+    policy = embedded_access(paths, ports)
     assert policy is not None and policy.settings == AccessSettings(public_read=True, require_token=True)
     made = create_token(SqliteTokenStore(engine), "ci", clock=lambda: NOW)  # what `pkgc farm token create` does
     assert policy.authenticate(f"Bearer {made.secret}") == made.record, "the farm sees the CLI's tokens"

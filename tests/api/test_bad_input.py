@@ -133,7 +133,11 @@ def test_good_resolve_creates_one_build_per_key_and_one_job(client: TestClient, 
     assert first.json() == again.json()
     names = [b["name"] for b in first.json()["builds"]]
     assert names == ["zlib", "pigz"], "dependencies come first"
-    assert stored_rows(service) == (2, 2)
+    # One job, for zlib: pigz waits for it as a waiter (its job is sent when zlib finishes), not in the queue.
+    assert stored_rows(service) == (2, 1)
+    zlib, pigz = (b["key"] for b in first.json()["builds"])
+    stored = service.builds.get(zlib)
+    assert stored is not None and stored.waiters == (pigz,)
 
 
 def test_search_and_details(client: TestClient) -> None:

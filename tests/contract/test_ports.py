@@ -31,21 +31,12 @@ from pkgc.farm.ports import (
 )
 from tests.moto_server import MotoServer, make_aws_settings
 
-P1 = "linux-x86_64-glibc2.36"
-P2 = "linux-aarch64-musl1.2"
+P1 = "linux-x86_64-glibc-2.36"
+P2 = "linux-aarch64-musl-1.2"
 MAX_RECEIVES = 3
 
-# The local adapters of the new port methods are written in branch "lifecycle"; strict, so that once they are
-# there these tests must pass (remove `local_pending=True` at the merge).
-LOCAL_PENDING = pytest.mark.xfail(strict=True, reason="local adapter converted in branch lifecycle")
-
-
-def backends(*, local_pending: bool = False) -> list[Any]:
-    return [
-        pytest.param("memory", id="memory"),
-        pytest.param("local", id="local", marks=[LOCAL_PENDING] if local_pending else []),
-        pytest.param("aws", id="aws"),
-    ]
+def backends() -> list[Any]:
+    return [pytest.param("memory", id="memory"), pytest.param("local", id="local"), pytest.param("aws", id="aws")]
 
 
 class FakeClock:
@@ -106,8 +97,8 @@ class Farm:
         if self.kind == "local":
             from pkgc.farm.adapters import local
 
-            router = local.SqliteQueueRouter(  # type: ignore[attr-defined]
-                self._engine, max_receives=MAX_RECEIVES, clock=self.clock, poll_interval=0.01
+            router = local.SqliteQueueRouter(
+                self._engine, [P1, P2], max_receives=MAX_RECEIVES, clock=self.clock, poll_interval=0.01
             )
         else:
             router = self._memory.queues if self.kind == "memory" else self._aws.queues
@@ -117,10 +108,6 @@ class Farm:
 
     @cached_property
     def queue(self) -> JobQueue:
-        if self.kind == "local":  # today's shape of the local queue; the router above is branch lifecycle's
-            from pkgc.farm.adapters.local import SqliteJobQueue
-
-            return SqliteJobQueue(self._engine, max_receives=MAX_RECEIVES, clock=self.clock, poll_interval=0.01)
         return self.queues.for_platform(P1)
 
     @cached_property
@@ -148,8 +135,8 @@ def farm(request: pytest.FixtureRequest, tmp_path: Path) -> Farm:
     return Farm(request.param, tmp_path, moto)
 
 
-def parametrize(*, local_pending: bool = False) -> pytest.MarkDecorator:
-    return pytest.mark.parametrize("farm", backends(local_pending=local_pending), indirect=True)
+def parametrize() -> pytest.MarkDecorator:
+    return pytest.mark.parametrize("farm", backends(), indirect=True)
 
 
 def record(key: str = "k" * 64, *, name: str = "hello", created_at: float = 1.0, **changes: Any) -> BuildRecord:
@@ -205,7 +192,7 @@ def test_loser_of_create_gets_the_current_record(farm: Farm) -> None:
     assert current.status == BuildStatus.BUILDING and current.lease_owner == "w1" and current.spec == {"x": 1}
 
 
-@parametrize(local_pending=True)
+@parametrize()
 def test_record_round_trips(farm: Farm) -> None:
     spec = {"x": 1, "nested": {"list": [1, 2.5, "three"], "flag": True}, "blob": "y" * 100_000}
     original = record(
@@ -334,7 +321,7 @@ def test_builds_of_is_newest_first_and_limited(farm: Farm) -> None:
     assert builds.builds_of("absent") == []
 
 
-@parametrize(local_pending=True)
+@parametrize()
 def test_add_waiter_is_an_atomic_set_add(farm: Farm) -> None:
     builds = farm.builds
     builds.create_if_absent(record())
@@ -350,7 +337,7 @@ def test_add_waiter_is_an_atomic_set_add(farm: Farm) -> None:
     assert builds.get("x" * 64) is None
 
 
-@parametrize(local_pending=True)
+@parametrize()
 def test_add_waiter_returns_the_dependency_as_stored_after_the_write(farm: Farm) -> None:
     builds = farm.builds
     builds.create_if_absent(record())
@@ -416,7 +403,7 @@ def test_queue_delay_and_dead_letter_after_max_receives(farm: Farm) -> None:
     assert queue.depth() == 0
 
 
-@parametrize(local_pending=True)
+@parametrize()
 def test_router_sends_each_platforms_jobs_to_its_own_queue(farm: Farm) -> None:
     router = farm.queues
     assert {P1, P2} <= set(router.platforms())
@@ -443,7 +430,7 @@ def test_receive_waits_for_a_job_sent_meanwhile(farm: Farm) -> None:
 # ----------------------------------------------------------------------------------------------------- BlobStore
 
 
-@parametrize(local_pending=True)
+@parametrize()
 def test_put_content_is_content_addressed(farm: Farm, tmp_path: Path) -> None:
     blobs = farm.blobs
     artifact = tmp_path / "hello.tar.zst"
@@ -462,18 +449,22 @@ def test_put_content_is_content_addressed(farm: Farm, tmp_path: Path) -> None:
     assert blobs.put_content("artifacts", copy) == name, "same content, same name"
 
 
-@parametrize(local_pending=True)
+@parametrize()
 def test_put_content_writes_only_if_absent(farm: Farm, tmp_path: Path) -> None:
     blobs = farm.blobs
     source = tmp_path / "a.log"
     source.write_bytes(b"first")
     name = blobs.put_content("logs", source)
-    blobs.put_named(name, b"already there")  # stands in for the copy an earlier worker stored
+    if farm.kind == "local":  # its put_named refuses content names: plant the earlier copy as a file
+        planted = farm.tmp_path / "blobs" / name
+        planted.write_bytes(b"already there")
+    else:
+        blobs.put_named(name, b"already there")  # stands in for the copy an earlier worker stored
     assert blobs.put_content("logs", source) == name
     assert blobs.get_bytes(name) == b"already there", "an existing blob is never rewritten"
 
 
-@parametrize(local_pending=True)
+@parametrize()
 def test_put_content_races_store_one_blob(farm: Farm, tmp_path: Path) -> None:
     blobs = farm.blobs
     source = tmp_path / "a.tar.zst"
@@ -483,7 +474,7 @@ def test_put_content_races_store_one_blob(farm: Farm, tmp_path: Path) -> None:
     assert blobs.get_bytes(names[0]) == source.read_bytes()
 
 
-@parametrize(local_pending=True)
+@parametrize()
 def test_named_blobs_round_trip_and_refuse_escapes(farm: Farm, tmp_path: Path) -> None:
     blobs = farm.blobs
     blobs.put_named("catalog/snapshot.json", b"[1]")
@@ -498,7 +489,7 @@ def test_named_blobs_round_trip_and_refuse_escapes(farm: Farm, tmp_path: Path) -
 
 
 @pytest.mark.parametrize(
-    "farm", [pytest.param("local", marks=LOCAL_PENDING), "aws"], indirect=True
+    "farm", ["local", "aws"], indirect=True
 )  # the memory fake's names are dictionary keys: nothing to escape from
 def test_blob_names_that_escape_are_refused(farm: Farm, tmp_path: Path) -> None:
     for name in ("../escape", "a/../../b", "/etc/passwd"):
@@ -510,7 +501,7 @@ def test_blob_names_that_escape_are_refused(farm: Farm, tmp_path: Path) -> None:
             farm.blobs.download_to(name, tmp_path / "out")
 
 
-@parametrize(local_pending=True)
+@parametrize()
 def test_url_for_is_an_api_path_or_an_absolute_url(farm: Farm, tmp_path: Path) -> None:
     source = tmp_path / "a.log"
     source.write_bytes(b"log text")
@@ -537,7 +528,7 @@ def test_catalog_recipes_round_trip(farm: Farm) -> None:
     assert catalog.list_packages() == [("hello", "greeting", "2.10"), ("zlib", "compression library", "1.3.1")]
 
 
-@parametrize(local_pending=True)
+@parametrize()
 def test_catalog_snapshot_round_trips(farm: Farm) -> None:
     catalog = farm.catalog
     assert catalog.read_snapshot() is None

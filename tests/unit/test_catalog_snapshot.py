@@ -11,7 +11,7 @@ import pytest
 
 from pkgc.core.platform import Platform
 from pkgc.core.recipe import parse_recipe
-from pkgc.farm.adapters.memory import MemoryBlobStore, MemoryBuildStore, MemoryCatalogStore, MemoryJobQueue
+from pkgc.farm.adapters.memory import MemoryBlobStore, MemoryBuildStore, MemoryCatalogStore, MemoryQueueRouter
 from pkgc.farm.service import FarmService
 from pkgc.recipes import recipe_files
 
@@ -37,7 +37,7 @@ def farm(catalog: CountingCatalog, ttl: float = 2.0) -> FarmService:
     return FarmService(
         catalog=catalog,  # type: ignore[arg-type]
         builds=MemoryBuildStore(),
-        queue=MemoryJobQueue(),
+        queues=MemoryQueueRouter(),
         blobs=MemoryBlobStore(),
         platform=Platform.parse("linux-x86_64-glibc-2.36"),
         recipe_ttl=ttl,

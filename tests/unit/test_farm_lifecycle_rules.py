@@ -13,15 +13,9 @@ import pytest
 
 from pkgc.client.settings import resolve, settings_from, validate_document
 from pkgc.core.errors import UsageError
-from pkgc.core.platform import detect_platform
 from pkgc.core.protocol import BuildStatus
-from pkgc.farm.adapters.local import (
-    DirectoryBlobStore,
-    SqliteBuildStore,
-    SqliteCatalogStore,
-    SqliteJobQueue,
-    open_farm_database,
-)
+from pkgc.farm.adapters.local import SqliteBuildStore, SqliteJobQueue, open_farm_database
+from pkgc.farm.bootstrap import FarmConfig, farm_service
 from pkgc.farm.embedded import ActivityTracker
 from pkgc.farm.lifecycle import (
     RestartPolicy,
@@ -150,24 +144,19 @@ def test_activity_counts_requests_in_flight_as_not_idle() -> None:
 
 
 def _service(tmp_path: Path) -> FarmService:
-    engine = open_farm_database(tmp_path / "farm.db")
-    return FarmService(
-        catalog=SqliteCatalogStore(engine),
-        builds=SqliteBuildStore(engine),
-        queue=SqliteJobQueue(engine),
-        blobs=DirectoryBlobStore(tmp_path / "blobs"),
-        platform=detect_platform(),
-        poll_interval=0.02,
-    )
+    service = farm_service(FarmConfig.local(tmp_path))
+    service.poll_interval = 0.02
+    return service
 
 
 def test_many_async_waits_share_one_thread_and_see_the_build_finish(tmp_path: Path) -> None:
     service = _service(tmp_path)
     key = "c" * 64
     service.builds.create_if_absent(BuildRecord(key=key, name="hello", version="1.0", options={}, spec={}))
-    service.queue.send(key)
+    queue = service.queues.for_platform("linux-test")
+    queue.send(key)
     assert active_builds(tmp_path / "farm.db") == 1
-    service.queue.ack(service.queue.receive(visibility_timeout=60, wait=0) or pytest.fail("no job"))
+    queue.ack(queue.receive(visibility_timeout=60, wait=0) or pytest.fail("no job"))
 
     async def scenario() -> list[list[str]]:
         waits = [asyncio.create_task(service.wait_async([key], 10)) for _ in range(200)]

@@ -10,7 +10,7 @@ from pkgc.core.buildspec import BuildSpec
 from pkgc.core.errors import UnsupportedPlatform
 from pkgc.core.platform import Platform
 from pkgc.core.protocol import BuildStatus, ClientPlatform, PackageRequestModel, ResolveRequest
-from pkgc.farm.adapters.memory import MemoryBlobStore, MemoryBuildStore, MemoryCatalogStore, MemoryJobQueue
+from pkgc.farm.adapters.memory import MemoryBlobStore, MemoryBuildStore, MemoryCatalogStore, MemoryQueueRouter
 from pkgc.farm.service import FarmService
 from pkgc.recipes import recipe_files
 
@@ -20,20 +20,13 @@ ARM = Platform.parse("linux-aarch64-glibc-2.36")
 ALL_X86 = ["x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4"]
 
 
-class BlobsWithPublicUrl(MemoryBlobStore):
-    """The memory blob store plus the pre-url_for URL hook the service still asks for a ready build."""
-
-    def public_url(self, name: str) -> str | None:
-        return None
-
-
 @pytest.fixture
 def service() -> FarmService:
     farm = FarmService(
         catalog=MemoryCatalogStore(),
         builds=MemoryBuildStore(),
-        queue=MemoryJobQueue(),
-        blobs=BlobsWithPublicUrl(),
+        queues=MemoryQueueRouter(),
+        blobs=MemoryBlobStore(),
         platform=X86,
         build_platforms=(X86_OLD, ARM),
     )

@@ -9,13 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pkgc.core.protocol import BuildStatus
-from pkgc.farm.adapters.local import (
-    DirectoryBlobStore,
-    JsonLinesNotifier,
-    SqliteBuildStore,
-    SqliteJobQueue,
-    open_farm_database,
-)
+from pkgc.farm.bootstrap import FarmConfig, build_lifecycle, open_ports
 from pkgc.farm.ports import BuildRecord
 from pkgc.worker.fetch import SourceFetcher
 from pkgc.worker.loop import Worker, WorkerSettings
@@ -33,27 +27,25 @@ class Clock:
 
 def test_a_job_for_a_build_held_by_another_worker_comes_back_after_its_lease(tmp_path: Path) -> None:
     clock = Clock()
-    engine = open_farm_database(tmp_path / "farm.db")
-    builds, queue = SqliteBuildStore(engine), SqliteJobQueue(engine, clock=clock)
-    builds.create_if_absent(BuildRecord(key=KEY, name="greet", version="1.0", options={}, spec={}))
+    ports = open_ports(FarmConfig.local(tmp_path), clock=clock)
+    builds, queue = ports.builds, ports.queues.for_platform("linux-test")
+    builds.create_if_absent(BuildRecord(key=KEY, name="greet", version="1.0", options={}, spec={}, platform="linux-test"))
     queue.send(KEY)
     holder = builds.acquire_lease(KEY, "stalled-worker", now=clock.now, ttl=30.0)
     assert holder is not None
+    lifecycle = build_lifecycle(FarmConfig.local(tmp_path), ports=ports, clock=clock)
     worker = Worker(
-        builds=builds,
+        lifecycle=lifecycle,
         queue=queue,
-        blobs=DirectoryBlobStore(tmp_path / "blobs"),
-        notifier=JsonLinesNotifier(tmp_path / "events.jsonl"),
         fetcher=SourceFetcher(tmp_path / "sources"),
         settings=WorkerSettings(worker_id="other", workroot=tmp_path / "work"),
-        clock=clock,
     )
     job = queue.receive(visibility_timeout=10.0, wait=0.0)
     assert job is not None
     worker.handle(job)
 
     assert queue.receive(visibility_timeout=10.0, wait=0.0) is None, "nothing to do while the holder's lease lives"
-    clock.now += 31.0 + worker.settings.dependency_retry_delay  # the holder died: its lease has expired
+    clock.now += 31.0 + lifecycle.retry_delay  # the holder died: its lease has expired
     again = queue.receive(visibility_timeout=10.0, wait=0.0)
     assert again is not None and again.body == KEY, "the build's job was dropped: it would stay building for ever"
     assert builds.acquire_lease(KEY, "next-worker", now=clock.now, ttl=30.0) is not None

@@ -47,6 +47,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from pkgc.core.errors import FarmUnavailable, UsageError
 from pkgc.core.protocol import BuildStatus
+from pkgc.farm.adapters.aws_tokens import DynamoTokenStore
 from pkgc.farm.ports import BlobKind, BuildRecord, FarmPorts, Job, Lease, content_blob_name
 
 log = logging.getLogger(__name__)
@@ -261,6 +262,7 @@ def aws_ports(settings: AwsSettings, clients: AwsClients | None = None) -> FarmP
         queues=SqsQueueRouter(clients.sqs, settings.queues),
         blobs=blobs,
         notifier=SnsNotifier(clients.sns, settings.topic_arn),
+        tokens=DynamoTokenStore(clients.dynamodb, settings.tokens_table) if settings.tokens_table else None,
     )
 
 

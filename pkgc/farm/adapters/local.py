@@ -7,12 +7,14 @@ conditional write, and atomic in SQLite without holding a transaction open acros
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
-import shutil
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,8 @@ from sqlalchemy import (
     Column,
     Engine,
     Float,
+    Index,
     Integer,
-    LargeBinary,
     MetaData,
     String,
     Table,
@@ -29,13 +31,16 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from pkgc.core.errors import FarmUnavailable
-from pkgc.core.protocol import BuildStatus
-from pkgc.farm.ports import BuildRecord, Job, Lease
+from pkgc.core.platform import detect_platform
+from pkgc.core.protocol import API_PREFIX, BuildStatus
+from pkgc.farm.blobnames import is_content_blob, valid_blob_name
+from pkgc.farm.ports import BlobKind, BuildRecord, Job, Lease, content_blob_name
 from pkgc.sqlite import open_sqlite
 
 metadata = MetaData()
@@ -47,15 +52,6 @@ catalog_table = Table(
     Column("summary", Text, nullable=False),
     Column("latest", String, nullable=False),
     Column("recipe", Text, nullable=False),
-)
-
-# The catalog snapshot (the encoded list of every package) in one row, id 1: written when recipes are published, read
-# by search and /v1/catalog instead of a scan of the catalog.
-catalog_snapshot_table = Table(
-    "catalog_snapshot",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("data", LargeBinary, nullable=False),
 )
 
 builds_table = Table(
@@ -82,6 +78,8 @@ builds_table = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("enqueued_at", Float, nullable=False),
+    Column("platform", String, nullable=False, default=""),
+    Column("waiters", Text, nullable=False, default="[]"),
 )
 
 jobs_table = Table(
@@ -93,6 +91,17 @@ jobs_table = Table(
     Column("receive_count", Integer, nullable=False, default=0),
     Column("receipt", String),
     Column("dead", Integer, nullable=False, default=0),
+    # The build platform whose workers take the job: one logical queue per platform, as SQS has one per platform.
+    Column("queue", String, nullable=False, default=""),
+    Index("jobs_by_queue", "queue", "dead", "visible_at"),
+)
+
+# Named mutable documents of the farm (the catalog snapshot): one row each.
+documents_table = Table(
+    "documents",
+    metadata,
+    Column("name", String, primary_key=True),
+    Column("data", Text, nullable=False),
 )
 
 # How many times a job with each body (a build key) was sent: the queue itself forgets a job once it is acknowledged,
@@ -108,11 +117,55 @@ job_sends_table = Table(
 def open_farm_database(path: Path) -> Engine:
     """One engine per process; WAL lets the API read while a worker writes."""
     engine = open_sqlite(path, metadata)
-    with engine.begin() as conn:  # forward-only migration for databases made before the column existed
-        columns = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(builds)")}
-        if "last_line" not in columns:
-            conn.exec_driver_sql("ALTER TABLE builds ADD COLUMN last_line TEXT NOT NULL DEFAULT ''")
+    _migrate(engine)
     return engine
+
+
+def _migrate(engine: Engine) -> None:
+    """Forward-only migration of a farm database made by an older pkgc: add the columns it lacks.
+
+    Builds and jobs made before there was one queue per platform were all for this machine's platform (the embedded
+    farm built only for itself), so they get that platform and its queue. Each step runs under the write lock
+    (BEGIN IMMEDIATE), so a supervisor and its workers opening the same old file at once migrate it once.
+    """
+    with engine.connect() as conn:
+        if not _missing_columns(conn):
+            return
+    legacy = str(detect_platform())
+    with engine.connect() as conn:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            missing = _missing_columns(conn)
+            if ("builds", "last_line") in missing:
+                conn.exec_driver_sql("ALTER TABLE builds ADD COLUMN last_line TEXT NOT NULL DEFAULT ''")
+            if ("builds", "platform") in missing:
+                conn.exec_driver_sql("ALTER TABLE builds ADD COLUMN platform VARCHAR NOT NULL DEFAULT ''")
+                conn.exec_driver_sql("UPDATE builds SET platform = ?", (legacy,))
+            if ("builds", "waiters") in missing:
+                conn.exec_driver_sql("ALTER TABLE builds ADD COLUMN waiters TEXT NOT NULL DEFAULT '[]'")
+            if ("jobs", "queue") in missing:
+                conn.exec_driver_sql("ALTER TABLE jobs ADD COLUMN queue VARCHAR NOT NULL DEFAULT ''")
+                conn.exec_driver_sql("UPDATE jobs SET queue = ?", (legacy,))
+                conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS jobs_by_queue ON jobs (queue, dead, visible_at)")
+            conn.exec_driver_sql("COMMIT")
+        except BaseException:
+            conn.exec_driver_sql("ROLLBACK")
+            raise
+
+
+_MIGRATED_COLUMNS = (
+    ("builds", "last_line"),
+    ("builds", "platform"),
+    ("builds", "waiters"),
+    ("jobs", "queue"),
+)
+
+
+def _missing_columns(conn: Any) -> set[tuple[str, str]]:
+    present = {
+        (table, row[1]) for table in ("builds", "jobs") for row in conn.exec_driver_sql(f"PRAGMA table_info({table})")
+    }
+    return {column for column in _MIGRATED_COLUMNS if column not in present}
 
 
 class FarmDatabaseDamaged(FarmUnavailable):
@@ -191,12 +244,21 @@ class SqliteCatalogStore:
 
     def write_snapshot(self, data: bytes) -> None:
         with self._engine.begin() as conn:
-            conn.execute(insert(catalog_snapshot_table).prefix_with("OR REPLACE").values(id=1, data=bytes(data)))
+            conn.execute(
+                insert(documents_table)
+                .prefix_with("OR REPLACE")
+                .values(name=_SNAPSHOT_DOCUMENT, data=data.decode("utf-8"))
+            )
 
     def read_snapshot(self) -> bytes | None:
         with self._engine.connect() as conn:
-            row = conn.execute(select(catalog_snapshot_table.c.data).where(catalog_snapshot_table.c.id == 1)).first()
-        return None if row is None else bytes(row[0])
+            found = conn.execute(
+                select(documents_table.c.data).where(documents_table.c.name == _SNAPSHOT_DOCUMENT)
+            ).scalar()
+        return None if found is None else str(found).encode("utf-8")
+
+
+_SNAPSHOT_DOCUMENT = "catalog-snapshot"
 
 
 def _record_from_row(row: Any) -> BuildRecord:
@@ -223,6 +285,8 @@ def _record_from_row(row: Any) -> BuildRecord:
         created_at=m["created_at"],
         updated_at=m["updated_at"],
         enqueued_at=m["enqueued_at"],
+        platform=m["platform"] or "",
+        waiters=tuple(json.loads(m["waiters"] or "[]")),
     )
 
 
@@ -244,6 +308,8 @@ def _new_row(record: BuildRecord) -> dict[str, Any]:
         "created_at": record.created_at,
         "updated_at": record.updated_at,
         "enqueued_at": record.enqueued_at,
+        "platform": record.platform,
+        "waiters": json.dumps(list(record.waiters)),
     }
 
 
@@ -378,6 +444,20 @@ class SqliteBuildStore:
         with self._engine.begin() as conn:
             conn.execute(update(builds_table).where(builds_table.c.key == key).values(enqueued_at=now))
 
+    def add_waiter(self, dependency_key: str, waiter_key: str) -> BuildRecord | None:
+        table = builds_table
+        # One UPDATE: SQLite runs it under the write lock, so concurrent adds (and a finish) never lose a waiter.
+        with self._engine.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE builds SET waiters = json_insert(waiters, '$[#]', :waiter) WHERE key = :key "
+                    "AND NOT EXISTS (SELECT 1 FROM json_each(builds.waiters) WHERE json_each.value = :waiter)"
+                ),
+                {"key": dependency_key, "waiter": waiter_key},
+            )
+            row = conn.execute(select(table).where(table.c.key == dependency_key)).first()
+        return None if row is None else _record_from_row(row)
+
     def requeue_failed(self, key: str, now: float) -> bool:
         table = builds_table
         with self._engine.begin() as conn:
@@ -400,44 +480,57 @@ class SqliteBuildStore:
 
 
 class SqliteJobQueue:
-    """At-least-once delivery with visibility timeouts, as SQS does; too many receives move a job aside."""
+    """At-least-once delivery with visibility timeouts, as SQS does; too many receives move a job aside.
+
+    One instance is one platform's queue: the rows of the shared jobs table whose `queue` column is its name.
+    """
 
     def __init__(
-        self, engine: Engine, *, max_receives: int = 5, clock: Any = time.time, poll_interval: float = 0.2
+        self,
+        engine: Engine,
+        *,
+        queue: str = "",
+        max_receives: int = 5,
+        clock: Callable[[], float] = time.time,
+        poll_interval: float = 0.2,
     ) -> None:
         self._engine = engine
+        self.name = queue
         self._max_receives = max_receives
         self._clock = clock
         self._poll_interval = poll_interval
 
     def send(self, body: str, delay: float = 0.0) -> None:
         with self._engine.begin() as conn:
-            conn.execute(insert(jobs_table).values(body=body, visible_at=self._clock() + delay, receive_count=0))
+            conn.execute(
+                insert(jobs_table).values(
+                    body=body, visible_at=self._clock() + delay, receive_count=0, queue=self.name
+                )
+            )
             counted = sqlite_insert(job_sends_table).values(body=body, count=1)
             conn.execute(
                 counted.on_conflict_do_update(index_elements=["body"], set_={"count": job_sends_table.c.count + 1})
             )
 
     def sent_count(self, body: str) -> int:
-        """How many jobs with this body were ever sent (embedded only: for the tests and for diagnosing)."""
-        with self._engine.connect() as conn:
-            found = conn.execute(select(job_sends_table.c.count).where(job_sends_table.c.body == body)).scalar()
-        return int(found or 0)
+        """How many jobs with this body were ever sent, on any queue (embedded only: for tests and diagnosing)."""
+        return sent_count(self._engine, body)
 
     def _receive_once(self, visibility_timeout: float) -> Job | None:
         table = jobs_table
         now = self._clock()
         receipt = uuid.uuid4().hex
+        mine = table.c.queue == self.name
         with self._engine.begin() as conn:
             # Jobs received too often go to the dead-letter state instead of being delivered again.
             conn.execute(
                 update(table)
-                .where(table.c.dead == 0, table.c.visible_at <= now, table.c.receive_count >= self._max_receives)
+                .where(mine, table.c.dead == 0, table.c.visible_at <= now, table.c.receive_count >= self._max_receives)
                 .values(dead=1)
             )
             next_id = (
                 select(table.c.id)
-                .where(table.c.dead == 0, table.c.visible_at <= now)
+                .where(mine, table.c.dead == 0, table.c.visible_at <= now)
                 .order_by(table.c.visible_at, table.c.id)
                 .limit(1)
                 .scalar_subquery()
@@ -481,41 +574,120 @@ class SqliteJobQueue:
 
     def depth(self) -> int:
         with self._engine.connect() as conn:
-            return int(conn.execute(select(func.count()).where(jobs_table.c.dead == 0)).scalar_one())
+            return int(
+                conn.execute(
+                    select(func.count()).where(jobs_table.c.dead == 0, jobs_table.c.queue == self.name)
+                ).scalar_one()
+            )
 
     def dead_letter_count(self) -> int:
         with self._engine.connect() as conn:
-            return int(conn.execute(select(func.count()).where(jobs_table.c.dead == 1)).scalar_one())
+            return int(
+                conn.execute(
+                    select(func.count()).where(jobs_table.c.dead == 1, jobs_table.c.queue == self.name)
+                ).scalar_one()
+            )
+
+
+def sent_count(engine: Engine, body: str) -> int:
+    """How many jobs with this body (a build key) were ever sent: "N requests, one job" is checked with it."""
+    with engine.connect() as conn:
+        found = conn.execute(select(job_sends_table.c.count).where(job_sends_table.c.body == body)).scalar()
+    return int(found or 0)
+
+
+class SqliteQueueRouter:
+    """One SqliteJobQueue per build platform, all in the farm database's jobs table (a `queue` column).
+
+    `platforms` are the ones this farm builds for (the embedded farm: its own); a job for any other platform can
+    still be sent, and waits until a worker of that platform asks for it.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        platforms: Sequence[str],
+        *,
+        max_receives: int = 5,
+        clock: Callable[[], float] = time.time,
+        poll_interval: float = 0.2,
+    ) -> None:
+        self._engine = engine
+        self._platforms = list(dict.fromkeys(platforms))
+        self._options: dict[str, Any] = {"max_receives": max_receives, "clock": clock, "poll_interval": poll_interval}
+        self._queues: dict[str, SqliteJobQueue] = {}
+
+    def for_platform(self, platform: str) -> SqliteJobQueue:
+        queue = self._queues.get(platform)
+        if queue is None:
+            queue = self._queues[platform] = SqliteJobQueue(self._engine, queue=platform, **self._options)
+        return queue
+
+    def platforms(self) -> list[str]:
+        return sorted(self._platforms)
+
+    def sent_count(self, body: str) -> int:
+        return sent_count(self._engine, body)
 
 
 class DirectoryBlobStore:
-    """Blobs as files; writes go to a temporary name first so a reader never sees half a blob."""
+    """Blobs as files; a blob is written under a temporary name first so that a reader never sees half of one.
 
-    def __init__(self, root: Path) -> None:
+    Content blobs (artifacts, logs) are named by their sha256 and linked into place only if absent, so once a
+    name exists its bytes never change: the API serves them as immutable, and a stale worker's late upload at
+    most adds an unreferenced file.
+    """
+
+    def __init__(self, root: Path, *, url_base: str = f"{API_PREFIX}/blobs") -> None:
         self._root = root
+        self._url_base = url_base.rstrip("/")
         root.mkdir(parents=True, exist_ok=True)
+        self._resolved_root = root.resolve()
 
     def _path(self, name: str) -> Path:
+        if not valid_blob_name(name):
+            raise ValueError(f"invalid blob name {name[:100]!r}")
         path = (self._root / name).resolve()
-        if self._root.resolve() not in path.parents:
-            raise ValueError(f"blob name {name!r} escapes the store")
+        if self._resolved_root not in path.parents:
+            raise ValueError(f"blob name {name[:100]!r} escapes the store")
         return path
 
-    def _atomic_write(self, name: str, fill: Any) -> None:
-        target = self._path(name)
+    def _temporary(self, target: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        return target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+
+    def put_content(self, kind: BlobKind, path: Path) -> str:
+        # Copy and hash in one pass, so the name is the digest of the bytes stored, even if `path` changes meanwhile.
+        staging = self._root / ".incoming"
+        staging.mkdir(exist_ok=True)
+        temporary = staging / f"{uuid.uuid4().hex}.tmp"
+        digest = hashlib.sha256()
         try:
-            fill(temporary)
+            with path.open("rb") as source, temporary.open("wb") as out:
+                while chunk := source.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            name = content_blob_name(kind, digest.hexdigest())
+            target = self._path(name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary, target)  # never replaces: a name that exists keeps its bytes
+        finally:
+            temporary.unlink(missing_ok=True)
+        return name
+
+    def put_named(self, name: str, data: bytes) -> None:
+        if is_content_blob(name) or name.startswith(("artifacts/", "logs/")):
+            raise ValueError(f"{name!r} is a content blob's place: store artifacts and logs with put_content")
+        target = self._path(name)
+        temporary = self._temporary(target)
+        try:
+            temporary.write_bytes(data)
             os.replace(temporary, target)
         finally:
             temporary.unlink(missing_ok=True)
-
-    def put_file(self, name: str, path: Path) -> None:
-        self._atomic_write(name, lambda tmp: shutil.copyfile(path, tmp))
-
-    def put_bytes(self, name: str, data: bytes) -> None:
-        self._atomic_write(name, lambda tmp: tmp.write_bytes(data))
 
     def get_bytes(self, name: str) -> bytes | None:
         path = self._path(name)
@@ -525,15 +697,26 @@ class DirectoryBlobStore:
         source = self._path(name)
         if not source.is_file():
             return False
-        shutil.copyfile(source, path)
+        with source.open("rb") as reader, path.open("wb") as out:
+            while chunk := reader.read(1 << 20):
+                out.write(chunk)
         return True
 
-    def local_path(self, name: str) -> Path | None:
-        path = self._path(name)
-        return path if path.is_file() else None
+    def exists(self, name: str) -> bool:
+        return self._path(name).is_file()
 
-    def public_url(self, name: str) -> str | None:
-        return None
+    def url_for(self, name: str) -> str:
+        if not valid_blob_name(name):
+            raise ValueError(f"invalid blob name {name[:100]!r}")
+        return f"{self._url_base}/{name}"
+
+    def path_of(self, name: str) -> Path | None:
+        """The file of a stored blob, for the embedded API's blob route; None for a name that is invalid or absent."""
+        try:
+            path = self._path(name)
+        except ValueError:
+            return None
+        return path if path.is_file() else None
 
 
 class JsonLinesNotifier:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pkgc.core.protocol import API_PREFIX, BuildStatus
+from pkgc.farm.adapters.memory_tokens import MemoryTokenStore
 from pkgc.farm.ports import BlobKind, BuildRecord, FarmPorts, Job, Lease, content_blob_name
 
 
@@ -348,4 +349,5 @@ def memory_ports(*, clock: Callable[[], float] = time.time, max_receives: int = 
         queues=MemoryQueueRouter(lambda: MemoryJobQueue(max_receives=max_receives, clock=clock)),
         blobs=MemoryBlobStore(),
         notifier=MemoryNotifier(),
+        tokens=MemoryTokenStore(),
     )
