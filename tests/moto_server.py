@@ -12,11 +12,12 @@ so nothing a developer has configured can send a request to a real account.
 from __future__ import annotations
 
 import logging
+import threading
 import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -58,13 +59,59 @@ class MotoServer:
         }
 
 
+# The services whose writes AWS applies atomically (a DynamoDB item's conditional write, an S3 conditional put).
+_ATOMIC_SERVICES = (b"/dynamodb/aws4_request", b"/s3/aws4_request")
+
+
+def _service_of(environ: dict[str, Any]) -> bytes:
+    """The service a signed request is for, from its SigV4 credential scope (`.../REGION/SERVICE/aws4_request`)."""
+    authorization = str(environ.get("HTTP_AUTHORIZATION", "")).encode("latin-1", "replace")
+    return next((scope for scope in _ATOMIC_SERVICES if scope in authorization), b"")
+
+
+class AtomicWrites:
+    """WSGI middleware: one DynamoDB or S3 request at a time, as AWS applies each conditional write atomically.
+
+    moto's backends check a condition and then write without a lock, so under a loaded machine two threads of its
+    server can both pass `attribute_not_exists` or `IfNoneMatch`: a race real AWS never has, which made the
+    concurrency tests of the adapters flaky. SQS and the rest stay concurrent (a long-poll receive must not hold
+    everyone up).
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        service = _service_of(environ)
+        reading_s3 = service == b"/s3/aws4_request" and environ.get("REQUEST_METHOD") in ("GET", "HEAD")
+        if not service or reading_s3:
+            return self.app(environ, start_response)
+        with self.lock:
+            # The body is produced inside the lock: moto's answer is a list of bytes already made by then.
+            return list(self.app(environ, start_response))
+
+
+def _threaded_moto_server() -> Any:
+    """moto's ThreadedMotoServer on 127.0.0.1, port 0, its app wrapped in AtomicWrites."""
+    from moto.server import DomainDispatcherApplication, ThreadedMotoServer, create_backend_app
+    from werkzeug.serving import make_server
+
+    class Server(ThreadedMotoServer):
+        def _server_entry(self) -> None:
+            app = AtomicWrites(DomainDispatcherApplication(create_backend_app))
+            self._server = make_server(self._ip_address, self._port, app, True)
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return Server(ip_address="127.0.0.1", port=0, verbose=False)
+
+
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoServer]:
     """Started on first use, stopped at the end of the session; port 0 lets the kernel choose a free port."""
-    from moto.server import ThreadedMotoServer
-
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per AWS call otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = _threaded_moto_server()
     server.start()
     host, port = server.get_host_and_port()
     try:

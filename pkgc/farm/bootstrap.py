@@ -10,7 +10,6 @@ another only in its configuration.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -33,6 +32,7 @@ from pkgc.farm.adapters.local import (
     open_farm_database,
 )
 from pkgc.farm.adapters.local_tokens import SqliteTokenStore
+from pkgc.farm.aws_settings import AwsSettings
 from pkgc.farm.paths import FarmPaths
 from pkgc.farm.ports import BlobStore, FarmPorts
 from pkgc.farm.service import FarmService
@@ -48,15 +48,7 @@ class FarmConfig:
 
     backend: Backend = "local"
     home: Path | None = None  # local: the farm home (database, blobs, sources, events)
-    builds_table: str = ""
-    catalog_table: str = ""
-    tokens_table: str = ""
-    bucket: str = ""
-    queues: Mapping[str, str] = field(default_factory=dict)  # aws: {platform string: SQS queue URL}
-    cdn_url: str = ""
-    topic_arn: str = ""
-    region: str = ""
-    endpoint_url: str = ""
+    aws: AwsSettings | None = None  # aws: the resources' names (PKGC_AWS_*, see pkgc/farm/aws_settings.py)
 
     @classmethod
     def local(cls, home: Path) -> FarmConfig:
@@ -79,39 +71,10 @@ class FarmConfig:
             if where is None:
                 raise UsageError("the local farm backend needs a farm home: set PKGC_FARM_HOME or pass --home")
             return cls(backend="local", home=where.absolute())
-
-        def required(name: str) -> str:
-            value = env.get(name, "").strip()
-            if not value:
-                raise UsageError(f"the aws farm backend needs {name}")
-            return value
-
-        raw_queues = required("PKGC_AWS_QUEUES")
-        try:
-            queues = json.loads(raw_queues)
-        except ValueError:
-            raise UsageError("PKGC_AWS_QUEUES is not JSON: expected an object {platform: queue URL}") from None
-        if (
-            not isinstance(queues, dict)
-            or not queues
-            or not all(isinstance(k, str) and isinstance(v, str) and k and v for k, v in queues.items())
-        ):
-            raise UsageError("PKGC_AWS_QUEUES must be a non-empty JSON object {platform: queue URL}")
-        cdn = env.get("PKGC_AWS_CDN_URL", "").strip().rstrip("/")
-        if cdn and not cdn.startswith("https://"):
-            raise UsageError(f"PKGC_AWS_CDN_URL must be an https:// URL, not {cdn[:80]!r}")
-        return cls(
-            backend="aws",
-            builds_table=required("PKGC_AWS_BUILDS_TABLE"),
-            catalog_table=required("PKGC_AWS_CATALOG_TABLE"),
-            tokens_table=env.get("PKGC_AWS_TOKENS_TABLE", "").strip(),
-            bucket=required("PKGC_AWS_BUCKET"),
-            queues=dict(queues),
-            cdn_url=cdn,
-            topic_arn=env.get("PKGC_AWS_TOPIC_ARN", "").strip(),
-            region=(env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "").strip(),
-            endpoint_url=env.get("AWS_ENDPOINT_URL", "").strip(),
-        )
+        settings = AwsSettings.from_env(env)
+        if not settings.queues:
+            raise UsageError("PKGC_AWS_QUEUES must name at least one platform's queue: {platform: queue URL}")
+        return cls(backend="aws", aws=settings)
 
     @property
     def paths(self) -> FarmPaths:
@@ -121,8 +84,8 @@ class FarmConfig:
 
     def platforms(self) -> list[str]:
         """The build platforms this farm serves: the embedded farm its own machine's, AWS those with a queue."""
-        if self.backend == "aws":
-            return sorted(self.queues)
+        if self.aws is not None:
+            return sorted(self.aws.queues)
         return [str(detect_platform())]
 
 
@@ -138,18 +101,9 @@ def open_ports(config: FarmConfig, *, engine: Engine | None = None, clock: Calla
     if config.backend == "aws":
         # boto3 is imported only by the AWS adapters, and only by a process that uses them.
         aws = importlib.import_module("pkgc.farm.adapters.aws")
-        settings = aws.AwsSettings(
-            builds_table=config.builds_table,
-            catalog_table=config.catalog_table,
-            tokens_table=config.tokens_table,
-            bucket=config.bucket,
-            queues=dict(config.queues),
-            cdn_url=config.cdn_url or None,
-            topic_arn=config.topic_arn or None,
-            region=config.region or None,
-            endpoint_url=config.endpoint_url or None,
-        )
-        ports: FarmPorts = aws.aws_ports(settings)
+        if config.aws is None:
+            raise UsageError("the aws farm backend needs its settings (PKGC_AWS_*)")
+        ports: FarmPorts = aws.aws_ports(config.aws)
         return ports
     paths = config.paths
     engine = engine if engine is not None else open_farm_database(paths.database)
