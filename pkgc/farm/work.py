@@ -286,7 +286,8 @@ class BuildLifecycle:
             return Buried("kept", "a worker holds a live lease on it")
         crashes = max(1, lease.attempts - 1)  # this lease counted one attempt itself
         times = "once" if crashes == 1 else f"{crashes} times"
-        error = f"the worker crashed {times} building it; see its log"
+        # No build log exists (the worker died before storing one): the worker's own log is where to look.
+        error = f"the worker crashed {times} building it; see its log (journalctl -u pkgc-worker on the instance)"
         if record.last_line:
             error += f" (its last line: {record.last_line[:200]})"
         if not self._finish(lease, BuildStatus.FAILED, error=error):
