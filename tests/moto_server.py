@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:  # boto3 is imported by the tests that use AWS, not by every test session
-    from pkgc.farm.adapters.aws import AwsSettings
+    from pkgc.farm.aws_settings import AwsSettings
 
 REGION = "us-east-1"
 LOOPBACK_NO_PROXY = "127.0.0.1,localhost,::1"
@@ -135,7 +135,8 @@ def make_aws_settings(
     moto: MotoServer, platforms: Sequence[str] = ("linux-x86_64",), *, max_receive_count: int = 5, **overrides: object
 ) -> AwsSettings:
     """Fresh resource names (a test may make several farms) and the resources themselves, on `moto`."""
-    from pkgc.farm.adapters.aws import AwsSettings, create_resources
+    from pkgc.farm.adapters.aws import create_resources
+    from pkgc.farm.aws_settings import AwsSettings
 
     suffix = uuid.uuid4().hex[:8]
     settings = AwsSettings(

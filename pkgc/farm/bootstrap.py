@@ -10,6 +10,7 @@ another only in its configuration.
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -21,6 +22,7 @@ from sqlalchemy import Engine
 
 from pkgc.core.errors import UsageError
 from pkgc.core.platform import Platform, detect_platform
+from pkgc.core.protocol import MAX_WAIT_SECONDS
 from pkgc.farm.access import AccessPolicy, AccessSettings, access_policy
 from pkgc.farm.adapters.local import (
     DirectoryBlobStore,
@@ -34,12 +36,28 @@ from pkgc.farm.adapters.local import (
 from pkgc.farm.adapters.local_tokens import SqliteTokenStore
 from pkgc.farm.aws_settings import AwsSettings
 from pkgc.farm.paths import FarmPaths
-from pkgc.farm.ports import BlobStore, FarmPorts
+from pkgc.farm.ports import BacklogMetrics, BlobStore, FarmPorts
 from pkgc.farm.service import FarmService
 from pkgc.farm.work import BuildLifecycle
 
 Backend = Literal["local", "aws"]
 BACKENDS: tuple[Backend, ...] = ("local", "aws")
+LOCAL_WAIT_POLL_SECONDS = 0.1  # a SQLite read: cheap, and a finished build is seen at once
+AWS_WAIT_POLL_SECONDS = 1.0  # a DynamoDB read per poll per waiting client: about 1 s, as the issue asks
+
+
+def _seconds_setting(env: Mapping[str, str], name: str, lowest: float, highest: float) -> float | None:
+    """An optional number of seconds in [lowest, highest] from `env`; a bad value is a one-line UsageError."""
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not lowest <= value <= highest:  # NaN fails this too
+        raise UsageError(f"{name} must be a number of seconds from {lowest:g} to {highest:g}, not {text[:40]!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -49,6 +67,11 @@ class FarmConfig:
     backend: Backend = "local"
     home: Path | None = None  # local: the farm home (database, blobs, sources, events)
     aws: AwsSettings | None = None  # aws: the resources' names (PKGC_AWS_*, see pkgc/farm/aws_settings.py)
+    # The /v1/wait long-poll: how often it reads the store and how long one call may last. None: the backend's
+    # default (local: every 0.1 s, a SQLite read; aws: every 1 s, a DynamoDB read each, and at most 20 s, well
+    # inside API Gateway's 29 s integration timeout). PKGC_FARM_WAIT_POLL_SECONDS / PKGC_FARM_WAIT_MAX_SECONDS.
+    wait_poll_seconds: float | None = None
+    wait_max_seconds: float | None = None
 
     @classmethod
     def local(cls, home: Path) -> FarmConfig:
@@ -66,15 +89,29 @@ class FarmConfig:
         chosen = (backend or env.get("PKGC_FARM_BACKEND") or "local").strip().lower()
         if chosen not in BACKENDS:
             raise UsageError(f"PKGC_FARM_BACKEND: unknown farm backend {chosen[:40]!r}", hint="use local or aws")
+        wait_max = _seconds_setting(env, "PKGC_FARM_WAIT_MAX_SECONDS", 1.0, MAX_WAIT_SECONDS)
+        wait_poll = _seconds_setting(env, "PKGC_FARM_WAIT_POLL_SECONDS", 0.01, wait_max or MAX_WAIT_SECONDS)
         if chosen == "local":
             where = home or (Path(env["PKGC_FARM_HOME"]) if env.get("PKGC_FARM_HOME") else None)
             if where is None:
                 raise UsageError("the local farm backend needs a farm home: set PKGC_FARM_HOME or pass --home")
-            return cls(backend="local", home=where.absolute())
+            return cls(backend="local", home=where.absolute(), wait_poll_seconds=wait_poll, wait_max_seconds=wait_max)
         settings = AwsSettings.from_env(env)
         if not settings.queues:
             raise UsageError("PKGC_AWS_QUEUES must name at least one platform's queue: {platform: queue URL}")
-        return cls(backend="aws", aws=settings)
+        return cls(backend="aws", aws=settings, wait_poll_seconds=wait_poll, wait_max_seconds=wait_max)
+
+    @property
+    def wait_poll(self) -> float:
+        """Seconds between the store reads of one /v1/wait (each is a paid request on DynamoDB)."""
+        if self.wait_poll_seconds is not None:
+            return self.wait_poll_seconds
+        return AWS_WAIT_POLL_SECONDS if self.backend == "aws" else LOCAL_WAIT_POLL_SECONDS
+
+    @property
+    def wait_max(self) -> float:
+        """The longest one /v1/wait lasts (the protocol's 20 s at most)."""
+        return min(self.wait_max_seconds or MAX_WAIT_SECONDS, MAX_WAIT_SECONDS)
 
     @property
     def paths(self) -> FarmPaths:
@@ -101,9 +138,7 @@ def open_ports(config: FarmConfig, *, engine: Engine | None = None, clock: Calla
     if config.backend == "aws":
         # boto3 is imported only by the AWS adapters, and only by a process that uses them.
         aws = importlib.import_module("pkgc.farm.adapters.aws")
-        if config.aws is None:
-            raise UsageError("the aws farm backend needs its settings (PKGC_AWS_*)")
-        ports: FarmPorts = aws.aws_ports(config.aws)
+        ports: FarmPorts = aws.aws_ports(_aws_settings(config))
         return ports
     paths = config.paths
     engine = engine if engine is not None else open_farm_database(paths.database)
@@ -116,6 +151,22 @@ def open_ports(config: FarmConfig, *, engine: Engine | None = None, clock: Calla
         tokens=SqliteTokenStore(engine),
         engine=engine,
     )
+
+
+def _aws_settings(config: FarmConfig) -> AwsSettings:
+    if config.aws is None:
+        raise UsageError("the aws farm backend needs its settings (PKGC_AWS_*)")
+    return config.aws
+
+
+def backlog_metrics(config: FarmConfig) -> BacklogMetrics:
+    """Where the backlog for the workers' autoscaling goes: CloudWatch on AWS. The embedded farm has no
+    autoscaling (its supervisor runs a fixed number of workers), so there is nothing to publish to."""
+    if config.backend != "aws":
+        raise UsageError("the backlog metric is published by an AWS farm only (PKGC_FARM_BACKEND=aws)")
+    metrics = importlib.import_module("pkgc.farm.adapters.aws_metrics")
+    publisher: BacklogMetrics = metrics.CloudWatchBacklogMetrics.from_settings(_aws_settings(config))
+    return publisher
 
 
 def close_ports(ports: FarmPorts, checkpoint: str = "PASSIVE") -> None:
@@ -140,6 +191,8 @@ def farm_service(
         blobs=ports.blobs,
         platform=platforms[0],
         build_platforms=tuple(platforms[1:]),
+        poll_interval=config.wait_poll,
+        max_wait=config.wait_max,
     )
 
 

@@ -7,6 +7,7 @@ server-side full-text search, at-least-once delivery with visibility timeouts.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -139,8 +140,20 @@ class JobQueue(Protocol):
     def extend(self, job: Job, visibility_timeout: float) -> None: ...
     def ack(self, job: Job) -> None: ...
     def retry_later(self, job: Job, delay: float) -> None: ...
-    def depth(self) -> int: ...
+    def depth(self) -> int:
+        """Jobs waiting or being worked on (visible + in flight; not delayed ones): the autoscaling backlog."""
+        ...
+
     def dead_letter_count(self) -> int: ...
+
+    def receive_dead_letter(self, visibility_timeout: float) -> Job | None:
+        """One job of the dead letters (received too often: each receive crashed or lost its worker), hidden
+        from other readers of the dead letters for `visibility_timeout` seconds; None if there is none now."""
+        ...
+
+    def delete_dead_letter(self, job: Job) -> None:
+        """Forget a dead letter received with `receive_dead_letter` (its build has been dealt with)."""
+        ...
 
 
 class QueueRouter(Protocol):
@@ -189,6 +202,14 @@ class BlobStore(Protocol):
 
 class Notifier(Protocol):
     def build_finished(self, record: BuildRecord) -> None: ...
+
+
+class BacklogMetrics(Protocol):
+    """Where the job backlog per build platform goes for the workers' autoscaling (CloudWatch `pkgc/Backlog`)."""
+
+    def publish_backlog(self, backlog: Mapping[str, int]) -> None:
+        """One data point per platform: jobs waiting or being built on that platform's queue now."""
+        ...
 
 
 @dataclass(frozen=True)

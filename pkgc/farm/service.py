@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from pkgc.core.buildspec import BuildSpec, PackageRequest, plan_builds
-from pkgc.core.errors import NotFound, UnsupportedPlatform, UsageError
+from pkgc.core.errors import NotFound, PkgcError, UnsupportedPlatform, UsageError
 from pkgc.core.names import validate_name
 from pkgc.core.options import global_option_specs
 from pkgc.core.platform import Platform, choose_build_platform
@@ -38,6 +39,8 @@ from pkgc.core.recipe import Recipe, parse_recipe
 from pkgc.core.versions import Version
 from pkgc.farm.ports import BlobStore, BuildRecord, BuildStore, CatalogStore, QueueRouter
 from pkgc.farm.work import send_when_dependencies_finish
+
+log = logging.getLogger(__name__)
 
 _KEY_LENGTH = 64
 RECIPE_TTL_SECONDS = 2.0
@@ -118,7 +121,11 @@ class FarmService:
     platform: Platform
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
+    # A wait long-polls the store every `poll_interval` seconds for at most `max_wait` (never more than the
+    # protocol's MAX_WAIT_SECONDS); the composition root sets both per deployment (Lambda: about 1 s, 20 s, inside
+    # API Gateway's 29 s).
     poll_interval: float = 0.1
+    max_wait: float = MAX_WAIT_SECONDS
     requeue_after: float = 600.0
     recipe_ttl: float = RECIPE_TTL_SECONDS
     build_platforms: tuple[Platform, ...] = ()
@@ -435,13 +442,24 @@ class FarmService:
             if self.builds.requeue_failed(spec.key, now):  # one of several concurrent retries sends the job
                 self._send(record, now)
             record = self.builds.get(spec.key) or record
-        elif record.status == BuildStatus.QUEUED and now - record.enqueued_at > self.requeue_after:
-            # A creator that died between its write and its send leaves a queued build with no job: send again.
-            # Duplicate jobs are harmless, the lease lets one worker build; a build still waiting for its
-            # dependencies stays a waiter (a worker that receives its job registers it again and drops the job).
-            self.builds.mark_enqueued(spec.key, now)
-            self._send(record, now)
+        else:
+            self._requeue_if_stale(record, now)
         return record
+
+    def _requeue_if_stale(self, record: BuildRecord, now: float) -> bool:
+        """The safety net: a build queued longer than `requeue_after` may have no job, so send it again.
+
+        A creator that died between its write and its send, or a worker that died between its fenced finish and
+        sending its waiters' jobs, leaves a queued build that nothing will ever send. Resolve and wait both read
+        the record anyway, so both check. Duplicate jobs are harmless (the lease lets one worker build); a build
+        whose dependencies are still unfinished is registered again as their waiter instead (idempotent), and a
+        worker that receives its job early drops it. `mark_enqueued` first restarts the timer, so each stale
+        build is looked at about once per `requeue_after`, however many clients poll it. True if a job was sent.
+        """
+        if record.status != BuildStatus.QUEUED or now - record.enqueued_at <= self.requeue_after:
+            return False
+        self.builds.mark_enqueued(record.key, now)
+        return send_when_dependencies_finish(self.builds, self.queues, record, now)
 
     def _send(self, record: BuildRecord, now: float) -> None:
         """Send the build's job to its platform's queue now, or, while a dependency is unfinished, leave it as a
@@ -499,7 +517,7 @@ class FarmService:
         self, keys: list[str], timeout: float, seen: Mapping[str, BuildStatus] | None
     ) -> tuple[list[str], Mapping[str, BuildStatus], float]:
         wanted = list(dict.fromkeys(validate_key(k) for k in keys))
-        return wanted, seen or {}, self.clock() + min(max(timeout, 0.0), MAX_WAIT_SECONDS)
+        return wanted, seen or {}, self.clock() + min(max(timeout, 0.0), self.max_wait, MAX_WAIT_SECONDS)
 
     def wait_step(self, wanted: list[str], seen: Mapping[str, BuildStatus], deadline: float) -> WaitResponse | None:
         """One poll of a wait: the answer if a key finished or changed or the deadline passed, else None."""
@@ -507,6 +525,12 @@ class FarmService:
         missing = [k for k in wanted if k not in records]
         if missing:
             raise NotFound(f"no build with key {missing[0]}")
+        now = self.clock()
+        for record in records.values():
+            try:
+                self._requeue_if_stale(record, now)  # e.g. a waiter whose dependency's worker died before sending
+            except PkgcError as exc:  # a safety net: the answer to the wait matters more than this resend
+                log.warning("could not send build %s's job again: %s", record.key, exc)
         finished = [self.to_info(r) for k in wanted if (r := records[k]).status.finished]
         progress = [
             self.to_info(r)

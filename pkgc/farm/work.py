@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pkgc.core.buildspec import BuildSpec
 from pkgc.core.protocol import BuildStatus
@@ -71,6 +72,18 @@ class Failed:
 
 
 Claim = Skip | Deferred | Waiting | Build | Failed
+
+DEAD_LETTER_OWNER = "dead-letter"  # the lease owner of `bury`: shown as the holder while it marks a build failed
+DEAD_LETTER_LEASE_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Buried:
+    """What `bury` did with a dead job: `failed` (its build is now failed with `detail` as the reason) or
+    `dropped` (nothing to do: finished, unknown): delete the dead letter; `kept`: leave it for a later look."""
+
+    outcome: Literal["failed", "dropped", "kept"]
+    detail: str
 
 
 def platform_of(record: BuildRecord) -> str:
@@ -248,6 +261,38 @@ class BuildLifecycle:
             self.notifier.build_finished(record)
             self.send_waiters(record)
         return True
+
+    # -- dead letters -----------------------------------------------------------------------------------------
+    def bury(self, job_body: str, lease_ttl: float = DEAD_LETTER_LEASE_SECONDS) -> Buried:
+        """Deal with a job that went to the dead-letter queue: it was received too often, each time crashing or
+        losing its worker before the build finished, so no worker will ever finish it. Mark its build failed with
+        a reason the client shows, through the same fenced path as a worker's failure (lease, then finish): a
+        build that is READY or FAILED is left as it is, and one that a live worker holds right now is left to it
+        (`kept`: look again later; its job is in that worker's hands).
+        """
+        key = job_body.strip()
+        if not _KEY.fullmatch(key):
+            return Buried("dropped", f"not a build key: {job_body[:80]!r}")
+        record = self.builds.get(key)
+        if record is None:
+            return Buried("dropped", "no such build")
+        if record.status.finished:
+            return Buried("dropped", f"already {record.status.value}")
+        lease = self.builds.acquire_lease(key, DEAD_LETTER_OWNER, self.clock(), lease_ttl)
+        if lease is None:
+            current = self.builds.get(key)
+            if current is None or current.status.finished:
+                return Buried("dropped", "finished meanwhile")
+            return Buried("kept", "a worker holds a live lease on it")
+        crashes = max(1, lease.attempts - 1)  # this lease counted one attempt itself
+        times = "once" if crashes == 1 else f"{crashes} times"
+        # No build log exists (the worker died before storing one): the worker's own log is where to look.
+        error = f"the worker crashed {times} building it; see its log (journalctl -u pkgc-worker on the instance)"
+        if record.last_line:
+            error += f" (its last line: {record.last_line[:200]})"
+        if not self._finish(lease, BuildStatus.FAILED, error=error):
+            return Buried("kept", "another holder took it meanwhile")
+        return Buried("failed", error)
 
     def send_waiters(self, record: BuildRecord) -> list[str]:
         """Send the job of each build waiting for `record` whose dependencies have now all finished."""

@@ -404,6 +404,23 @@ def test_queue_delay_and_dead_letter_after_max_receives(farm: Farm) -> None:
 
 
 @parametrize()
+def test_dead_letters_are_received_hidden_and_deleted(farm: Farm) -> None:
+    queue = farm.queue
+    assert queue.receive_dead_letter(visibility_timeout=1) is None, "no dead letters yet"
+    queue.send("doomed")
+    for _ in range(MAX_RECEIVES):
+        assert queue.receive(visibility_timeout=1, wait=2) is not None
+        farm.advance(1.3)
+    assert queue.receive(visibility_timeout=1, wait=0) is None and queue.dead_letter_count() == 1
+    dead = queue.receive_dead_letter(visibility_timeout=30)
+    assert dead is not None and dead.body == "doomed"
+    assert queue.receive_dead_letter(visibility_timeout=30) is None, "hidden from other readers meanwhile"
+    assert queue.receive(visibility_timeout=1, wait=0) is None, "a dead letter never goes back to the workers"
+    queue.delete_dead_letter(dead)
+    assert queue.dead_letter_count() == 0 and queue.depth() == 0
+
+
+@parametrize()
 def test_router_sends_each_platforms_jobs_to_its_own_queue(farm: Farm) -> None:
     router = farm.queues
     assert {P1, P2} <= set(router.platforms())

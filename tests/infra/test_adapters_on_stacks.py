@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from pkgc.core.protocol import BuildStatus
-from pkgc.farm.adapters.aws import AwsSettings, SqsJobQueue, aws_ports
+from pkgc.farm.adapters.aws import SqsJobQueue, aws_ports
+from pkgc.farm.aws_settings import AwsSettings
 from pkgc.farm.ports import BuildRecord
 from tests.infra.conftest import REGION, Harness
 

@@ -266,3 +266,37 @@ def test_cdn_distribution_and_bucket_policy_through_their_apis(harness: Harness)
     cdn = next(s for s in statements if s["Sid"] == "CloudFrontReadsContentAddressedBlobs")
     assert cdn["Condition"]["StringEquals"]["AWS:SourceArn"].endswith(f":distribution/{distribution['Id']}")
     assert sorted(cdn["Resource"]) == [f"arn:aws:s3:::{bucket}/artifacts/*", f"arn:aws:s3:::{bucket}/logs/*"]
+
+
+def test_metrics_role_may_drain_the_dead_letter_queue_and_fail_its_builds(harness: Harness) -> None:
+    """What metrics_handler calls (pkgc/farm/housekeeping.py): the queue's depth and redrive policy, receive and
+    delete on the DLQ only, the builds table's lease and fenced finish, the waiters' jobs, the notification, and
+    PutMetricData fenced to the pkgc namespace."""
+    function = harness.moto.client("lambda").get_function_configuration(
+        FunctionName=harness.outputs["Api"]["MetricsFunctionName"]
+    )
+    role = function["Role"].rsplit("/", 1)[1]
+    iam = harness.moto.client("iam")
+    (policy_name,) = iam.list_role_policies(RoleName=role)["PolicyNames"]
+    document = iam.get_role_policy(RoleName=role, PolicyName=policy_name)["PolicyDocument"]
+    if isinstance(document, str):  # moto 5.2 returns the document of a template's role as Python's repr of it
+        document = ast.literal_eval(document)
+    queue, data = harness.outputs["Queue"], harness.outputs["Data"]
+
+    def allowed(action: str, resource: str) -> bool:
+        for statement in document["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            if statement["Effect"] == "Allow" and action in actions and resource in resources:
+                return True
+        return False
+
+    dlq, source = queue["DeadLetterQueueArn"], queue["QueueArn"]
+    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
+        assert allowed(action, dlq), action
+    assert not allowed("sqs:ReceiveMessage", source) and not allowed("sqs:DeleteMessage", source), "not the jobs"
+    assert allowed("sqs:GetQueueAttributes", source) and allowed("sqs:SendMessage", source)
+    for action in ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:UpdateItem"):
+        assert allowed(action, data["BuildsTableArn"]), action
+    assert allowed("sns:Publish", harness.outputs["Notifications"]["TopicArn"])
+    assert allowed("cloudwatch:PutMetricData", "*")

@@ -152,7 +152,9 @@ def _service(tmp_path: Path) -> FarmService:
 def test_many_async_waits_share_one_thread_and_see_the_build_finish(tmp_path: Path) -> None:
     service = _service(tmp_path)
     key = "c" * 64
-    service.builds.create_if_absent(BuildRecord(key=key, name="hello", version="1.0", options={}, spec={}))
+    service.builds.create_if_absent(
+        BuildRecord(key=key, name="hello", version="1.0", options={}, spec={}, enqueued_at=time.time())
+    )
     queue = service.queues.for_platform("linux-test")
     queue.send(key)
     assert active_builds(tmp_path / "farm.db") == 1

@@ -693,6 +693,19 @@ class SqsJobQueue:
         )
 
 
+    def receive_dead_letter(self, visibility_timeout: float) -> Job | None:
+        """One message of the DLQ, no long poll (an empty DLQ is the usual case and must cost one request)."""
+        url = self.dead_letter_url()
+        if url is None:
+            return None
+        return SqsJobQueue(self._client, url).receive(visibility_timeout, 0)
+
+    def delete_dead_letter(self, job: Job) -> None:
+        url = self.dead_letter_url()
+        if url is not None:
+            SqsJobQueue(self._client, url).ack(job)
+
+
 class SqsQueueRouter:
     """The configured platform → queue URL map; the queues themselves are made by CloudFormation, never here."""
 

@@ -588,6 +588,33 @@ class SqliteJobQueue:
                 ).scalar_one()
             )
 
+    def receive_dead_letter(self, visibility_timeout: float) -> Job | None:
+        """A dead job (the `dead` flag), leased to this reader by a fresh receipt as a live one is."""
+        table = jobs_table
+        now = self._clock()
+        receipt = uuid.uuid4().hex
+        with self._engine.begin() as conn:
+            next_id = (
+                select(table.c.id)
+                .where(table.c.queue == self.name, table.c.dead == 1, table.c.visible_at <= now)
+                .order_by(table.c.visible_at, table.c.id)
+                .limit(1)
+                .scalar_subquery()
+            )
+            changed = conn.execute(
+                update(table)
+                .where(table.c.id == next_id)
+                .values(receipt=receipt, visible_at=now + visibility_timeout, receive_count=table.c.receive_count + 1)
+            ).rowcount
+            if not changed:
+                return None
+            row = conn.execute(select(table.c.body, table.c.receive_count).where(table.c.receipt == receipt)).one()
+        return Job(body=str(row[0]), receipt=receipt, receive_count=int(row[1]))
+
+    def delete_dead_letter(self, job: Job) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(jobs_table.delete().where(jobs_table.c.receipt == job.receipt, jobs_table.c.dead == 1))
+
 
 def sent_count(engine: Engine, body: str) -> int:
     """How many jobs with this body (a build key) were ever sent: "N requests, one job" is checked with it."""

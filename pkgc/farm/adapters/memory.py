@@ -11,7 +11,7 @@ import hashlib
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -276,6 +276,22 @@ class MemoryJobQueue:
         with self._lock:
             return len(self._dead)
 
+    def receive_dead_letter(self, visibility_timeout: float) -> Job | None:
+        now = self._clock()
+        with self._lock:
+            for message in self._dead:
+                if message.visible_at > now:
+                    continue
+                message.receive_count += 1
+                message.receipt = uuid.uuid4().hex
+                message.visible_at = now + visibility_timeout
+                return Job(body=message.body, receipt=message.receipt, receive_count=message.receive_count)
+        return None
+
+    def delete_dead_letter(self, job: Job) -> None:
+        with self._lock:
+            self._dead = [m for m in self._dead if m.receipt != job.receipt]
+
 
 @dataclass
 class MemoryQueueRouter:
@@ -331,6 +347,16 @@ class MemoryBlobStore:
 
     def url_for(self, name: str) -> str:
         return f"{self._url_base}/{name}"
+
+
+class MemoryBacklogMetrics:
+    """Every backlog published, in order (what tests read instead of CloudWatch)."""
+
+    def __init__(self) -> None:
+        self.published: list[dict[str, int]] = []
+
+    def publish_backlog(self, backlog: Mapping[str, int]) -> None:
+        self.published.append(dict(backlog))
 
 
 class MemoryNotifier:
