@@ -132,6 +132,7 @@ def test_the_wait_settings_come_from_the_composition_root(tmp_path: Path) -> Non
         "PKGC_AWS_CATALOG_TABLE": "c",
         "PKGC_AWS_BUCKET": "k",
         "PKGC_AWS_QUEUES": '{"linux-x86_64-glibc-2.36": "http://127.0.0.1:1/q"}',
+        "AWS_REGION": "us-east-1",
     }
     config = FarmConfig.from_env(aws)
     assert config.wait_poll == AWS_WAIT_POLL_SECONDS == 1.0 and config.wait_max == 20.0
