@@ -39,6 +39,7 @@ from pkgc.farm.service import FarmService
 from pkgc.farm.work import BuildLifecycle
 
 Backend = Literal["local", "aws"]
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4's limit (pkgc/farm/adapters/aws.py checks it again)
 BACKENDS: tuple[Backend, ...] = ("local", "aws")
 
 
@@ -57,6 +58,7 @@ class FarmConfig:
     topic_arn: str = ""
     region: str = ""
     endpoint_url: str = ""
+    presign_seconds: int | None = None  # aws without a CDN: how long a presigned URL serves (None: the default)
 
     @classmethod
     def local(cls, home: Path) -> FarmConfig:
@@ -100,6 +102,9 @@ class FarmConfig:
         cdn = env.get("PKGC_AWS_CDN_URL", "").strip().rstrip("/")
         if cdn and not cdn.startswith("https://"):
             raise UsageError(f"PKGC_AWS_CDN_URL must be an https:// URL, not {cdn[:80]!r}")
+        presign = env.get("PKGC_AWS_PRESIGN_SECONDS", "").strip()
+        if presign and (not presign.isdigit() or not 1 <= int(presign) <= MAX_PRESIGN_SECONDS):
+            raise UsageError(f"PKGC_AWS_PRESIGN_SECONDS must be 1..{MAX_PRESIGN_SECONDS} seconds, not {presign[:20]!r}")
         return cls(
             backend="aws",
             builds_table=required("PKGC_AWS_BUILDS_TABLE"),
@@ -111,6 +116,7 @@ class FarmConfig:
             topic_arn=env.get("PKGC_AWS_TOPIC_ARN", "").strip(),
             region=(env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "").strip(),
             endpoint_url=env.get("AWS_ENDPOINT_URL", "").strip(),
+            presign_seconds=int(presign) if presign else None,
         )
 
     @property
@@ -148,6 +154,7 @@ def open_ports(config: FarmConfig, *, engine: Engine | None = None, clock: Calla
             topic_arn=config.topic_arn or None,
             region=config.region or None,
             endpoint_url=config.endpoint_url or None,
+            **({"presign_seconds": config.presign_seconds} if config.presign_seconds else {}),
         )
         ports: FarmPorts = aws.aws_ports(settings)
         return ports

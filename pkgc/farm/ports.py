@@ -186,6 +186,15 @@ class BlobStore(Protocol):
         """
         ...
 
+    def url_lifetime(self) -> float | None:
+        """How many seconds a URL from `url_for` stays valid after it is made; None: it never expires.
+
+        The farm service keeps ready builds' answers (URLs included) in memory; it makes a URL again once half
+        of this has passed, so a client always gets at least half the lifetime. A presigned URL expires (AWS
+        without a CDN); an API path or a CDN URL does not, and then the cached answer is kept as it is.
+        """
+        ...
+
 
 class Notifier(Protocol):
     def build_finished(self, record: BuildRecord) -> None: ...

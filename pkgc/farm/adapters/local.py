@@ -710,6 +710,9 @@ class DirectoryBlobStore:
             raise ValueError(f"invalid blob name {name[:100]!r}")
         return f"{self._url_base}/{name}"
 
+    def url_lifetime(self) -> float | None:
+        return None  # an API path: valid as long as the blob is there
+
     def path_of(self, name: str) -> Path | None:
         """The file of a stored blob, for the embedded API's blob route; None for a name that is invalid or absent."""
         try:
