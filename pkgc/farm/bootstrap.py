@@ -26,6 +26,7 @@ from pkgc.farm.access import AccessPolicy, AccessSettings, access_policy
 from pkgc.farm.adapters.local import (
     DirectoryBlobStore,
     JsonLinesNotifier,
+    NoInstanceProtection,
     SqliteBuildStore,
     SqliteCatalogStore,
     SqliteQueueRouter,
@@ -34,7 +35,7 @@ from pkgc.farm.adapters.local import (
 )
 from pkgc.farm.adapters.local_tokens import SqliteTokenStore
 from pkgc.farm.paths import FarmPaths
-from pkgc.farm.ports import BlobStore, FarmPorts
+from pkgc.farm.ports import BlobStore, FarmPorts, InstanceProtection
 from pkgc.farm.service import FarmService
 from pkgc.farm.work import BuildLifecycle
 
@@ -209,6 +210,26 @@ def farm_access(
 def build_lifecycle(config: FarmConfig, *, ports: FarmPorts | None = None, **settings: float | int) -> BuildLifecycle:
     """The build lifecycle use cases a worker calls, over the configured ports."""
     return BuildLifecycle.from_ports(ports if ports is not None else open_ports(config), **settings)
+
+
+def instance_protection(
+    config: FarmConfig, worker_id: str, environ: Mapping[str, str] | None = None
+) -> InstanceProtection:
+    """The worker's scale-in protection: none locally (nothing scales the embedded farm in); on AWS, its instance in
+    the Auto Scaling group `PKGC_AWS_ASG_NAME` names (its id: `worker_id` when it is an EC2 instance id, else from
+    the instance metadata service), or none when that variable is unset (a worker outside a group).
+
+    Raises UsageError when the group is named but this instance's id cannot be found."""
+    if config.backend != "aws":
+        return NoInstanceProtection()
+    aws_instance = importlib.import_module("pkgc.farm.adapters.aws_instance")
+    found: InstanceProtection | None = aws_instance.auto_scaling_protection(
+        os.environ if environ is None else environ,
+        worker_id,
+        region=config.region or None,
+        endpoint_url=config.endpoint_url or None,
+    )
+    return found if found is not None else NoInstanceProtection()
 
 
 def blob_files(blobs: BlobStore) -> Callable[[str], Path | None] | None:

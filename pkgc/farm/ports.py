@@ -200,6 +200,18 @@ class Notifier(Protocol):
     def build_finished(self, record: BuildRecord) -> None: ...
 
 
+class InstanceProtection(Protocol):
+    """Whether autoscaling may take away the machine a worker runs on (an Auto Scaling group's scale-in).
+
+    A worker turns protection on when it starts building and off when its queue has nothing for it, so a group
+    that shrinks with the backlog only ever terminates idle workers, never one in the middle of a build. The worker
+    calls it on those transitions only, not once per job. A failure raises (FarmUnavailable on AWS): the worker
+    reports it and tries again at the next transition.
+    """
+
+    def protect(self, on: bool) -> None: ...
+
+
 @dataclass(frozen=True)
 class FarmPorts:
     """Every adapter a farm deployable needs, as chosen by its composition root (pkgc/farm/bootstrap.py)."""

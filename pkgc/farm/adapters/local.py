@@ -735,3 +735,10 @@ class JsonLinesNotifier:
         )
         with self._path.open("a", encoding="utf-8") as handle:
             handle.write(event_line + "\n")
+
+
+class NoInstanceProtection:
+    """A machine no autoscaling takes away (the embedded farm, a worker outside an Auto Scaling group)."""
+
+    def protect(self, on: bool) -> None:
+        return None

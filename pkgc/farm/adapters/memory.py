@@ -355,6 +355,18 @@ class MemoryBlobStore:
         return self._url_lifetime
 
 
+class MemoryInstanceProtection:
+    """Records each change of scale-in protection the worker asks for (`changes`) and the current state."""
+
+    def __init__(self) -> None:
+        self.changes: list[bool] = []
+        self.protected = False
+
+    def protect(self, on: bool) -> None:
+        self.changes.append(on)
+        self.protected = on
+
+
 class MemoryNotifier:
     def __init__(self) -> None:
         self.finished: list[BuildRecord] = []
