@@ -81,8 +81,15 @@ class EmbeddedFarm:
     pid: int = 0
 
     def pkgc(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        # cwd: `python -m` puts the working directory first on sys.path, which would win over PYTHONPATH's tree.
+        self.root.mkdir(parents=True, exist_ok=True)
         return subprocess.run(
-            [sys.executable, "-m", "pkgc", *args], env=self.env, capture_output=True, text=True, timeout=timeout
+            [sys.executable, "-m", "pkgc", *args],
+            env=self.env,
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
 
@@ -113,11 +120,27 @@ def start_and_build(farm: EmbeddedFarm, package: str) -> None:
         raise RuntimeError(f"{farm.label}: pkgc install failed:\n{done.stdout}\n{done.stderr}")
     state = json.loads((farm.root / "farm" / "state.json").read_text())
     farm.url, farm.pid = str(state["url"]), int(state["pid"])
+    served_by = Path(str(state.get("package", ""))).resolve()
+    if not served_by.is_relative_to(farm.tree.resolve()):
+        raise RuntimeError(f"{farm.label}: the farm runs the pkgc in {served_by}, not the one in {farm.tree}")
     log(f"{farm.label}: built and installed in {time.monotonic() - started:.1f}s; farm at {farm.url}")
     answer = http_post(f"{farm.url}/v1/resolve", resolve_body(package))
     statuses = {b["name"]: b["status"] for b in answer["builds"]}
     if any(status != "ready" for status in statuses.values()):
         raise RuntimeError(f"{farm.label}: the resolve is not a cache hit: {statuses}")
+
+
+def stop_farm(farm: EmbeddedFarm, patience: float = 60.0) -> None:
+    """`pkgc farm stop`, then wait (bounded) until the supervisor has finished its own shutdown (it checkpoints the
+    database and removes state.json last), so nothing reads the farm's database while it is being closed."""
+    farm.pkgc("farm", "stop", timeout=60)
+    state = farm.root / "farm" / "state.json"
+    deadline = time.monotonic() + patience
+    while state.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if farm.pid:
+        while Path(f"/proc/{farm.pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 def http_post(url: str, body: str) -> dict[str, Any]:
@@ -461,7 +484,7 @@ def median_phase(name: str, phases: list[Phase]) -> Phase:
 
 
 ROUNDS = 3  # saturated and paced phases per farm, alternating the farms
-IN_PROCESS_ROUNDS = 2
+IN_PROCESS_ROUNDS = 4
 
 
 def measure_embedded(
@@ -498,11 +521,13 @@ def measure_in_process(farms: list[EmbeddedFarm], package: str) -> dict[str, flo
             done = subprocess.run(
                 [sys.executable, str(script), str(farm.root / "farm"), package],
                 env=farm.env,
+                cwd=farm.root,
                 capture_output=True,
                 text=True,
                 timeout=300,
-                check=True,
             )
+            if done.returncode != 0:
+                raise RuntimeError(f"{farm.label}: resolve_in_process.py failed:\n{done.stderr[-2000:]}")
             figure = float(json.loads(done.stdout.strip().splitlines()[-1])["best_us"])
             best[farm.label] = min(best.get(farm.label, figure), figure)
     return best
@@ -534,7 +559,7 @@ def main() -> int:
                 runs = measure_embedded(farms, current, base, args)
             finally:  # inside the worktree's `with`: a farm is stopped by the pkgc it runs
                 for farm in farms:
-                    farm.pkgc("farm", "stop", timeout=60)
+                    stop_farm(farm)
             log("the app's own time per cache-hit resolve, in process, under each tree")
             in_process = measure_in_process(farms, args.package)
         lam = run_lambda(args.package, root, args.seconds)
