@@ -16,7 +16,14 @@ from pathlib import Path
 
 from pkgc.core.errors import PkgcError
 from pkgc.core.platform import detect_platform
-from pkgc.farm.bootstrap import BACKENDS, FarmConfig, build_lifecycle, close_ports, open_ports
+from pkgc.farm.bootstrap import (
+    BACKENDS,
+    FarmConfig,
+    build_lifecycle,
+    close_ports,
+    instance_protection,
+    open_ports,
+)
 from pkgc.worker.fetch import SourceFetcher
 from pkgc.worker.interruption import DEFAULT_IMDS_URL, IMDS_URL_ENV, InterruptionWatch
 from pkgc.worker.loop import Worker, WorkerSettings, report_to_stderr
@@ -97,12 +104,17 @@ def main(argv: list[str] | None = None) -> None:
         heartbeat_interval=max(0.5, min(visibility / 4, 5.0)),
         bubblewrap=bwrap,
     )
+    try:
+        protection = instance_protection(config, args.id)  # AWS: this instance in its Auto Scaling group
+    except PkgcError as exc:
+        raise SystemExit(f"worker {args.id}: {exc}") from None
     ports = open_ports(config)
     worker = Worker(
         lifecycle=build_lifecycle(config, ports=ports),
         queue=ports.queues.for_platform(platform),
         fetcher=SourceFetcher(sources, loopback_only=os.environ.get("PKGC_FETCH_LOOPBACK_ONLY") == "1"),
         settings=settings,
+        protection=protection,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

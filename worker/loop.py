@@ -26,7 +26,7 @@ from pathlib import Path
 from pkgc.artifact import Manifest, PackError, pack_tree, relocate_tree, unpack_artifact
 from pkgc.core.buildspec import BuildSpec
 from pkgc.core.errors import PkgcError
-from pkgc.farm.ports import BuildRecord, Job, JobQueue, Lease
+from pkgc.farm.ports import BuildRecord, InstanceProtection, Job, JobQueue, Lease
 from pkgc.farm.work import Build, BuildLifecycle, DependencyUnavailable
 from pkgc.worker.builder import BuildError, run_build
 from pkgc.worker.fetch import SourceFetcher
@@ -62,6 +62,7 @@ class Worker:
         fetcher: SourceFetcher,
         settings: WorkerSettings,
         report: Callable[[str], None] = report_to_stderr,
+        protection: InstanceProtection | None = None,
     ) -> None:
         self.lifecycle = lifecycle
         self.queue = queue
@@ -69,6 +70,11 @@ class Worker:
         self.settings = settings
         self.report = report
         self.stop = threading.Event()  # set by run()'s caller (SIGTERM, a Spot notice): stop and give the job back
+        # Scale-in protection of this worker's machine (an EC2 instance in an Auto Scaling group): on while it
+        # builds, off when its queue is empty; changed on those transitions only, not once per job. Unknown (None)
+        # at start: a worker killed mid-build left it on, so the first idle moment turns it off.
+        self.protection = protection
+        self.protected: bool | None = None
 
     def run(
         self,
@@ -80,16 +86,35 @@ class Worker:
         if stop is not None:
             self.stop = stop
         handled = 0
-        while not self.stop.is_set() and (max_jobs is None or handled < max_jobs) and not orphaned():
-            job = self.queue.receive(self.settings.visibility_timeout, self.settings.receive_wait)
-            if job is not None:
+        try:
+            while not self.stop.is_set() and (max_jobs is None or handled < max_jobs) and not orphaned():
+                job = self.queue.receive(self.settings.visibility_timeout, self.settings.receive_wait)
+                if job is None:
+                    self._protect(False)  # idle: the group may take this machine
+                    continue
                 self.handle(job)
                 handled += 1
+        finally:
+            self._protect(False)
         return handled
+
+    def _protect(self, on: bool) -> None:
+        """Turn scale-in protection on or off if that changes it. A failure is reported and the state kept as it
+        was, so the next transition (the next build, the next empty receive) tries again; the build goes on: an
+        unprotected build risks only being redone elsewhere if the group takes this machine."""
+        if self.protection is None or self.protected == on:
+            return
+        try:
+            self.protection.protect(on)
+        except Exception as exc:
+            self.report(f"worker {self.settings.worker_id}: cannot turn scale-in protection {'on' if on else 'off'}: {exc}")
+            return
+        self.protected = on
 
     def handle(self, job: Job) -> None:
         claim = self.lifecycle.claim(job.body, self.settings.worker_id, self.settings.lease_ttl)
         if isinstance(claim, Build):
+            self._protect(True)  # before any work: a build in progress is never scaled in
             self._build(claim, job)
         else:
             # Skip, Deferred (a fresh job was sent), Waiting (the dependencies' finish sends one), Failed.

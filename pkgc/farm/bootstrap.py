@@ -27,6 +27,7 @@ from pkgc.farm.access import AccessPolicy, AccessSettings, access_policy
 from pkgc.farm.adapters.local import (
     DirectoryBlobStore,
     JsonLinesNotifier,
+    NoInstanceProtection,
     SqliteBuildStore,
     SqliteCatalogStore,
     SqliteQueueRouter,
@@ -36,11 +37,12 @@ from pkgc.farm.adapters.local import (
 from pkgc.farm.adapters.local_tokens import SqliteTokenStore
 from pkgc.farm.aws_settings import AwsSettings
 from pkgc.farm.paths import FarmPaths
-from pkgc.farm.ports import BacklogMetrics, BlobStore, FarmPorts
+from pkgc.farm.ports import BacklogMetrics, BlobStore, FarmPorts, InstanceProtection
 from pkgc.farm.service import FarmService
 from pkgc.farm.work import BuildLifecycle
 
 Backend = Literal["local", "aws"]
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4's limit (pkgc/farm/adapters/aws.py checks it again)
 BACKENDS: tuple[Backend, ...] = ("local", "aws")
 LOCAL_WAIT_POLL_SECONDS = 0.1  # a SQLite read: cheap, and a finished build is seen at once
 AWS_WAIT_POLL_SECONDS = 1.0  # a DynamoDB read per poll per waiting client: about 1 s, as the issue asks
@@ -209,6 +211,26 @@ def farm_access(
 def build_lifecycle(config: FarmConfig, *, ports: FarmPorts | None = None, **settings: float | int) -> BuildLifecycle:
     """The build lifecycle use cases a worker calls, over the configured ports."""
     return BuildLifecycle.from_ports(ports if ports is not None else open_ports(config), **settings)
+
+
+def instance_protection(
+    config: FarmConfig, worker_id: str, environ: Mapping[str, str] | None = None
+) -> InstanceProtection:
+    """The worker's scale-in protection: none locally (nothing scales the embedded farm in); on AWS, its instance in
+    the Auto Scaling group `PKGC_AWS_ASG_NAME` names (its id: `worker_id` when it is an EC2 instance id, else from
+    the instance metadata service), or none when that variable is unset (a worker outside a group).
+
+    Raises UsageError when the group is named but this instance's id cannot be found."""
+    if config.backend != "aws":
+        return NoInstanceProtection()
+    aws_instance = importlib.import_module("pkgc.farm.adapters.aws_instance")
+    found: InstanceProtection | None = aws_instance.auto_scaling_protection(
+        os.environ if environ is None else environ,
+        worker_id,
+        region=_aws_settings(config).region,
+        endpoint_url=_aws_settings(config).endpoint_url,
+    )
+    return found if found is not None else NoInstanceProtection()
 
 
 def blob_files(blobs: BlobStore) -> Callable[[str], Path | None] | None:

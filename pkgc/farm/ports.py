@@ -199,6 +199,15 @@ class BlobStore(Protocol):
         """
         ...
 
+    def url_lifetime(self) -> float | None:
+        """How many seconds a URL from `url_for` stays valid after it is made; None: it never expires.
+
+        The farm service keeps ready builds' answers (URLs included) in memory; it makes a URL again once half
+        of this has passed, so a client always gets at least half the lifetime. A presigned URL expires (AWS
+        without a CDN); an API path or a CDN URL does not, and then the cached answer is kept as it is.
+        """
+        ...
+
 
 class Notifier(Protocol):
     def build_finished(self, record: BuildRecord) -> None: ...
@@ -210,6 +219,16 @@ class BacklogMetrics(Protocol):
     def publish_backlog(self, backlog: Mapping[str, int]) -> None:
         """One data point per platform: jobs waiting or being built on that platform's queue now."""
         ...
+class InstanceProtection(Protocol):
+    """Whether autoscaling may take away the machine a worker runs on (an Auto Scaling group's scale-in).
+
+    A worker turns protection on when it starts building and off when its queue has nothing for it, so a group
+    that shrinks with the backlog only ever terminates idle workers, never one in the middle of a build. The worker
+    calls it on those transitions only, not once per job. A failure raises (FarmUnavailable on AWS): the worker
+    reports it and tries again at the next transition.
+    """
+
+    def protect(self, on: bool) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -92,6 +93,17 @@ class _CatalogView:
 
 
 @dataclass(frozen=True)
+class _Ready:
+    """A ready build's answer as kept in memory, with the blob names its URLs were made from and the time (by the
+    service's clock) after which they are made again: half their lifetime, never (inf) for URLs that do not expire."""
+
+    info: BuildInfo
+    artifact: str | None
+    log: str | None
+    refresh_at: float
+
+
+@dataclass(frozen=True)
 class BuildAdmission:
     """The builds a resolve is about to start, told to its `admit` callback before any is created: `new` keys to
     create, `retry` failed builds to queue again (asked with retry_failed). The callback raises to refuse."""
@@ -132,7 +144,7 @@ class FarmService:
     _recipes: dict[str, tuple[str, Recipe]] = field(default_factory=dict)
     _recipe_texts: dict[str, tuple[float, str | None]] = field(default_factory=dict)
     _plans: OrderedDict[str, _Plan] = field(default_factory=OrderedDict)
-    _ready: OrderedDict[str, BuildInfo] = field(default_factory=OrderedDict)
+    _ready: OrderedDict[str, _Ready] = field(default_factory=OrderedDict)
     _platform_choices: dict[tuple[str, str, str, str], Platform | None] = field(default_factory=dict)
     _catalog_view: _CatalogView | None = None
 
@@ -343,12 +355,18 @@ class FarmService:
                 admit(admission)
         builds = []
         for spec in specs:
-            # A ready build never changes (its key names its content): answer it from memory, no store round trip.
-            info = self._ready.get(spec.key)
-            if info is None:
-                info = self.to_info(self._ensure_build(spec, retry_failed=request.retry_failed))
-                self._remember_if_ready(info)
-            builds.append(info)
+            # A ready build never changes (its key names its content): answer it from memory, no store round trip;
+            # only its URLs are made again when they near their expiry (presigned ones).
+            ready = self._ready.get(spec.key)
+            if ready is None:
+                record = self._ensure_build(spec, retry_failed=request.retry_failed)
+                if record.status != BuildStatus.READY:
+                    builds.append(self.to_info(record))
+                    continue
+                ready = self._remember_ready(record)
+            elif self._expiring(ready):
+                ready = self._refresh(spec.key, ready)
+            builds.append(ready.info)
         return ResolveResponse(requested=requested, builds=builds)
 
     def admission(self, specs: list[BuildSpec], *, retry_failed: bool) -> BuildAdmission:
@@ -381,10 +399,14 @@ class FarmService:
             return None
         if client is not None and not cached.cpus <= set(client.cpu_levels):
             return None
-        builds = [self._ready.get(spec.key) for spec in cached.specs]
-        if any(info is None for info in builds):
-            return None
-        return ResolveResponse(requested=cached.requested, builds=[b for b in builds if b is not None])
+        builds = []
+        for spec in cached.specs:
+            ready = self._ready.get(spec.key)
+            # (`_expiring`, inlined: the embedded farm's URLs never expire, so it never reads the clock here)
+            if ready is None or (ready.refresh_at != math.inf and self.clock() >= ready.refresh_at):
+                return None  # not known ready, or its URLs are due to be made again: `resolve` does that
+            builds.append(ready.info)
+        return ResolveResponse(requested=cached.requested, builds=builds)
 
     def _plan(self, request: ResolveRequest, platform: Platform) -> _Plan:
         """`plan_builds` for the request on the build `platform`, memoised while every recipe it read is unchanged.
@@ -414,11 +436,36 @@ class FarmService:
             self._plans.popitem(last=False)
         return plan
 
-    def _remember_if_ready(self, info: BuildInfo) -> None:
-        if info.status == BuildStatus.READY:
-            self._ready[info.key] = info
-            if len(self._ready) > _READY_CACHE_SIZE:
-                self._ready.popitem(last=False)
+    def _expiring(self, ready: _Ready) -> bool:
+        """Whether a kept answer's URLs are past half their lifetime (the embedded farm's never are: no clock read)."""
+        return ready.refresh_at != math.inf and self.clock() >= ready.refresh_at
+
+    def _ready_entry(self, info: BuildInfo, artifact: str | None, log: str | None, made_at: float) -> _Ready:
+        lifetime = self.blobs.url_lifetime()
+        refresh_at = math.inf if lifetime is None else made_at + lifetime / 2
+        return _Ready(info, artifact, log, refresh_at)
+
+    def _remember_ready(self, record: BuildRecord) -> _Ready:
+        """Keep a ready build's answer for the process's life (bounded, oldest first out)."""
+        made_at = self.clock()
+        ready = self._ready_entry(self.to_info(record), record.artifact, record.log, made_at)
+        self._ready[record.key] = ready
+        if len(self._ready) > _READY_CACHE_SIZE:
+            self._ready.popitem(last=False)
+        return ready
+
+    def _refresh(self, key: str, ready: _Ready) -> _Ready:
+        """The kept answer with its URLs made again (presigning is local work: no store is read)."""
+        made_at = self.clock()
+        info = ready.info.model_copy(
+            update={
+                "url": self.blobs.url_for(ready.artifact) if ready.artifact else None,
+                "log_url": self.blobs.url_for(ready.log) if ready.log else None,
+            }
+        )
+        fresh = self._ready_entry(info, ready.artifact, ready.log, made_at)
+        self._ready[key] = fresh
+        return fresh
 
     def _ensure_build(self, spec: BuildSpec, *, retry_failed: bool = False) -> BuildRecord:
         now = self.clock()

@@ -248,6 +248,7 @@ def test_content_blobs_are_immutable_and_presigned_urls_serve_them(
     parts = urlsplit(url)
     assert url.startswith(f"{moto_server.endpoint}/{settings.bucket}/{name}?")
     assert parse_qs(parts.query)["X-Amz-Expires"] == ["600"], "SigV4, with the bounded expiry"
+    assert blobs.url_lifetime() == 600, "the port says how long its URLs serve (the service renews at half)"
     with opener().open(url, timeout=10) as answer:
         assert answer.read() == source.read_bytes()
         assert answer.headers["Cache-Control"] == IMMUTABLE_CACHE_CONTROL
@@ -261,6 +262,7 @@ def test_url_for_uses_the_cdn_when_configured(moto_server: MotoServer, aws_env: 
     blobs = aws_ports(settings).blobs
     name = "artifacts/sha256/ab/" + "ab" * 32 + ".tar.zst"
     assert blobs.url_for(name) == f"https://d111111abcdef8.cloudfront.net/{name}"
+    assert blobs.url_lifetime() is None, "a CDN URL does not expire: the service keeps it"
     with pytest.raises(ValueError):
         blobs.url_for("../x")
 
@@ -340,3 +342,16 @@ def test_notifier_failure_is_logged_not_raised(moto_server: MotoServer, aws_env:
     notifier.build_finished(record("a" * 64, status=BuildStatus.FAILED, error="cc exited 1"))
     assert notifier.failures == 1
     SnsNotifier(AwsClients(settings).sns, None).build_finished(record("a" * 64))  # no topic: nothing to do
+
+
+def test_the_composition_root_hands_the_presign_lifetime_to_the_blob_store(
+    moto_server: MotoServer, aws_env: dict[str, str]
+) -> None:
+    from pkgc.farm.bootstrap import FarmConfig, open_ports
+
+    env = {**full_env(), "PKGC_FARM_BACKEND": "aws", "PKGC_AWS_CDN_URL": "", "PKGC_AWS_PRESIGN_SECONDS": "120", **aws_env}
+    assert open_ports(FarmConfig.from_env(env)).blobs.url_lifetime() == 120
+    assert open_ports(FarmConfig.from_env({**env, "PKGC_AWS_PRESIGN_SECONDS": ""})).blobs.url_lifetime() == 3600
+    for bad in ("0", "-5", "ten", str(8 * 24 * 3600)):
+        with pytest.raises(UsageError, match="PKGC_AWS_PRESIGN_SECONDS"):
+            FarmConfig.from_env({**env, "PKGC_AWS_PRESIGN_SECONDS": bad})

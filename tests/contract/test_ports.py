@@ -15,7 +15,7 @@ from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -529,6 +529,21 @@ def test_url_for_is_an_api_path_or_an_absolute_url(farm: Farm, tmp_path: Path) -
     else:
         parts = urlsplit(url)
         assert parts.scheme in ("http", "https") and parts.netloc and parts.path.endswith(name)
+
+
+@parametrize()
+def test_url_lifetime_says_how_long_a_url_serves(farm: Farm, tmp_path: Path) -> None:
+    """None for URLs that never expire (an API path, a CDN); else positive, and a presigned URL states the same."""
+    source = tmp_path / "a.log"
+    source.write_bytes(b"log text")
+    url = farm.blobs.url_for(farm.blobs.put_content("logs", source))
+    lifetime = farm.blobs.url_lifetime()
+    if url.startswith("/"):
+        assert lifetime is None, "an API path serves as long as the blob is there"
+    if "X-Amz-Expires" in url:  # presigned S3 (no CDN): the lifetime is the signature's
+        assert lifetime is not None and lifetime > 0
+        assert parse_qs(urlsplit(url).query)["X-Amz-Expires"] == [f"{lifetime:.0f}"]
+    assert farm.kind != "aws" or lifetime is not None, "the contract suite's AWS farm has no CDN: presigned URLs"
 
 
 # -------------------------------------------------------------------------------------------------- CatalogStore

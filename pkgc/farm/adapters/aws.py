@@ -844,6 +844,10 @@ class S3BlobStore:
                 )
             )
 
+    def url_lifetime(self) -> float | None:
+        """None through the CDN (its URLs do not expire); else the presigned URLs' `presign_seconds`."""
+        return None if self._cdn_url else float(self._presign_seconds)
+
 
 # --------------------------------------------------------------------------------------------------------------
 # SNS: notifications

@@ -737,6 +737,9 @@ class DirectoryBlobStore:
             raise ValueError(f"invalid blob name {name[:100]!r}")
         return f"{self._url_base}/{name}"
 
+    def url_lifetime(self) -> float | None:
+        return None  # an API path: valid as long as the blob is there
+
     def path_of(self, name: str) -> Path | None:
         """The file of a stored blob, for the embedded API's blob route; None for a name that is invalid or absent."""
         try:
@@ -759,3 +762,10 @@ class JsonLinesNotifier:
         )
         with self._path.open("a", encoding="utf-8") as handle:
             handle.write(event_line + "\n")
+
+
+class NoInstanceProtection:
+    """A machine no autoscaling takes away (the embedded farm, a worker outside an Auto Scaling group)."""
+
+    def protect(self, on: bool) -> None:
+        return None

@@ -309,12 +309,27 @@ class MemoryQueueRouter:
         return sorted(self.queues)
 
 
+_EXPIRING_URL_BASE = "https://blobs.invalid"  # a reserved name: nothing ever answers there
+
+
 class MemoryBlobStore:
-    def __init__(self, url_base: str = f"{API_PREFIX}/blobs") -> None:
+    """Blobs in a dict. With `url_lifetime`, its URLs behave like presigned ones: each names the time (by `clock`)
+    it expires at, and `urls_made` counts them, so a test can see when the service makes them again."""
+
+    def __init__(
+        self,
+        url_base: str = f"{API_PREFIX}/blobs",
+        *,
+        url_lifetime: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._lock = threading.Lock()
         self._blobs: dict[str, bytes] = {}
         self._url_base = url_base.rstrip("/")
+        self._url_lifetime = url_lifetime
+        self._clock = clock
         self.writes = 0  # how many times a blob's bytes were stored (content already present is not rewritten)
+        self.urls_made = 0
 
     def put_content(self, kind: BlobKind, path: Path) -> str:
         data = path.read_bytes()
@@ -346,7 +361,26 @@ class MemoryBlobStore:
             return name in self._blobs
 
     def url_for(self, name: str) -> str:
-        return f"{self._url_base}/{name}"
+        self.urls_made += 1
+        if self._url_lifetime is None:
+            return f"{self._url_base}/{name}"
+        # Like a presigned URL: absolute (an API path takes no query) and naming its expiry.
+        return f"{_EXPIRING_URL_BASE}/{name}?expires={self._clock() + self._url_lifetime:.0f}"
+
+    def url_lifetime(self) -> float | None:
+        return self._url_lifetime
+
+
+class MemoryInstanceProtection:
+    """Records each change of scale-in protection the worker asks for (`changes`) and the current state."""
+
+    def __init__(self) -> None:
+        self.changes: list[bool] = []
+        self.protected = False
+
+    def protect(self, on: bool) -> None:
+        self.changes.append(on)
+        self.protected = on
 
 
 class MemoryBacklogMetrics:
@@ -367,13 +401,16 @@ class MemoryNotifier:
         self.finished.append(record)
 
 
-def memory_ports(*, clock: Callable[[], float] = time.time, max_receives: int = 5) -> FarmPorts:
-    """A whole farm's adapters in memory (the composition root of the fast use-case tests)."""
+def memory_ports(
+    *, clock: Callable[[], float] = time.time, max_receives: int = 5, url_lifetime: float | None = None
+) -> FarmPorts:
+    """A whole farm's adapters in memory (the composition root of the fast use-case tests); `url_lifetime`: blob
+    URLs that expire, as presigned ones do."""
     return FarmPorts(
         catalog=MemoryCatalogStore(),
         builds=MemoryBuildStore(),
         queues=MemoryQueueRouter(lambda: MemoryJobQueue(max_receives=max_receives, clock=clock)),
-        blobs=MemoryBlobStore(),
+        blobs=MemoryBlobStore(url_lifetime=url_lifetime, clock=clock),
         notifier=MemoryNotifier(),
         tokens=MemoryTokenStore(),
     )
