@@ -21,6 +21,7 @@ from pkgc.core.platform import detect_platform
 from pkgc.core.protocol import BuildStatus, ResolveRequest
 from pkgc.farm.adapters.local import NoInstanceProtection
 from pkgc.farm.adapters.memory import MemoryInstanceProtection, memory_ports
+from pkgc.farm.aws_settings import AwsSettings
 from pkgc.farm.bootstrap import FarmConfig, instance_protection
 from pkgc.farm.embedded import publish_recipes
 from pkgc.farm.ports import FarmPorts, InstanceProtection, Job, JobQueue
@@ -181,7 +182,10 @@ def protected_from_scale_in(autoscaling: Any, instance_id: str) -> bool:
 
 
 def aws_config(moto_server: MotoServer) -> FarmConfig:
-    return FarmConfig(backend="aws", region=REGION, endpoint_url=moto_server.endpoint)
+    settings = AwsSettings(
+        builds_table="unused", catalog_table="unused", bucket="unused", region=REGION, endpoint_url=moto_server.endpoint
+    )
+    return FarmConfig(backend="aws", aws=settings)
 
 
 def test_the_instance_is_protected_in_its_group_while_it_builds(
