@@ -131,9 +131,9 @@ def token_create(
 ) -> None:
     """Make a token and print its secret: it is shown only now (the farm keeps only its sha256)."""
     from pkgc.client.embedded import farm_home
-    from pkgc.farm.token_admin import create_token, embedded_token_stores, token_summary
+    from pkgc.farm.token_admin import create_token, farm_token_stores, token_summary
 
-    tokens, _ = embedded_token_stores(farm_home())
+    tokens, _ = farm_token_stores(farm_home())
     created = create_token(tokens, name, admin=admin, builds_per_hour=builds_per_hour, in_flight=in_flight)
     if as_json:
         print(json.dumps({**token_summary(created.record), "token": created.secret}))
@@ -151,9 +151,9 @@ def token_create(
 def token_list(as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
     """The tokens, revoked ones too, with their quotas and use (never their secrets)."""
     from pkgc.client.embedded import farm_home
-    from pkgc.farm.token_admin import embedded_token_stores, token_summary
+    from pkgc.farm.token_admin import farm_token_stores, token_summary
 
-    tokens, builds = embedded_token_stores(farm_home())
+    tokens, builds = farm_token_stores(farm_home())
     summaries = [token_summary(record, builds) for record in tokens.list_tokens()]
     if as_json:
         print(json.dumps({"tokens": summaries}))
@@ -176,9 +176,9 @@ def token_list(as_json: bool = typer.Option(False, "--json", help="Print the res
 def token_revoke(name: str = typer.Argument(..., help="The token's name.")) -> None:
     """Revoke a token: the farm refuses it from its next request on."""
     from pkgc.client.embedded import farm_home
-    from pkgc.farm.token_admin import embedded_token_stores, revoke_token
+    from pkgc.farm.token_admin import farm_token_stores, revoke_token
 
-    tokens, _ = embedded_token_stores(farm_home())
+    tokens, _ = farm_token_stores(farm_home())
     for record in revoke_token(tokens, name):
         console().print(f"revoked token '{record.name}' ({record.token_hash[:12]})", markup=False)
 

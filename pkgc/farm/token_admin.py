@@ -7,10 +7,11 @@ embedded farm's database and (later) a DynamoDB tokens table. Pure Python: no we
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -134,10 +135,20 @@ def token_summary(
     }
 
 
-def embedded_token_stores(home: Path) -> tuple[TokenStore, BuildReader]:
-    """The embedded farm's token store and build store (its database under `home`, made if absent, private)."""
-    from pkgc.farm.adapters.local import check_farm_database
+def farm_token_stores(home: Path, environ: Mapping[str, str] | None = None) -> tuple[TokenStore, BuildReader]:
+    """The token store and build store of the farm this process is configured for: the embedded farm's database
+    under `home` (made if absent, private), or, with PKGC_FARM_BACKEND=aws and the PKGC_AWS_* names, the AWS
+    farm's DynamoDB tables (how an administrator makes the first admin token of a deployed farm)."""
     from pkgc.farm.bootstrap import FarmConfig, open_ports
+
+    env = os.environ if environ is None else environ
+    if (env.get("PKGC_FARM_BACKEND") or "local").strip().lower() != "local":
+        config = FarmConfig.from_env(env)
+        ports = open_ports(config)
+        if ports.tokens is None:
+            raise UsageError("this AWS farm has no tokens table: set PKGC_AWS_TOKENS_TABLE (the data stack's output)")
+        return ports.tokens, ports.builds
+    from pkgc.farm.adapters.local import check_farm_database
     from pkgc.farm.paths import FarmPaths
 
     paths = FarmPaths(home)

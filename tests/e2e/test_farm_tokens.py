@@ -17,6 +17,7 @@ import pytest
 from pkgc.farm.token_admin import DEFAULT_BUILDS_PER_HOUR, DEFAULT_IN_FLIGHT
 from tests.api.test_access import _serve, make_farm
 from tests.conftest import user_env
+from tests.moto_server import MotoServer
 
 pytestmark = pytest.mark.e2e
 
@@ -99,3 +100,31 @@ def test_a_refused_build_is_one_line_with_its_reason(tmp_path: Path) -> None:
         unknown = pkgc({**env, "PKGC_TOKEN": "pkgc_nobody"}, "install", "hello", "--prefix", prefix)
         assert unknown.returncode == 10 and "not known to this farm" in unknown.stderr
     assert farm.count_builds() == 0
+
+
+def test_token_commands_reach_an_aws_farm_s_table(
+    tmp_path: Path, moto_server: MotoServer, aws_env: dict[str, str]
+) -> None:
+    """An administrator makes the first token of a deployed farm with the farm's environment (PKGC_FARM_BACKEND=aws
+    and the PKGC_AWS_* names): the secret's hash lands in the DynamoDB tokens table, and revoking it works there."""
+    from pkgc.farm.adapters.aws import AwsClients
+    from pkgc.farm.adapters.aws_tokens import DynamoTokenStore
+    from tests.moto_server import make_aws_settings
+
+    settings = make_aws_settings(moto_server)
+    env = {**user_env(tmp_path), **moto_server.env(), **settings.to_env()}
+    made = pkgc(env, "farm", "token", "create", "first-admin", "--admin")
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.strip()
+    store = DynamoTokenStore(AwsClients(settings).dynamodb, settings.tokens_table)
+    (stored,) = store.list_tokens()
+    assert stored.name == "first-admin" and stored.role == "admin"
+    assert stored.token_hash == hashlib.sha256(secret.encode()).hexdigest(), "only the hash is stored"
+    assert not (tmp_path / "data").exists() or not list((tmp_path / "data").rglob("farm.db")), "no embedded farm"
+    listed = pkgc(env, "farm", "token", "list", "--json")
+    assert listed.returncode == 0 and json.loads(listed.stdout)["tokens"][0]["name"] == "first-admin"
+    assert pkgc(env, "farm", "token", "revoke", "first-admin").returncode == 0
+    (revoked,) = store.list_tokens()
+    assert revoked.revoked_at is not None
+    no_table = pkgc({**env, "PKGC_AWS_TOKENS_TABLE": ""}, "farm", "token", "list")
+    assert no_table.returncode != 0 and "PKGC_AWS_TOKENS_TABLE" in no_table.stderr
