@@ -51,10 +51,17 @@ MAX_LAST_LINE_LENGTH = 500
 MAX_TEXT_LENGTH = 4000  # summaries, descriptions, homepages
 MAX_SHORT_TEXT_LENGTH = 200  # licenses, error codes
 MAX_CPU_LEVELS = 16
+# Publishing recipes (POST /v1/recipes, admin token): at most this many per request, each at most this many bytes of
+# UTF-8 (the largest starter recipe is a few KiB), and the one-line error of a skipped recipe at most this long.
+MAX_RECIPES_PER_PUBLISH = 100
+MAX_RECIPE_BYTES = 64 * 1024
+MAX_RECIPE_FILE_LENGTH = 128
+MAX_SKIP_REASON_LENGTH = 500
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _FARM_PATH = re.compile(r"/v1/[A-Za-z0-9._~+-]+(?:/[A-Za-z0-9._~+-]+)*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_RECIPE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\.toml")
 
 
 def _shown(value: str) -> str:
@@ -311,6 +318,71 @@ class CatalogResponse(Strict):
 
 class BuildsResponse(Strict):
     builds: list[BuildInfo] = Field(max_length=MAX_BUILDS_OF_A_PACKAGE)
+
+
+def _recipe_file(value: str) -> str:
+    """A recipe's file name as the publisher read it (`NAME.toml`): a plain name, no directory, one line. The farm
+    uses it only in its answer (which file was skipped), but it reaches the publisher's terminal."""
+    if not _RECIPE_FILE.fullmatch(value):
+        raise ValueError(f"{_shown(value)} is not a recipe file name (NAME.toml: letters, digits, '._+-')")
+    return value
+
+
+def _recipe_text(value: str) -> str:
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_RECIPE_BYTES:
+        raise ValueError(f"the recipe is {size} bytes, more than {MAX_RECIPE_BYTES}")
+    return value
+
+
+RecipeFileName = Annotated[str, Field(max_length=MAX_RECIPE_FILE_LENGTH), AfterValidator(_recipe_file)]
+
+
+class RecipeFile(Strict):
+    """One recipe to publish: the file it was read from (named in the answer) and its TOML text."""
+
+    file: RecipeFileName
+    text: Annotated[str, Field(max_length=MAX_RECIPE_BYTES), AfterValidator(_recipe_text)]
+
+
+class PublishRequest(Strict):
+    """POST /v1/recipes (admin token): recipes to publish into the catalog, each file named once."""
+
+    recipes: list[RecipeFile] = Field(min_length=1, max_length=MAX_RECIPES_PER_PUBLISH)
+
+    @model_validator(mode="after")
+    def _files_once(self) -> Self:
+        seen: set[str] = set()
+        for recipe in self.recipes:
+            if recipe.file in seen:
+                raise ValueError(f"recipes: the file {recipe.file} is listed twice")
+            seen.add(recipe.file)
+        return self
+
+
+class PublishedRecipe(Strict):
+    file: RecipeFileName
+    name: Name
+    version: VersionText = Field(description="the newest version the recipe has")
+
+
+class SkippedRecipeFile(Strict):
+    file: RecipeFileName
+    error: Annotated[str, Field(max_length=MAX_SKIP_REASON_LENGTH), AfterValidator(_one_line)]
+
+
+class PublishResponse(Strict):
+    """What was published (in the catalog now) and what was skipped, each skipped file with its one-line error."""
+
+    published: list[PublishedRecipe] = Field(max_length=MAX_RECIPES_PER_PUBLISH)
+    skipped: list[SkippedRecipeFile] = Field(default_factory=list, max_length=MAX_RECIPES_PER_PUBLISH)
+
+    @model_validator(mode="after")
+    def _each_file_once(self) -> Self:
+        files = [item.file for item in self.published] + [item.file for item in self.skipped]
+        if len(set(files)) != len(files):
+            raise ValueError("published: a file is both published and skipped, or named twice")
+        return self
 
 
 class ErrorBody(Strict):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -20,25 +20,37 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import pkgc
-from pkgc.core.errors import FarmUnavailable, NotFound, PkgcError, UsageError
+from pkgc.core.errors import FarmUnavailable, Forbidden, NotFound, PkgcError, UsageError
 from pkgc.core.platform import Platform
 from pkgc.core.protocol import (
     API_PREFIX,
+    MAX_ERROR_LENGTH,
     BuildInfo,
     BuildsResponse,
     CatalogResponse,
     PackageDetails,
+    PublishedRecipe,
+    PublishRequest,
+    PublishResponse,
     ResolveRequest,
     ResolveResponse,
     SearchResponse,
+    SkippedRecipeFile,
     WaitRequest,
     WaitResponse,
 )
 from pkgc.farm.access import AccessPolicy, TokenGate
 from pkgc.farm.blobnames import content_digest, valid_blob_name
-from pkgc.farm.service import FarmService
+from pkgc.core.recipe import RecipeError
+from pkgc.farm.service import FarmService, recipe_error_reason
 
 MAX_BODY_BYTES = 64 * 1024
+# POST /v1/recipes takes up to 100 recipes of up to 64 KiB each, which is more than one request should carry: API
+# Gateway hands the body to Lambda inside the invocation's event (a 6 MB limit), and the body is held in memory
+# before it is parsed. So this one route takes up to 1 MiB (any single recipe, JSON-escaped, fits many times over)
+# and the client publishes a larger set in several requests (pkgc/client/publish.py), each written atomically per
+# recipe and idempotent, so a publication cut short is finished by running it again.
+MAX_PUBLISH_BODY_BYTES = 1024 * 1024
 
 def _media_type(name: str) -> str:
     if name.endswith(".tar.zst"):
@@ -57,19 +69,21 @@ def _error(status: int, code: str, reason: str, headers: dict[str, str] | None =
 class BodyLimit:
     """Refuse request bodies over the limit before they are read into memory (with or without Content-Length)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, route_limits: dict[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.route_limits = route_limits or {}  # exact path -> its own limit (publishing recipes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.route_limits.get(scope.get("path", ""), self.limit)
         for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await _error(413, "too_large", f"request body over {self.limit} bytes")(scope, receive, send)
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                await _error(413, "too_large", f"request body over {limit} bytes")(scope, receive, send)
                 return
-        # Bodies are small (the limit is 64 KiB), so read the whole body first and replay it to the app.
+        # Bodies are small (64 KiB, 1 MiB for publishing), so read the whole body first and replay it to the app.
         chunks: list[bytes] = []
         seen = 0
         while True:
@@ -78,8 +92,8 @@ class BodyLimit:
                 break
             chunk = message.get("body", b"")
             seen += len(chunk)
-            if seen > self.limit:
-                await _error(413, "too_large", f"request body over {self.limit} bytes")(scope, receive, send)
+            if seen > limit:
+                await _error(413, "too_large", f"request body over {limit} bytes")(scope, receive, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -244,6 +258,37 @@ def create_app(
     def build_log(key: str) -> Response:
         return PlainTextResponse(service.build_log(key))
 
+    def publisher(request: Request) -> None:
+        """The admin check of POST /v1/recipes, run (in a thread: a token read) before its body is validated, so a
+        caller without the right token learns nothing about what the farm would accept."""
+        if access is None:
+            raise Forbidden(
+                "this farm takes no recipes over the API: it has no API tokens, so nobody is its admin",
+                hint="the embedded farm publishes the recipes of PKGC_RECIPE_PATH when it starts; to publish through "
+                "it, run it with PKGC_FARM_REQUIRE_TOKEN=1 and an admin token ('pkgc farm token create NAME --admin')",
+            )
+        access.check_publish(request.headers.get("authorization"))
+
+    @app.post(f"{API_PREFIX}/recipes", response_model=PublishResponse, dependencies=[Depends(publisher)])
+    def publish(body: PublishRequest) -> PublishResponse:
+        # Admin only. A recipe with an error is skipped and named (as at the embedded farm's start); 422 if none is
+        # left. Published recipes are in the catalog at once; other API containers see them within the recipe TTL.
+        outcome = service.publish_batch((recipe.file, recipe.text) for recipe in body.recipes)
+        skipped = [  # the parser names the file first; the answer names it in its own field
+            SkippedRecipeFile(file=file, error=recipe_error_reason(exc).removeprefix(f"{file}: ") or "invalid")
+            for file, exc in outcome.skipped
+        ]
+        if not outcome.published:
+            listed = "; ".join(f"{item.file}: {item.error}" for item in skipped)
+            raise RecipeError(f"no recipe could be published: {listed}"[:MAX_ERROR_LENGTH])
+        return PublishResponse(
+            published=[
+                PublishedRecipe(file=file, name=recipe.name, version=recipe.newest_version().version)
+                for file, recipe in outcome.published
+            ],
+            skipped=skipped,
+        )
+
     if blob_file is not None:
         files = blob_file
 
@@ -261,7 +306,7 @@ def create_app(
                 headers = {"Cache-Control": "public, max-age=31536000, immutable", "X-Checksum-Sha256": digest}
             return FileResponse(path, media_type=_media_type(name), headers=headers)
 
-    limited: ASGIApp = BodyLimit(app, MAX_BODY_BYTES)
+    limited: ASGIApp = BodyLimit(app, MAX_BODY_BYTES, {f"{API_PREFIX}/recipes": MAX_PUBLISH_BODY_BYTES})
     if access is not None and not access.settings.public_read:
         limited = TokenGate(limited, access)
     return LoopbackHostOnly(limited) if loopback_only else limited

@@ -44,7 +44,7 @@ from pkgc.farm.lifecycle import (
 )
 from pkgc.farm.paths import FarmPaths
 from pkgc.farm.ports import FarmPorts
-from pkgc.farm.service import FarmService
+from pkgc.farm.service import FarmService, recipe_error_reason
 from pkgc.recipes import recipe_files
 
 DEFAULT_IDLE_TIMEOUT = 900.0
@@ -91,8 +91,7 @@ def publish_recipes(service: FarmService) -> list[SkippedRecipe]:
 
 
 def _reason(exc: Exception) -> str:
-    reason = str(exc) if isinstance(exc, PkgcError | OSError) else f"{type(exc).__name__}: {exc}"
-    return " ".join(reason.split())[:500]
+    return recipe_error_reason(exc)
 
 
 def _free_port() -> int:

@@ -24,6 +24,7 @@ from pkgc.core.platform import Platform, choose_build_platform
 from pkgc.core.protocol import (
     MAX_ERROR_LENGTH,
     MAX_LAST_LINE_LENGTH,
+    MAX_SKIP_REASON_LENGTH,
     MAX_WAIT_SECONDS,
     BuildInfo,
     BuildStatus,
@@ -37,6 +38,7 @@ from pkgc.core.protocol import (
     WaitResponse,
 )
 from pkgc.core.recipe import Recipe, parse_recipe
+from pkgc.core.text import visible
 from pkgc.core.versions import Version
 from pkgc.farm.ports import BlobStore, BuildRecord, BuildStore, CatalogStore, QueueRouter
 from pkgc.farm.work import send_when_dependencies_finish
@@ -114,6 +116,21 @@ class BuildAdmission:
     @property
     def keys(self) -> tuple[str, ...]:
         return self.new + self.retry
+
+
+@dataclass(frozen=True)
+class PublishOutcome:
+    """The recipes a publication put into the catalog, and those it skipped, each with its source and error."""
+
+    published: list[tuple[str, Recipe]]
+    skipped: list[tuple[str, Exception]]
+
+
+def recipe_error_reason(exc: Exception) -> str:
+    """A skipped recipe's error as one line of at most MAX_SKIP_REASON_LENGTH characters (for a log, a terminal, an
+    answer): our own errors and OS errors say it themselves; anything else is prefixed with its type."""
+    reason = str(exc) if isinstance(exc, PkgcError | OSError) else f"{type(exc).__name__}: {exc}"
+    return visible(" ".join(reason.split()))[:MAX_SKIP_REASON_LENGTH]
 
 
 def validate_key(key: str) -> str:
@@ -210,6 +227,26 @@ class FarmService:
                 failed.append((source, exc))
         self.write_catalog_snapshot()
         return failed
+
+    def publish_batch(self, texts: Iterable[tuple[str, str]]) -> PublishOutcome:
+        """Publish (source, text) pairs that parse; a recipe that does not (its TOML, its fields) is skipped and
+        returned with its error. Unlike `publish_recipes`, a store error is raised, not blamed on the recipe: the
+        API answers it as the farm's failure (5xx), and the deploy command stops with it. The catalog snapshot is
+        written once, at the end, when anything was published."""
+        published: list[tuple[str, Recipe]] = []
+        skipped: list[tuple[str, Exception]] = []
+        for source, text in texts:
+            try:
+                recipe = parse_recipe(text, source=source)
+            except Exception as exc:  # any error of one recipe's text skips that recipe only; the caller names it
+                skipped.append((source, exc))
+                continue
+            self.catalog.put_recipe(recipe.name, text, recipe.summary, recipe.newest_version().version)
+            self._recipe_texts.pop(recipe.name, None)  # this process sees its own publication at once
+            published.append((source, recipe))
+        if published:
+            self.write_catalog_snapshot()
+        return PublishOutcome(published, skipped)
 
     def _put_recipe(self, recipe_text: str, source: str) -> Recipe:
         recipe = parse_recipe(recipe_text, source=source)
