@@ -40,6 +40,9 @@ from pkgc.core.protocol import (
     ClientPlatform,
     PackageDetails,
     PackageRequestModel,
+    PublishRequest,
+    PublishResponse,
+    RecipeFile,
     ResolveRequest,
     ResolveResponse,
     WaitRequest,
@@ -265,6 +268,23 @@ class FarmClient:
         if stray is not None:
             raise self._invalid("builds", f"name: asked for builds of {name}, got one of {stray.name}")
         return builds
+
+    def publish(self, recipes: list[RecipeFile]) -> PublishResponse:
+        """POST /v1/recipes (an admin token): one request of at most 100 recipes; the answer accounts for each."""
+        body = PublishRequest(recipes=recipes).model_dump_json().encode()
+        response = self._request(
+            "POST", f"{API_PREFIX}/recipes", content=body, headers={"Content-Type": "application/json"}
+        )
+        answer = self._parse(PublishResponse, response, "publish")
+        sent = {recipe.file for recipe in recipes}
+        answered = [item.file for item in answer.published] + [item.file for item in answer.skipped]
+        stray = next((file for file in answered if file not in sent), None)
+        if stray is not None:
+            raise self._invalid("publish", f"published: {stray} was not sent")
+        if len(answered) != len(sent):
+            missing = sorted(sent - set(answered))
+            raise self._invalid("publish", f"published: nothing said about {missing[0]}")
+        return answer
 
     def build_log(self, key: str, log_url: str | None = None) -> str:
         """A build's log: from its `log_url` (a blob URL: a CDN's, a presigned one, or the farm's) when the farm

@@ -1,5 +1,5 @@
 """`pkgc farm up|status|stop|reset` and `pkgc farm token create|list|revoke`: the embedded farm on this machine;
-`pkgc farm deploy`: the farm on AWS."""
+`pkgc farm deploy`: the farm on AWS; `pkgc farm publish`: recipes into the configured farm's catalog."""
 
 from __future__ import annotations
 
@@ -189,6 +189,55 @@ def _when(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
 
 
+@app.command("publish")
+def publish(
+    ctx: typer.Context,
+    files: list[Path] = typer.Argument(None, help="Recipe files (NAME.toml) to publish.", show_default=False),
+    starter: bool = typer.Option(False, "--starter", help="Also publish the starter recipes shipped with pkgc."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Publish recipes into the configured farm's catalog (needs an admin token: 'pkgc config set token TOKEN').
+
+    A recipe the farm refuses is skipped and named, the others are published (exit 1 when any was skipped). The
+    embedded farm loads the recipes of PKGC_RECIPE_PATH when it starts and takes none over its API unless it runs
+    with PKGC_FARM_REQUIRE_TOKEN=1.
+    """
+    from pkgc.cli import AppContext
+    from pkgc.client.publish import publish_recipes, read_recipe_files, starter_recipe_paths
+
+    app_context: AppContext = ctx.obj
+    paths = [*(starter_recipe_paths() if starter else []), *(files or [])]
+    recipes = read_recipe_files(paths)  # every local problem before anything is sent
+    report = publish_recipes(app_context.farm(), recipes)
+    _forget_catalog_freshness(app_context)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "published": [item.model_dump() for item in report.published],
+                    "skipped": [item.model_dump() for item in report.skipped],
+                }
+            )
+        )
+    else:
+        out = console()
+        for item in report.skipped:
+            out.print(f"skipped recipe {item.file}: {item.error}", markup=False, highlight=False)
+        names = ", ".join(f"{item.name} {item.version}" for item in report.published)
+        count = len(report.published)
+        out.print(f"published {count} recipe{'' if count == 1 else 's'}: {names}", markup=False, highlight=False)
+    if report.skipped:
+        raise typer.Exit(1)
+
+
+def _forget_catalog_freshness(app_context: Any) -> None:
+    """Make the next `pkgc search` fetch the farm's catalog again, so that it lists what was just published."""
+    cache = app_context.catalog()
+    source = app_context.settings.farm
+    if cache.synced_at(source) is not None:
+        cache.touch(source, 0.0)
+
+
 @app.command("deploy")
 def deploy(
     stack: str = typer.Option(..., "--stack", help="Name of the farm's stacks (each child is <stack>-<child>)."),
@@ -200,9 +249,15 @@ def deploy(
         None, "--lambda-deps", help="A `pip install --target` directory of the Lambda's dependencies (else pip runs)."
     ),
     param: list[str] = typer.Option([], "--param", help="NAME=VALUE for a parameter of infra/main.yaml (repeat)."),
+    no_recipes: bool = typer.Option(
+        False, "--no-recipes", help="Do not publish the starter recipes into the farm's catalog."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Deploy the AWS farm (infra/) with your AWS credentials and print its API URL (for `pkgc config set farm`).
+
+    Then publish the starter recipes shipped with pkgc into its catalog (unless --no-recipes); more recipes go in
+    with `pkgc farm publish` and an admin token.
 
     Honours AWS_ENDPOINT_URL, AWS_PROFILE and the other variables of the AWS CLI. See docs/deploy-aws.md.
     """
@@ -236,9 +291,43 @@ def deploy(
 
     validate_request(request)  # bad names and values are refused before any AWS call
     progress = console(stderr=True)
-    result = deploy_farm(request, AwsDeployTarget(region), progress=lambda line: progress.print(line, markup=False))
+    target = AwsDeployTarget(region)
+    result = deploy_farm(request, target, progress=lambda line: progress.print(line, markup=False))
+    published: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    if not no_recipes:
+        import os
+
+        from pkgc.farm.deploy import api_settings, publish_starter_recipes
+
+        progress.print("publishing the starter recipes into the farm's catalog", markup=False)
+        from pkgc.core.errors import PkgcError
+        from pkgc.farm.deploy import DeployError
+
+        try:
+            settings = api_settings(result, target.region, os.environ.get("AWS_ENDPOINT_URL") or None)
+            published, skipped = publish_starter_recipes(settings)
+        except PkgcError as exc:
+            raise DeployError(
+                f"the farm is deployed at {result.api_url}, but publishing the starter recipes failed: {exc.message}",
+                hint="publish them with 'pkgc farm publish --starter' and an admin token",
+            ) from None
+        for file, error in skipped:
+            progress.print(f"skipped recipe {file}: {error}", markup=False, highlight=False)
     if as_json:
-        print(json.dumps({"api_url": result.api_url, "stacks": result.stacks, "template": result.main_template_url}))
+        answer: dict[str, Any] = {
+            "api_url": result.api_url,
+            "stacks": result.stacks,
+            "template": result.main_template_url,
+        }
+        if not no_recipes:
+            answer["recipes"] = {"published": published, "skipped": [{"file": f, "error": e} for f, e in skipped]}
+        print(json.dumps(answer))
         return
     print(result.api_url)
+    if not no_recipes:
+        count = len(published)
+        progress.print(
+            f"published {count} starter recipe{'' if count == 1 else 's'}: {', '.join(published)}", markup=False
+        )
     progress.print(f"point pkgc at it: pkgc config set farm {result.api_url}", markup=False)

@@ -25,6 +25,7 @@ from pkgc.core.platform import Platform
 from pkgc.core.protocol import (
     API_PREFIX,
     MAX_ERROR_LENGTH,
+    MAX_PUBLISH_BODY_BYTES,
     BuildInfo,
     BuildsResponse,
     CatalogResponse,
@@ -39,18 +40,17 @@ from pkgc.core.protocol import (
     WaitRequest,
     WaitResponse,
 )
+from pkgc.core.recipe import RecipeError
 from pkgc.farm.access import AccessPolicy, TokenGate
 from pkgc.farm.blobnames import content_digest, valid_blob_name
-from pkgc.core.recipe import RecipeError
 from pkgc.farm.service import FarmService, recipe_error_reason
 
 MAX_BODY_BYTES = 64 * 1024
 # POST /v1/recipes takes up to 100 recipes of up to 64 KiB each, which is more than one request should carry: API
 # Gateway hands the body to Lambda inside the invocation's event (a 6 MB limit), and the body is held in memory
-# before it is parsed. So this one route takes up to 1 MiB (any single recipe, JSON-escaped, fits many times over)
-# and the client publishes a larger set in several requests (pkgc/client/publish.py), each written atomically per
-# recipe and idempotent, so a publication cut short is finished by running it again.
-MAX_PUBLISH_BODY_BYTES = 1024 * 1024
+# before it is parsed. So this one route takes up to MAX_PUBLISH_BODY_BYTES (1 MiB: any single recipe, JSON-escaped,
+# fits several times over) and the client publishes a larger set in several requests (pkgc/client/publish.py);
+# publishing a recipe again is harmless, so a publication cut short is finished by running it again.
 
 def _media_type(name: str) -> str:
     if name.endswith(".tar.zst"):

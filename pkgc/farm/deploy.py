@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pkgc.core.errors import PkgcError, UsageError
+from pkgc.farm.aws_settings import AwsSettings
 
 # The Lambda runtime of infra/api.yaml; vendored binary wheels must match it.
 LAMBDA_PYTHON = "3.12"
@@ -356,6 +357,7 @@ class DeployResult:
     stacks: dict[str, str]  # logical id -> stack name
     outputs: dict[str, dict[str, str]]  # logical id -> outputs
     main_template_url: str
+    parameters: dict[str, dict[str, str]] = field(default_factory=dict)  # logical id -> the values it was given
 
 
 def validate_request(request: DeployRequest) -> None:
@@ -435,19 +437,68 @@ def deploy(
     main_url = target.upload(request.bucket, f"{prefix}/templates/main.yaml", packaged_main(urls).encode())
     outputs: dict[str, dict[str, str]] = {}
     stacks: dict[str, str] = {}
+    given: dict[str, dict[str, str]] = {}
     for child in children:
         name = child_stack_name(request.stack, child)
         progress(f"deploying stack {name}")
         body = bodies[child.logical_id]
+        given[child.logical_id] = child_parameters(child, top, outputs)
         outputs[child.logical_id] = target.deploy_stack(
             name,
             body if len(body.encode()) <= _TEMPLATE_BODY_LIMIT else None,
             urls[child.logical_id],
-            child_parameters(child, top, outputs),
+            given[child.logical_id],
         )
         stacks[child.logical_id] = name
     api_url = api_url_of(outputs)
-    return DeployResult(api_url=api_url, stacks=stacks, outputs=outputs, main_template_url=main_url)
+    return DeployResult(api_url=api_url, stacks=stacks, outputs=outputs, main_template_url=main_url, parameters=given)
+
+
+def _api_child() -> str:
+    """The logical id of the child whose output is main.yaml's ApiUrl: the stack of the API Lambda."""
+    template = load_template(infra_dir() / "main.yaml")
+    wire = _wire("Outputs", "ApiUrl", template["Outputs"]["ApiUrl"]["Value"])
+    if not isinstance(wire, FromOutput):
+        raise DeployError("main.yaml's ApiUrl is not a child stack's output")
+    return wire.child
+
+
+def api_settings(result: DeployResult, region: str, endpoint_url: str | None = None) -> AwsSettings:
+    """The AWS settings the API Lambda runs with, from the values its stack was given: the same names
+    infra/api.yaml puts into the function's environment (PKGC_AWS_*), so what the deploy writes is what it reads."""
+    child = _api_child()
+    values = result.parameters.get(child, {})
+    needed = ("BuildsTable", "CatalogTable", "TokensTable", "BlobBucket", "Platform", "QueueUrl")
+    missing = [name for name in needed if not values.get(name)]
+    if missing:
+        raise DeployError(f"the {child} stack was given no {', '.join(missing)}; cannot reach the farm's catalog")
+    return AwsSettings(
+        builds_table=values["BuildsTable"],
+        catalog_table=values["CatalogTable"],
+        tokens_table=values["TokensTable"],
+        bucket=values["BlobBucket"],
+        queues={values["Platform"]: values["QueueUrl"]},
+        cdn_url=values.get("CdnUrl") or None,
+        topic_arn=values.get("TopicArn") or None,
+        region=region,
+        endpoint_url=endpoint_url,
+    )
+
+
+def publish_starter_recipes(settings: AwsSettings) -> tuple[list[str], list[tuple[str, str]]]:
+    """Publish the starter recipes shipped with pkgc into the deployed farm's catalog (its DynamoDB table and S3
+    snapshot), through the composition root with the deployer's credentials; (names published, (file, error)
+    skipped). A new farm then serves packages at once, and its first admin token can publish more over the API."""
+    from pkgc.farm.bootstrap import FarmConfig, farm_service
+    from pkgc.farm.service import recipe_error_reason
+    from pkgc.recipes import bundled_recipe_dir
+
+    texts = [(path.name, path.read_text(encoding="utf-8")) for path in sorted(bundled_recipe_dir().glob("*.toml"))]
+    outcome = farm_service(FarmConfig(backend="aws", aws=settings)).publish_batch(texts)
+    return (
+        [recipe.name for _, recipe in outcome.published],
+        [(source, recipe_error_reason(exc)) for source, exc in outcome.skipped],
+    )
 
 
 def api_url_of(outputs: Mapping[str, Mapping[str, str]]) -> str:

@@ -180,7 +180,9 @@ def test_another_container_sees_the_new_package_within_the_recipe_ttl(farm: Farm
     with pytest.raises(Exception, match="unknown package 'salute'"):
         other.details("salute")
     admin = farm.token("ops", admin=True)
-    assert client.post("/v1/recipes", json=publication(("salute.toml", recipe("salute"))), headers=bearer(admin)).is_success
+    assert client.post(
+        "/v1/recipes", json=publication(("salute.toml", recipe("salute"))), headers=bearer(admin)
+    ).is_success
     deadline = time.monotonic() + ttl + 1.0
     while not other.search("salute"):
         assert time.monotonic() < deadline, "not seen within the recipe TTL"
