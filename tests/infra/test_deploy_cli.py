@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+from pkgc.recipes import bundled_recipe_dir
 from tests.conftest import subprocess_env
 from tests.infra.conftest import IMAGE_PARAMETER, Moto, small_zip, worker_image
 
@@ -58,10 +60,28 @@ def test_deploy_creates_every_child_stack_and_prints_the_api_url(moto: Moto, tmp
     packaged = s3.get_object(Bucket="pkgc-cli-deploy", Key="pkgc/clifarm/templates/main.yaml")["Body"].read()
     assert b"TemplateURL: data.yaml" not in packaged and b"/pkgc-cli-deploy/pkgc/clifarm/templates/" in packaged
 
-    # Again with nothing changed: the stacks are updated in place (or left alone) and the same URL comes back.
-    again = _pkgc(moto, tmp_path, *args)
+    # The starter recipes are in the new farm's catalog: the table the API Lambda reads, and its S3 snapshot.
+    starter = sorted(p.stem for p in bundled_recipe_dir().glob("*.toml"))
+    assert f"published {len(starter)} starter recipes: {', '.join(starter)}" in result.stderr
+    data = {
+        o["OutputKey"]: o["OutputValue"] for o in cfn.describe_stacks(StackName="clifarm-data")["Stacks"][0]["Outputs"]
+    }
+    storage = cfn.describe_stacks(StackName="clifarm-storage")["Stacks"][0]["Outputs"]
+    blob_bucket = {o["OutputKey"]: o["OutputValue"] for o in storage}["BlobBucket"]
+    dynamodb = moto.client("dynamodb")
+    rows = dynamodb.scan(TableName=data["CatalogTable"])["Items"]
+    assert sorted(row["name"]["S"] for row in rows) == starter
+    snapshot = json.loads(s3.get_object(Bucket=blob_bucket, Key="catalog/snapshot.json")["Body"].read())
+    assert sorted(p["name"] for p in snapshot["packages"]) == starter
+
+    # Again with nothing changed: the stacks are updated in place (or left alone) and the same URL comes back;
+    # with --no-recipes the catalog is left as it is (a recipe removed since stays removed).
+    dynamodb.delete_item(TableName=data["CatalogTable"], Key={"name": {"S": "hello"}})
+    again = _pkgc(moto, tmp_path, *args, "--no-recipes")
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip() == url
+    assert "starter recipe" not in again.stderr
+    assert "hello" not in {row["name"]["S"] for row in dynamodb.scan(TableName=data["CatalogTable"])["Items"]}
 
 
 def test_a_missing_bucket_is_one_line_and_exit_3(moto: Moto, tmp_path: Path) -> None:

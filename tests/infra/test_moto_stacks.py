@@ -300,3 +300,44 @@ def test_metrics_role_may_drain_the_dead_letter_queue_and_fail_its_builds(harnes
         assert allowed(action, data["BuildsTableArn"]), action
     assert allowed("sns:Publish", harness.outputs["Notifications"]["TopicArn"])
     assert allowed("cloudwatch:PutMetricData", "*")
+
+
+def test_api_role_may_publish_recipes_into_the_catalog(harness: Harness) -> None:
+    """What POST /v1/recipes does (FarmService.publish_batch over the AWS adapters): read the caller's token, put
+    each recipe into the catalog table, scan its names for the snapshot, and write (and read) catalog/snapshot.json
+    in the blob bucket; and nothing else of the bucket is writable (blobs are content-addressed, written by
+    workers only)."""
+    from fnmatch import fnmatchcase
+
+    from pkgc.farm.adapters.aws import CATALOG_SNAPSHOT
+
+    function = harness.moto.client("lambda").get_function_configuration(
+        FunctionName=harness.outputs["Api"]["ApiFunctionName"]
+    )
+    role = function["Role"].rsplit("/", 1)[1]
+    iam = harness.moto.client("iam")
+    (policy_name,) = iam.list_role_policies(RoleName=role)["PolicyNames"]
+    document = iam.get_role_policy(RoleName=role, PolicyName=policy_name)["PolicyDocument"]
+    if isinstance(document, str):  # moto 5.2 returns the document of a template's role as Python's repr of it
+        document = ast.literal_eval(document)
+
+    def allowed(action: str, resource: str) -> bool:
+        for statement in document["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            if (
+                statement["Effect"] == "Allow"
+                and action in actions
+                and any(fnmatchcase(resource, r) for r in resources)
+            ):
+                return True
+        return False
+
+    data, storage = harness.outputs["Data"], harness.outputs["Storage"]
+    for action in ("dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Scan"):
+        assert allowed(action, data["CatalogTableArn"]), action
+    assert allowed("dynamodb:GetItem", data["TokensTableArn"]), "the admin token is looked up"
+    snapshot = f"{storage['BlobBucketArn']}/{CATALOG_SNAPSHOT}"
+    assert allowed("s3:PutObject", snapshot) and allowed("s3:GetObject", snapshot)
+    assert not allowed("s3:PutObject", f"{storage['BlobBucketArn']}/artifacts/sha256/00/x.tar.zst")
+    assert not allowed("dynamodb:DeleteItem", data["BuildsTableArn"])
