@@ -366,3 +366,67 @@ def test_a_job_that_kills_every_worker_goes_to_the_dead_letter_queue_and_its_bui
     shown = flow.pkgc("install", "hello", "--wait", "--prefix", str(flow.tmp / "prefix"), timeout=120)
     assert shown.returncode == 5, shown.stderr
     assert "build of hello@2.10 failed: the worker crashed 2 times building it" in shown.stderr
+
+
+def test_pkgc_farm_publish_through_the_lambda_api_with_an_admin_token(make_flow: Callable[..., AwsFlow]) -> None:
+    """The recipe step of an AWS farm: `pkgc farm publish` (a real CLI process) through the API Lambda into the
+    DynamoDB catalog and its S3 snapshot; then `pkgc search` lists the new package. A user token is refused."""
+    flow = make_flow()
+    assert flow.ports.tokens is not None
+    admin = create_token(flow.ports.tokens, "ops", admin=True).secret
+    hello = (bundled_recipe_dir() / "hello.toml").read_text()
+    salute = flow.tmp / "recipes" / "salute.toml"
+    salute.parent.mkdir()
+    salute.write_text(
+        hello.replace('name = "hello"', 'name = "salute"').replace(
+            "GNU Hello: prints a friendly, translated greeting", "a salutation in other words"
+        )
+    )
+    broken = salute.with_name("broken.toml")
+    broken.write_text('name = "broken"\nsummary = "no versions"\nhomepage = "h"\nlicense = "MIT"\n')
+
+    def pkgc(*args: str, token: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pkgc", *args], env={**flow.client_env(), "PKGC_TOKEN": token},
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    before = pkgc("search", "salute", token=flow.token)
+    assert before.returncode == 0 and before.stdout.strip() == "", before.stderr  # and the catalog copy is fresh
+
+    refused = pkgc("farm", "publish", str(salute), token=flow.token)
+    assert refused.returncode == 11, refused.stderr
+    assert refused.stderr.strip().splitlines() == ["error: publishing recipes needs an admin token; 'e2e' is not one"]
+
+    published = pkgc("farm", "publish", str(salute), str(broken), token=admin)
+    assert published.returncode == 1, published.stderr  # one recipe was skipped
+    assert published.stdout.splitlines() == [
+        "skipped recipe broken.toml: at least one [[versions]] entry is needed",
+        "published 1 recipe: salute 2.10",
+    ]
+    assert flow.ports.catalog.get_recipe_text("salute") == salute.read_text()
+    assert flow.ports.catalog.get_recipe_text("broken") is None
+
+    found = pkgc("search", "salute", token=flow.token)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip() == "salute 2.10 - a salutation in other words"
+    snapshot = json.loads(flow.ports.catalog.read_snapshot() or b"{}")
+    assert "salute" in [p["name"] for p in snapshot["packages"]]
+
+    starter = pkgc("farm", "publish", "--starter", "--json", token=admin)
+    assert starter.returncode == 0, starter.stderr
+    names = [p["name"] for p in json.loads(starter.stdout)["published"]]
+    assert names == sorted(p.stem for p in bundled_recipe_dir().glob("*.toml"))
+
+    for args, error in [
+        ((str(flow.tmp / "missing.toml"),), f"error: cannot read recipe {flow.tmp / 'missing.toml'}: No such file"),
+        ((str(broken.with_name("bad.toml")),), "error: recipe "),
+        ((), "error: no recipes to publish: name recipe files, or pass --starter"),
+    ]:
+        if args and args[0].endswith("bad.toml"):
+            Path(args[0]).write_text('name = "x"\nsummary = \n')
+        local = pkgc("farm", "publish", *args, token=admin)
+        assert local.returncode == 2, local.stderr
+        (line,) = local.stderr.strip().splitlines()
+        assert line.startswith(error), line
+    assert "is not valid TOML" in pkgc("farm", "publish", str(broken.with_name("bad.toml")), token=admin).stderr
