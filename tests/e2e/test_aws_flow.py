@@ -413,6 +413,16 @@ def test_pkgc_farm_publish_through_the_lambda_api_with_an_admin_token(make_flow:
     snapshot = json.loads(flow.ports.catalog.read_snapshot() or b"{}")
     assert "salute" in [p["name"] for p in snapshot["packages"]]
 
+    # A request body over the other routes' 64 KiB passes API Gateway's stand-in and the Lambda (this route: 1 MiB).
+    padded = []
+    for index in (1, 2):
+        path = salute.with_name(f"padded{index}.toml")
+        path.write_text(salute.read_text().replace('name = "salute"', f'name = "padded{index}"') + "#" * 40_000 + "\n")
+        padded.append(str(path))
+    large = pkgc("farm", "publish", *padded, token=admin)
+    assert large.returncode == 0, large.stderr
+    assert large.stdout.strip() == "published 2 recipes: padded1 2.10, padded2 2.10"
+
     starter = pkgc("farm", "publish", "--starter", "--json", token=admin)
     assert starter.returncode == 0, starter.stderr
     names = [p["name"] for p in json.loads(starter.stdout)["published"]]
