@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from bench_farm_load import PACE_MS, Phase, resolve_script, run_wrk
 
@@ -206,22 +206,6 @@ class RequestCounter(logging.Handler):
         self.count += 1
 
 
-def bootstrap_handler() -> Handler:
-    """The API's Lambda handler as pkgc.farm.aws_lambda.api_handler makes it: Mangum over the farm's app, with the
-    service, adapters and access policy from the composition root (PKGC_FARM_BACKEND=aws and the PKGC_AWS_*
-    variables in this process's environment), clients made once, as per Lambda container."""
-    import mangum
-
-    from pkgc.farm.api import create_app
-    from pkgc.farm.bootstrap import FarmConfig, farm_access, farm_service, open_ports
-
-    config = FarmConfig.from_env()
-    ports = open_ports(config)
-    app = create_app(farm_service(config, ports=ports), access=farm_access(config, ports))
-    handler: Handler = mangum.Mangum(cast(Any, app), lifespan="off")  # Mangum's ASGI protocol type is narrower
-    return handler
-
-
 def make_ready_build(package: str, scratch: Path) -> str:
     """Publish the recipes and make `package`'s build ready through the farm's own use cases: the resolve creates it
     and sends its job, the job is received from SQS and claimed (a lease), and a small artifact and log are
@@ -361,7 +345,10 @@ def lambda_cost_split(handler: Handler, event: dict[str, Any], body: str, calls:
     for _ in range(calls):
         handler(event, context)
     whole = (time.perf_counter() - began) / calls * 1e6
-    app: Any = handler.app  # type: ignore[attr-defined]
+    from pkgc.farm import aws_lambda
+
+    container = aws_lambda._get_container()  # the deployed handler keeps its Mangum instance (and app) per container
+    app: Any = getattr(container.api, "app", None)
     service = find_service(app)
     request = ResolveRequest.model_validate_json(body)
     began = time.perf_counter()
@@ -427,8 +414,10 @@ def run_lambda(package: str, scratch: Path, seconds: float) -> LambdaResult:
         os.environ.update(settings.to_env())
         make_ready_build(package, scratch)
         log("lambda: moto resources made, one ready build of hello published; invoking the handler")
-        # Until branch "lambda" lands; then: `from pkgc.farm.aws_lambda import api_handler as handler`.
-        handler = bootstrap_handler()
+        from pkgc.farm.aws_lambda import api_handler, forget_container
+
+        forget_container()  # the container reads this process's environment (PKGC_AWS_*) at its first invoke
+        handler: Handler = api_handler
         body = resolve_body(package)
         event = resolve_event(body)
         asyncio.set_event_loop(asyncio.new_event_loop())
