@@ -303,6 +303,7 @@ def test_user_data_installs_the_worker_from_the_bucket_and_the_unit_runs_it(
     argv = [_expand(word, service_env) for word in shlex.split(exec_start)]
     home = service_env["HOME"]
     assert unit["Service.WorkingDirectory"] == [home] and home == "/var/lib/pkgc", "useradd's --home-dir"
+    assert "--workdir" in argv, "the worker's default work directory (/var/lib/pkgc-worker) is not pkgc's to create"
     workdir = argv[argv.index("--workdir") + 1]
     assert workdir == home or workdir.startswith(home + "/"), "the user pkgc can write its home only"
     assert argv[argv.index("--id") + 1] == instance_id
