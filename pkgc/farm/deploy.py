@@ -316,6 +316,12 @@ def content_key(prefix: str, path: Path, suffix: str) -> str:
     return f"{prefix}-{digest}{suffix}"
 
 
+def package_key(stack: str, kind: str, path: Path) -> str:
+    """Where `pkgc farm deploy` of `stack` uploads a package (kind "lambda" or "worker") in the deployment bucket:
+    the key the stacks' LambdaCodeKey / WorkerPackageKey parameters name (the worker install rehearsal uses it too)."""
+    return content_key(f"pkgc/{stack}/{kind}", path, ".zip")
+
+
 # -- the deployment ---------------------------------------------------------------------------------------------------
 
 
@@ -417,8 +423,8 @@ def deploy(
             lambda_zip = build_lambda_package(work / "lambda.zip", deps)
         worker_zip = build_worker_package(work / "worker.zip")
         keys = {
-            "LambdaCodeKey": content_key(f"{prefix}/lambda", lambda_zip, ".zip"),
-            "WorkerPackageKey": content_key(f"{prefix}/worker", worker_zip, ".zip"),
+            "LambdaCodeKey": package_key(request.stack, "lambda", lambda_zip),
+            "WorkerPackageKey": package_key(request.stack, "worker", worker_zip),
         }
         for key, path in ((keys["LambdaCodeKey"], lambda_zip), (keys["WorkerPackageKey"], worker_zip)):
             progress(f"uploading s3://{request.bucket}/{key}")

@@ -144,7 +144,7 @@ def test_the_unit_runs_the_worker_as_the_design_names_it() -> None:
     exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
     assert exec_start.split("=", 1)[1].split() == [
         "/opt/pkgc/venv/bin/python", "-m", "pkgc.worker", "--backend", "aws",
-        "--platform", "${PKGC_PLATFORM}", "--id", "${PKGC_INSTANCE_ID}",
+        "--platform", "${PKGC_PLATFORM}", "--id", "${PKGC_INSTANCE_ID}", "--workdir", "/var/lib/pkgc",
     ]  # fmt: skip
     assert "EnvironmentFile=/etc/pkgc-worker.env" in unit
     assert "KillSignal=SIGTERM" in unit
