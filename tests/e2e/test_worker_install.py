@@ -289,6 +289,7 @@ def test_user_data_installs_the_worker_from_the_bucket_and_the_unit_runs_it(
     env_file = _parse_env_file(env_path.read_text())
     assert env_file["PKGC_INSTANCE_ID"] == instance_id and env_file["PKGC_PLATFORM"] == PLATFORM
     assert env_file["PKGC_AWS_ASG_NAME"] == group
+    assert env_file["PKGC_REQUIRE_SANDBOX"] == "1", "a production worker refuses to build without bubblewrap"
 
     # 3. The worker as the unit starts it.
     unit = _parse_unit(unit_path.read_text())
