@@ -148,6 +148,7 @@ def test_the_unit_runs_the_worker_as_the_design_names_it() -> None:
     ]  # fmt: skip
     assert "EnvironmentFile=/etc/pkgc-worker.env" in unit
     assert "KillSignal=SIGTERM" in unit
+    assert "KillMode=mixed" in unit, "SIGTERM to the worker alone: it stops its build and hands the job back"
 
 
 def test_user_data_writes_every_variable_the_unit_and_the_farm_need() -> None:
