@@ -185,7 +185,13 @@ class BuildLifecycle:
         if missing:
             return self._refuse(lease, f"dependency build {missing[0][:12]} does not exist")
         if lease.attempts > self.max_attempts:
-            return self._refuse(lease, f"gave up after {self.max_attempts} attempts")
+            # Every earlier lease ended without a result (a release gives its attempt back): its worker died
+            # mid-build, an OOM kill or a crash, each time. Say so; there is no build log to point at.
+            return self._refuse(
+                lease,
+                f"gave up after {self.max_attempts} attempts: each ended without a result (the worker died mid-build;"
+                " see the workers' log)",
+            )
         try:
             spec = BuildSpec.from_json(record.spec)
             closure = self._dependency_closure(record)
