@@ -377,3 +377,28 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FarmEnv]:
         subprocess.run([sys.executable, "-m", "pkgc", "farm", "stop"], env=env, capture_output=True, timeout=60)
         server.shutdown()
         shutil.rmtree(marker_dir, ignore_errors=True)
+
+
+def serve_asgi(app: object) -> Iterator[str]:
+    """Serve an ASGI app with a real uvicorn on 127.0.0.1 (a free port) in a thread; yield its URL, then stop it."""
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        assert thread.is_alive(), "uvicorn stopped at start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()

@@ -9,9 +9,7 @@ revoked token is refused at its next request; retrying failed builds needs an ad
 from __future__ import annotations
 
 import itertools
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from pkgc.core.errors import UsageError
@@ -38,6 +35,7 @@ from pkgc.farm.ports import TokenStore
 from pkgc.farm.service import FarmService
 from pkgc.farm.token_admin import create_token, revoke_token
 from pkgc.recipes import recipe_files
+from tests.conftest import serve_asgi
 
 NOW = 1_700_000_000.0  # a fixed clock for the policy: no test straddles an hourly window
 WINDOW_END = NOW - NOW % 3600 + 3600
@@ -245,26 +243,6 @@ def test_access_settings_from_the_environment() -> None:
     assert access_policy(AccessSettings(), None, MemoryBuildStore()) is None, "an open farm checks nothing"
 
 
-def _serve(app: object) -> Iterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = int(sock.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))  # type: ignore[arg-type]
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        assert thread.is_alive(), "uvicorn stopped at start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
-
-
 def _concurrently(url: str, bodies: list[dict[str, Any]], secret: str) -> list[httpx.Response]:
     """POST each body to /v1/resolve from its own thread, all released at once."""
     barrier = threading.Barrier(len(bodies))
@@ -288,7 +266,7 @@ def _concurrently(url: str, bodies: list[dict[str, Any]], secret: str) -> list[h
 
 def test_quota_holds_under_twenty_concurrent_requests(farm: Farm) -> None:
     secret = farm.token("ci", hourly=10, flying=100)
-    for url in _serve(farm.app):
+    for url in serve_asgi(farm.app):
         big = _concurrently(url, [{"packages": option_sets(50)} for _ in range(20)], secret)
         assert [a.status_code for a in big] == [429] * 20
         assert farm.count_builds() == 0, "20 requests of 50 option sets each, 10 per hour: nothing started"

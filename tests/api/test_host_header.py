@@ -8,51 +8,28 @@ uvicorn on loopback and talks to it with httpx.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from pkgc.farm.api import create_app
 from pkgc.farm.embedded import build_service
 from pkgc.farm.paths import FarmPaths
-
-
-def _serve(app: object) -> Iterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = int(sock.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))  # type: ignore[arg-type]
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        assert thread.is_alive(), "uvicorn stopped at start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+from tests.conftest import serve_asgi
 
 
 @pytest.fixture
 def embedded_url(tmp_path: Path) -> Iterator[str]:
     """The app as the embedded farm composes it: loopback hosts only."""
-    yield from _serve(create_app(build_service(FarmPaths(tmp_path)), loopback_only=True))
+    yield from serve_asgi(create_app(build_service(FarmPaths(tmp_path)), loopback_only=True))
 
 
 @pytest.fixture
 def default_url(tmp_path: Path) -> Iterator[str]:
     """The app as other deployments compose it (behind a load balancer with its own host name)."""
-    yield from _serve(create_app(build_service(FarmPaths(tmp_path))))
+    yield from serve_asgi(create_app(build_service(FarmPaths(tmp_path))))
 
 
 FOREIGN_HOSTS = [

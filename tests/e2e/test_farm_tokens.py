@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from pkgc.farm.token_admin import DEFAULT_BUILDS_PER_HOUR, DEFAULT_IN_FLIGHT
-from tests.api.test_access import _serve, make_farm
-from tests.conftest import user_env
+from tests.api.test_access import make_farm
+from tests.conftest import serve_asgi, user_env
 from tests.moto_server import MotoServer
 
 pytestmark = pytest.mark.e2e
@@ -85,7 +85,7 @@ def test_token_create_list_revoke(tmp_path: Path) -> None:
 def test_a_refused_build_is_one_line_with_its_reason(tmp_path: Path) -> None:
     farm = make_farm(tmp_path / "farm", "memory")
     empty = farm.token("empty", hourly=0, flying=0)
-    for url in _serve(farm.app):
+    for url in serve_asgi(farm.app):
         env = user_env(tmp_path / "user", PKGC_FARM=url)
         prefix = str(tmp_path / "prefix")
         anonymous = pkgc(env, "install", "hello", "--prefix", prefix)
