@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 from pkgc.core.buildspec import BuildSpec
 from pkgc.core.options import compiler_flags
+from pkgc.core.recipe import fill_template
 from pkgc.core.relocation import PLACEHOLDER
 from pkgc.worker.sandbox import Sandbox
 
@@ -45,10 +46,8 @@ def unpack_source(archive: Path, destination: Path, strip_components: int) -> Pa
 
 
 def _fill(template: str, values: Mapping[str, str]) -> str:
-    result = template
-    for name, value in values.items():
-        result = result.replace("{" + name + "}", value)
-    return result
+    """One argument of a recipe with its placeholders filled (the recipe's loader checked them)."""
+    return fill_template(template, values)
 
 
 def build_commands(spec: BuildSpec, srcdir: Path, destdir: Path, values: Mapping[str, str]) -> list[list[str]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,43 @@ BUILD_SYSTEMS = ("autotools", "cmake", "meson", "make", "steps")
 TEMPLATE_NAMES = frozenset(
     {"prefix", "jobs", "cc", "cxx", "cflags", "cxxflags", "cppflags", "ldflags", "destdir", "srcdir"}
 )
-_TEMPLATE = re.compile(r"\{([^{}]*)\}")
+# A template's pieces: `{{` and `}}` stand for one literal brace (a JSON argument, a shell's `${VAR}` written
+# `${{VAR}}`), `{name}` is a placeholder, and any other brace is an error (it used to pass through unnoticed).
+_TEMPLATE_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+
+
+class TemplateError(ValueError):
+    """A stray brace in an argument template: neither doubled (a literal brace) nor part of a `{placeholder}`."""
+
+
+def template_placeholders(text: str) -> list[str]:
+    """The placeholder names `text` uses, in order; raises TemplateError for a stray brace."""
+    names: list[str] = []
+    for match in _TEMPLATE_TOKEN.finditer(text):
+        token = match.group(0)
+        if match.group(1) is not None:
+            names.append(match.group(1))
+        elif token not in ("{{", "}}"):
+            raise TemplateError(f"a lone '{token}' (write '{token}{token}' for a literal brace)")
+    return names
+
+
+def fill_template(text: str, values: Mapping[str, str]) -> str:
+    """`text` with each `{name}` replaced by `values[name]` and each doubled brace made single.
+
+    The loader has checked every name (unknown ones and stray braces are recipe errors), so a KeyError here is a
+    bug, not bad input.
+    """
+
+    def piece(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if match.group(1) is not None:
+            return values[match.group(1)]
+        if token in ("{{", "}}"):
+            return token[0]
+        raise TemplateError(f"a lone '{token}' (write '{token}{token}' for a literal brace)")
+
+    return _TEMPLATE_TOKEN.sub(piece, text)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _URL_SCHEMES = ("http://", "https://", "mirror://")
 
@@ -125,7 +162,11 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise RecipeError(f"{where} must be a list of strings")
     for item in value:
-        for placeholder in _TEMPLATE.findall(item):
+        try:
+            placeholders = template_placeholders(item)
+        except TemplateError as exc:
+            raise RecipeError(f"{where}: {exc} in {item[:80]!r}") from None
+        for placeholder in placeholders:
             if placeholder not in TEMPLATE_NAMES:
                 raise RecipeError(
                     f"{where}: unknown placeholder {{{placeholder}}}",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pkgc.core.errors import NotFound, UsageError
-from pkgc.core.recipe import RecipeError, load_recipe, parse_recipe
+from pkgc.core.recipe import RecipeError, TemplateError, fill_template, load_recipe, parse_recipe, template_placeholders
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 RECIPE_FILES = sorted(RECIPES.glob("*.toml"))
@@ -249,3 +249,44 @@ def test_a_summary_with_terminal_escapes_is_refused() -> None:
     assert text != MINIMAL
     with pytest.raises(RecipeError, match=r"summary.*control characters"):
         parse_recipe(text, source="demo.toml")
+
+
+# ----------------------------------------------------------------------------------------- argument templates
+
+
+@pytest.mark.parametrize(
+    ("template", "filled"),
+    [
+        ("{destdir}{prefix}/bin", "/stage/__p__/bin"),
+        ('{{"level": {jobs}}}', '{"level": 4}'),  # a JSON argument
+        ("${{HOME}}/x", "${HOME}/x"),  # a shell's variable, not a placeholder
+        ("${prefix}", "$/__p__"),  # a placeholder right after a dollar sign is still one
+        ("{{prefix}}", "{prefix}"),  # doubled: literal braces around a literal word
+        ("{{{prefix}}}", "{/__p__}"),
+        ("plain", "plain"),
+    ],
+)
+def test_templates_fill_placeholders_and_doubled_braces(template: str, filled: str) -> None:
+    values = {"destdir": "/stage", "prefix": "/__p__", "jobs": "4"}
+    assert fill_template(template, values) == filled
+
+
+@pytest.mark.parametrize("stray", ["{", "}", "a}b", "{prefix", "prefix}", "{{prefix}", "x{y"])
+def test_a_stray_brace_is_a_template_error(stray: str) -> None:
+    with pytest.raises(TemplateError, match="lone"):
+        template_placeholders(stray)
+    with pytest.raises(TemplateError):
+        fill_template(stray, {"prefix": "/p", "y": "1"})
+
+
+def test_a_recipe_with_a_stray_brace_names_the_key_and_the_way_out() -> None:
+    text = MINIMAL.replace('system = "autotools"', 'system = "steps"\nsteps = [["sh", "-c", "echo ${HOME}"]]')
+    with pytest.raises(RecipeError) as caught:
+        parse_recipe(text, source="demo.toml")
+    message = str(caught.value)
+    assert "steps" in message and "unknown placeholder {HOME}" in message
+    escaped = parse_recipe(text.replace("${HOME}", "${{HOME}}"), source="demo.toml")
+    assert escaped.build.steps == (("sh", "-c", "echo ${{HOME}}"),)
+    lone = text.replace("${HOME}", "{ oops")
+    with pytest.raises(RecipeError, match=r"lone '\{'.*write '\{\{'"):
+        parse_recipe(lone, source="demo.toml")

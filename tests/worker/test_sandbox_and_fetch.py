@@ -167,3 +167,30 @@ def test_debian_mirrors_are_read_from_apt_sources(tmp_path: Path) -> None:
     )
     (tmp_path / "sources.list").write_text("deb http://other.example/debian/ bookworm main\n")
     assert debian_mirrors_from_apt(tmp_path) == ["http://other.example/debian", "http://archive.example/debian"]
+
+
+def test_steps_arguments_get_literal_braces_from_doubled_ones(tmp_path: Path) -> None:
+    """A JSON argument and a shell's ${VAR} reach the command as written once their braces are doubled; the
+    placeholders around them are still filled (the worker's own argument lists, not a shell, carry them)."""
+    from pkgc.core.buildspec import PackageRequest, plan_builds
+    from pkgc.core.platform import detect_platform
+    from pkgc.core.recipe import parse_recipe
+    from pkgc.core.relocation import PLACEHOLDER
+    from pkgc.worker.builder import build_commands
+
+    recipe_text = (
+        'name = "demo"\nsummary = "A demo"\n\n[[versions]]\nversion = "1.0"\n'
+        'sha256 = "' + "a" * 64 + '"\nurls = ["https://example.org/demo-1.0.tar.gz"]\n\n'
+        "[build]\nsystem = \"steps\"\nsteps = [\n"
+        '  ["sh", "-c", "mkdir -p {destdir}{prefix} && echo ${{HOME}} > x", "--", "{destdir}"],\n'
+        '  ["write-json", "{{\\"jobs\\": {jobs}}}", "{destdir}{prefix}/share/demo.json"],\n'
+        "]\n"
+    )
+    recipe = parse_recipe(recipe_text, source="demo.toml")
+    specs, _ = plan_builds([PackageRequest("demo")], lambda name: recipe, detect_platform())
+    values = {"prefix": PLACEHOLDER, "destdir": str(tmp_path / "stage"), "jobs": "3"}
+    commands = build_commands(specs[0], tmp_path / "src", tmp_path / "stage", values)
+    assert commands == [
+        ["sh", "-c", f"mkdir -p {tmp_path}/stage{PLACEHOLDER} && echo ${{HOME}} > x", "--", str(tmp_path / "stage")],
+        ["write-json", '{"jobs": 3}', f"{tmp_path}/stage{PLACEHOLDER}/share/demo.json"],
+    ]
