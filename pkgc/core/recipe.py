@@ -158,10 +158,12 @@ def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
         raise RecipeError(f"{where}: unknown key '{unknown[0]}'", hint=f"allowed: {', '.join(sorted(allowed))}")
 
 
-def _strings(value: Any, where: str) -> tuple[str, ...]:
+def _strings(value: Any, where: str, *, templates: bool = True) -> tuple[str, ...]:
+    """A list of strings; with `templates`, each an argument template whose placeholders and braces are checked
+    (the build's arguments and environment; a smoke command is run as written, braces and all)."""
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise RecipeError(f"{where} must be a list of strings")
-    for item in value:
+    for item in value if templates else ():
         try:
             placeholders = template_placeholders(item)
         except TemplateError as exc:
@@ -313,8 +315,8 @@ def parse_recipe(text: str, *, source: str = "recipe") -> Recipe:
     if not isinstance(deps, dict):
         raise RecipeError(f"{source}: [dependencies] must be a table")
     _check_keys(deps, {"build", "runtime"}, "[dependencies]")
-    build_deps = tuple(validate_name(d) for d in _strings(deps.get("build", []), "[dependencies].build"))
-    runtime_deps = tuple(validate_name(d) for d in _strings(deps.get("runtime", []), "[dependencies].runtime"))
+    build_deps = tuple(validate_name(d) for d in _strings(deps.get("build", []), "[dependencies].build", templates=False))
+    runtime_deps = tuple(validate_name(d) for d in _strings(deps.get("runtime", []), "[dependencies].runtime", templates=False))
     if name in build_deps + runtime_deps:
         raise RecipeError(f"{source}: {name} depends on itself")
     smoke = data.get("smoke", {})
@@ -331,7 +333,7 @@ def parse_recipe(text: str, *, source: str = "recipe") -> Recipe:
         variants=variants,
         build_dependencies=build_deps,
         runtime_dependencies=runtime_deps,
-        smoke_command=_strings(smoke.get("command", []), "[smoke].command"),
+        smoke_command=_strings(smoke.get("command", []), "[smoke].command", templates=False),
         smoke_expect=_text(smoke, "expect", "[smoke]", required=False),
     )
 

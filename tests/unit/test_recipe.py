@@ -290,3 +290,10 @@ def test_a_recipe_with_a_stray_brace_names_the_key_and_the_way_out() -> None:
     lone = text.replace("${HOME}", "{ oops")
     with pytest.raises(RecipeError, match=r"lone '\{'.*write '\{\{'"):
         parse_recipe(lone, source="demo.toml")
+
+
+def test_a_smoke_command_is_run_as_written_braces_and_all() -> None:
+    """Smoke commands are not templates (nothing fills them): a JSON argument needs no escaping there."""
+    text = MINIMAL + '\n[smoke]\ncommand = ["bin/demo", "--config", "{\\"level\\": 1}"]\nexpect = "ok"\n'
+    recipe = parse_recipe(text, source="demo.toml")
+    assert recipe.smoke_command == ("bin/demo", "--config", '{"level": 1}')
