@@ -69,12 +69,36 @@ class RecipeError(UsageError):
 
 
 @dataclass(frozen=True)
+class PatchFile:
+    """A patch shipped beside the recipe (`recipes/NAME/FILE`): its text travels in the build spec and its digest in
+    the key, so a worker never reads the recipe directory."""
+
+    name: str  # a plain file name, no directories
+    sha256: str  # of `text`, UTF-8 encoded
+    strip: int  # patch -pN
+    text: str
+
+
+@dataclass(frozen=True)
+class PatchSeries:
+    """A distribution's patch series (Debian's `*.debian.tar.*` with `debian/patches/series`), fetched like the
+    source and checked by digest."""
+
+    kind: str  # "debian"
+    sha256: str
+    urls: tuple[str, ...] = ()
+    mirrors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class SourceVersion:
     version: str
     sha256: str
     urls: tuple[str, ...]
     mirrors: tuple[str, ...] = ()
     strip_components: int = 1
+    patches: tuple[PatchFile, ...] = ()  # applied in order, after the series
+    series: PatchSeries | None = None
 
     @property
     def all_urls(self) -> tuple[str, ...]:
@@ -90,6 +114,9 @@ class BuildInstructions:
     steps: tuple[tuple[str, ...], ...] = ()
     subdir: str = ""
     env: tuple[tuple[str, str], ...] = ()
+    bootstrap: tuple[tuple[str, ...], ...] = ()  # argument lists run before the standard system's configure
+    post_install: tuple[tuple[str, ...], ...] = ()  # argument lists run after the standard system's install
+    tools: tuple[str, ...] = ()  # platform tools (pkgc/core/toolchains/*.toml [tools]) the build needs
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -101,6 +128,17 @@ class BuildInstructions:
             "subdir": self.subdir,
             "env": dict(self.env),
         }
+
+
+@dataclass(frozen=True)
+class SmokeTest:
+    """One smoke test: a command run in an installed prefix, with optional stdin and environment, whose output
+    must contain `expect`."""
+
+    command: tuple[str, ...]
+    expect: str = ""
+    stdin: str = ""
+    env: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -116,6 +154,8 @@ class Recipe:
     runtime_dependencies: tuple[str, ...] = ()
     smoke_command: tuple[str, ...] = ()
     smoke_expect: str = ""
+    smoke_tests: tuple[SmokeTest, ...] = ()  # every smoke test; smoke_command/expect are the first one's
+    origin: str = "curated"  # "curated" (a file in a recipe directory) or "generated" (from the Debian catalog)
 
     @property
     def dependencies(self) -> tuple[str, ...]:
