@@ -120,6 +120,7 @@ class BuildSpec:
                 steps=tuple(tuple(step) for step in build["steps"]),
                 subdir=build["subdir"],
                 env=tuple(sorted(build["env"].items())),
+                tools=tuple(build.get("tools", ())),
             ),
             variant_args=tuple(data["variant_args"]),
             options=NormalisedOptions(tuple(sorted(data["options"].items()))),

@@ -17,6 +17,7 @@ from pkgc.core.errors import NotFound, UsageError
 from pkgc.core.names import validate_name
 from pkgc.core.options import GLOBAL_OPTION_NAMES, MAX_OPTION_VALUES, OptionSpec, is_valid_option_value
 from pkgc.core.text import has_control_characters
+from pkgc.core.toolchain import TOOL_NAMES
 from pkgc.core.versions import Version
 
 BUILD_SYSTEMS = ("autotools", "cmake", "meson", "make", "steps")
@@ -119,7 +120,9 @@ class BuildInstructions:
     tools: tuple[str, ...] = ()  # platform tools (pkgc/core/toolchains/*.toml [tools]) the build needs
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        """The build table as it enters the key; a newer key is present only when set, so recipes that do not
+        use a newer feature keep their keys (and their builds)."""
+        table: dict[str, Any] = {
             "system": self.system,
             "configure_args": list(self.configure_args),
             "make_args": list(self.make_args),
@@ -128,6 +131,9 @@ class BuildInstructions:
             "subdir": self.subdir,
             "env": dict(self.env),
         }
+        if self.tools:
+            table["tools"] = list(self.tools)
+        return table
 
 
 @dataclass(frozen=True)
@@ -251,7 +257,7 @@ def _parse_version(entry: Any, where: str) -> SourceVersion:
 def _parse_build(table: Any) -> BuildInstructions:
     if not isinstance(table, dict):
         raise RecipeError("[build] is missing")
-    allowed = {"system", "configure_args", "make_args", "install_args", "steps", "subdir", "env"}
+    allowed = {"system", "configure_args", "make_args", "install_args", "steps", "subdir", "env", "tools"}
     _check_keys(table, allowed, "[build]")
     system = _text(table, "system", "[build]")
     if system not in BUILD_SYSTEMS:
@@ -272,6 +278,10 @@ def _parse_build(table: Any) -> BuildInstructions:
         raise RecipeError("[build]: env must be a table of strings")
     for value in env.values():
         _strings([value], "[build].env")
+    tools = _strings(table.get("tools", []), "[build].tools", templates=False)
+    for tool in tools:
+        if tool not in TOOL_NAMES:
+            raise RecipeError(f"[build].tools: unknown tool {tool!r}", hint=f"allowed: {', '.join(sorted(TOOL_NAMES))}")
     return BuildInstructions(
         system=system,
         configure_args=_strings(table.get("configure_args", []), "[build].configure_args"),
@@ -280,6 +290,7 @@ def _parse_build(table: Any) -> BuildInstructions:
         steps=steps,
         subdir=subdir,
         env=tuple(sorted(env.items())),
+        tools=tuple(sorted(set(tools))),
     )
 
 
