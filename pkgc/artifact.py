@@ -124,9 +124,11 @@ def _tarinfo(name: str, kind: bytes, mode: int, size: int = 0, target: str = "")
 def pack_tree(root: Path, manifest: Manifest, out: Path, *, level: int = 6) -> Manifest:
     """Pack the staged prefix at `root` into `out`; returns the manifest with one entry per member.
 
-    Absolute symlinks into the placeholder prefix are rewritten as relative ones; any other absolute symlink, a
-    device or a socket stops the pack, because the client would refuse it anyway.
+    Absolute symlinks into the placeholder prefix, or into `root` itself (the staging directory, DESTDIR plus the
+    placeholder), are rewritten as relative ones; any other absolute symlink, a device or a socket stops the pack,
+    because the client would refuse it anyway.
     """
+    staged = os.path.abspath(root)
     entries: list[FileEntry] = []
     payload: list[tuple[tarfile.TarInfo, bytes | None]] = []
     for current, dirnames, filenames in os.walk(root):
@@ -140,9 +142,14 @@ def pack_tree(root: Path, manifest: Manifest, out: Path, *, level: int = 6) -> M
             if stat.S_ISLNK(info.st_mode):
                 target = os.readlink(path)
                 if target.startswith("/"):
-                    if not (target + "/").startswith(PLACEHOLDER + "/"):
+                    # Into the placeholder prefix, or into the staging directory itself (upstream's
+                    # `ln -s $(DESTDIR)$(prefix)/...`): both become relative links inside the package.
+                    for link_base in (PLACEHOLDER, staged):
+                        if (target + "/").startswith(link_base + "/"):
+                            inside = target[len(link_base) :].lstrip("/")
+                            break
+                    else:
                         raise PackError(f"{rel} is a symlink to {target}, outside the package's prefix")
-                    inside = target[len(PLACEHOLDER) :].lstrip("/")
                     target = posixpath.relpath(inside or ".", posixpath.dirname(rel) or ".")
                 entries.append(FileEntry(rel, "symlink", 0o777, target=target))
                 payload.append((_tarinfo(rel, tarfile.SYMTYPE, 0o777, target=target), None))

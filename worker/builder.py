@@ -8,14 +8,15 @@ lists with `{placeholders}` filled from values the worker controls.
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from pkgc.core.buildspec import BuildSpec
 from pkgc.core.options import compiler_flags
-from pkgc.core.recipe import fill_template
+from pkgc.core.recipe import check_glob_pattern, fill_template, list_placeholder
 from pkgc.core.relocation import PLACEHOLDER
+from pkgc.worker.patching import PatchError, PatchStep, check_step, patch_command, unpack_series
 from pkgc.worker.sandbox import Sandbox
 
 BUILD_SUBDIR = "_pkgc_build"
@@ -50,12 +51,62 @@ def _fill(template: str, values: Mapping[str, str]) -> str:
     return fill_template(template, values)
 
 
+def expand_glob(pattern: str, srcdir: Path) -> list[str]:
+    """`{*glob:PATTERN}`: the sorted paths under `srcdir` that match, relative to it; each must stay inside the
+    source (the loader refused absolute patterns and `..`; a symlink out of the tree is refused here)."""
+    problem = check_glob_pattern(pattern)
+    if problem:
+        raise BuildError(f"{{*glob:{pattern}}} is {problem}")
+    root = srcdir.resolve()
+    found: list[str] = []
+    for match in sorted(srcdir.glob(pattern)):
+        if not match.resolve().is_relative_to(root):
+            raise BuildError(f"{{*glob:{pattern}}} matches {match.relative_to(srcdir)}, which leads outside the source")
+        found.append(match.relative_to(srcdir).as_posix())
+    if not found:
+        raise BuildError(f"{{*glob:{pattern}}} matches nothing in the source")
+    return found
+
+
+def expand_arguments(args: Sequence[str], values: Mapping[str, str], srcdir: Path) -> list[str]:
+    """A recipe's argument list filled in: `{placeholders}` replaced, and a whole-argument list placeholder
+    (`{*cflags}`, `{*glob:PATTERN}`) replaced by as many arguments as it stands for (none for empty flags)."""
+    out: list[str] = []
+    for arg in args:
+        inner = list_placeholder(arg)
+        if inner is None:
+            out.append(_fill(arg, values))
+        elif inner.startswith("glob:"):
+            out.extend(expand_glob(inner.removeprefix("glob:"), srcdir))
+        else:
+            out.extend(values[inner].split())
+    return out
+
+
 def build_commands(spec: BuildSpec, srcdir: Path, destdir: Path, values: Mapping[str, str]) -> list[list[str]]:
-    """The argument lists of every step, in order, for the recipe's build system."""
+    """The argument lists of every step, in order: the recipe's bootstrap, its build system's steps, then its
+    post-install steps."""
     b = spec.build
 
     def fill(args: Sequence[str]) -> list[str]:
-        return [_fill(arg, values) for arg in args]
+        return expand_arguments(args, values, srcdir)
+
+    return [
+        *(fill(step) for step in b.bootstrap),
+        *_system_commands(spec, srcdir, destdir, values, fill),
+        *(fill(step) for step in b.post_install),
+    ]
+
+
+def _system_commands(
+    spec: BuildSpec,
+    srcdir: Path,
+    destdir: Path,
+    values: Mapping[str, str],
+    fill: Callable[[Sequence[str]], list[str]],
+) -> list[list[str]]:
+    """The standard build system's argument lists (or the recipe's own steps)."""
+    b = spec.build
 
     configure_args = fill((*b.configure_args, *spec.variant_args))
     jobs = values["jobs"]
@@ -133,6 +184,38 @@ def build_environment(spec: BuildSpec, workdir: Path, depsdir: Path | None) -> d
     return env
 
 
+def apply_patches(
+    spec: BuildSpec,
+    srcdir: Path,
+    workdir: Path,
+    series_archive: Path | None,
+    sandbox: Sandbox,
+    env: Mapping[str, str],
+    log: BinaryIO,
+) -> None:
+    """The version's Debian series (in its order), then its patch files (in the recipe's order), each checked
+    just before it is applied (see pkgc/worker/patching.py) and applied by `patch` in the sandbox."""
+    steps: list[PatchStep] = []
+    if spec.source.series is not None:
+        if series_archive is None:
+            raise BuildError("the version has a patch series but none was fetched")
+        steps.extend(unpack_series(series_archive, workdir / "series"))
+    if spec.source.patches:
+        directory = workdir / "patches"
+        directory.mkdir(exist_ok=True)
+        for patch in spec.source.patches:
+            path = directory / patch.name  # a plain file name (the loader checked it)
+            path.write_text(patch.text, encoding="utf-8")
+            steps.append(PatchStep(patch.name, path, patch.strip))
+    for step in steps:
+        try:
+            check_step(step, srcdir)
+        except PatchError as exc:
+            raise BuildError(str(exc)) from None
+        log.write(f"pkgc: applying {step.label} (-p{step.strip})\n".encode())
+        sandbox.run(patch_command(step), cwd=srcdir, env=env, log=log)
+
+
 def run_build(
     spec: BuildSpec,
     *,
@@ -142,15 +225,20 @@ def run_build(
     sandbox: Sandbox,
     jobs: int,
     log: BinaryIO,
+    series_archive: Path | None = None,
 ) -> Path:
     """Build `spec` inside `workdir`; return the staged tree that holds the placeholder prefix's contents."""
     srcdir = unpack_source(source_archive, workdir / "src", spec.source.strip_components)
+    (workdir / "home").mkdir(exist_ok=True)
+    env = build_environment(spec, workdir, depsdir)
+    try:
+        apply_patches(spec, srcdir, workdir, series_archive, sandbox, env, log)
+    except PatchError as exc:
+        raise BuildError(str(exc)) from None
     if spec.build.subdir:
         srcdir = srcdir / spec.build.subdir
     destdir = workdir / "stage"
     destdir.mkdir()
-    (workdir / "home").mkdir(exist_ok=True)
-    env = build_environment(spec, workdir, depsdir)
     values = {
         "prefix": PLACEHOLDER,
         "jobs": str(jobs),
@@ -163,6 +251,8 @@ def run_build(
         "destdir": str(destdir),
         "srcdir": str(srcdir),
     }
+    if depsdir is not None:  # every dependency is unpacked into the one depsdir: that is each one's prefix
+        values.update({f"dep.{name}.prefix": str(depsdir) for name, _key in spec.dependencies})
     for name, value in spec.build.env:
         env[name] = _fill(value, values)
     if spec.build.system == "cmake":

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from pkgc.core.errors import SourceUnavailable
-from pkgc.core.recipe import SourceVersion
+from pkgc.core.recipe import PatchSeries, SourceVersion
 
 MAX_SOURCE_BYTES = 1024 * 1024 * 1024
 _CHUNK = 1024 * 1024
@@ -96,14 +96,15 @@ class SourceFetcher:
     def cached(self, sha256: str) -> Path:
         return self._cache / sha256
 
-    def fetch(self, source: SourceVersion) -> Path:
-        """Return a local file with exactly the bytes the recipe names, trying every URL in order."""
+    def fetch(self, source: SourceVersion | PatchSeries) -> Path:
+        """Return a local file with exactly the bytes the recipe names (a source, or a patch series), trying every
+        URL, then every mirror, in order."""
         target = self.cached(source.sha256)
         if target.is_file():
             self._log(f"source {source.sha256[:12]} found in cache")
             return target
         problems: list[str] = []
-        for url in source.all_urls:
+        for url in source.urls + source.mirrors:
             for candidate in self.candidates(url):
                 try:
                     self._download(candidate, source.sha256, target)

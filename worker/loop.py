@@ -22,6 +22,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pkgc.artifact import Manifest, PackError, pack_tree, relocate_tree, unpack_artifact
 from pkgc.core.buildspec import BuildSpec
@@ -165,6 +166,7 @@ class Worker:
             with log_path.open("wb") as log:
                 try:
                     source = self.fetcher.fetch(spec.source)
+                    series = self.fetcher.fetch(spec.source.series) if spec.source.series is not None else None
                     depsdir: Path | None = None
                     if claim.dependencies:
                         depsdir = workdir / "deps"
@@ -184,6 +186,7 @@ class Worker:
                         sandbox=sandbox,
                         jobs=self.settings.jobs,
                         log=log,
+                        series_archive=series,
                     )
                     packed = self._pack(spec, staged, artifact_path)
                     ready = True
@@ -232,7 +235,7 @@ class Worker:
             platform=spec.platform.as_dict(),
             dependencies=[list(pair) for pair in spec.dependencies],
             runtime_dependencies=list(spec.runtime_dependencies),
-            smoke={"command": list(spec.smoke_command), "expect": spec.smoke_expect},
+            smoke=smoke_manifest(spec),
         )
         pack_tree(staged, manifest, out)
         digest = hashlib.sha256()
@@ -240,6 +243,15 @@ class Worker:
             while chunk := handle.read(1 << 20):
                 digest.update(chunk)
         return digest.hexdigest(), out.stat().st_size
+
+
+def smoke_manifest(spec: BuildSpec) -> dict[str, Any]:
+    """The artifact manifest's smoke entry: the first test as `command`/`expect` (as before), and every test,
+    with stdin and environment, under `tests` when there is any."""
+    smoke: dict[str, Any] = {"command": list(spec.smoke_command), "expect": spec.smoke_expect}
+    if spec.smoke_tests:
+        smoke["tests"] = [test.as_dict() for test in spec.smoke_tests]
+    return smoke
 
 
 def _last_line(log_path: Path) -> str:

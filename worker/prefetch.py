@@ -1,6 +1,6 @@
 """Fetch the sources of recipes into a directory laid out as a farm's source cache (one file per sha256).
 
-CI runs this once, next to installing the system packages, so that the farm the tests start can be seeded from it
+CI runs this once (sources and Debian patch series), next to installing the system packages, so that the farm the tests start can be seeded from it
 and never leave loopback (the tests run it with PKGC_FETCH_LOOPBACK_ONLY=1). It fetches exactly as a worker does:
 the recipe's URLs, then its mirrors (mirror://debian/ through apt's configuration), each checked against its sha256.
 
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from pkgc.core.errors import PkgcError, SourceUnavailable
-from pkgc.core.recipe import Recipe, load_recipe
+from pkgc.core.recipe import PatchSeries, Recipe, SourceVersion, load_recipe
 from pkgc.recipes import bundled_recipe_dir
 from pkgc.worker.fetch import SourceFetcher
 
@@ -35,9 +35,23 @@ def bundled_recipes(names: list[str] | None = None) -> list[Recipe]:
     return [r for r in recipes if not names or r.name in names]
 
 
+def _files(version: SourceVersion) -> list[tuple[str, SourceVersion | PatchSeries]]:
+    """What a version fetches: its source, and its patch series when it has one (labelled for messages)."""
+    found: list[tuple[str, SourceVersion | PatchSeries]] = [("", version)]
+    if version.series is not None:
+        found.append((" (patch series)", version.series))
+    return found
+
+
 def missing_sources(directory: Path, recipes: list[Recipe]) -> list[str]:
-    """`name version` of every source not yet in `directory`."""
-    return [f"{r.name} {v.version}" for r in recipes for v in r.versions if not (directory / v.sha256).is_file()]
+    """`name version` of every source (or patch series) not yet in `directory`."""
+    return [
+        f"{r.name} {v.version}{label}"
+        for r in recipes
+        for v in r.versions
+        for label, item in _files(v)
+        if not (directory / item.sha256).is_file()
+    ]
 
 
 def seed_cache(cache: Path, names: list[str] | None = None) -> None:
@@ -54,7 +68,8 @@ def seed_cache(cache: Path, names: list[str] | None = None) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     for recipe in recipes:
         for version in recipe.versions:
-            shutil.copyfile(prefetched / version.sha256, cache / version.sha256)
+            for _label, item in _files(version):
+                shutil.copyfile(prefetched / item.sha256, cache / item.sha256)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,12 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     failures = 0
     for recipe in recipes:
         for version in recipe.versions:
-            try:
-                path = fetcher.fetch(version)
-                print(f"{recipe.name} {version.version}: {path}")
-            except PkgcError as exc:
-                failures += 1
-                print(f"{recipe.name} {version.version}: {exc}", file=sys.stderr)
+            for label, item in _files(version):
+                try:
+                    path = fetcher.fetch(item)
+                    print(f"{recipe.name} {version.version}{label}: {path}")
+                except PkgcError as exc:
+                    failures += 1
+                    print(f"{recipe.name} {version.version}{label}: {exc}", file=sys.stderr)
     return 1 if failures else 0
 
 

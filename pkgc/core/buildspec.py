@@ -18,7 +18,15 @@ from typing import Any
 from pkgc.core.errors import UsageError
 from pkgc.core.options import NormalisedOptions, OptionSpec, OptionValue, normalise_options
 from pkgc.core.platform import Platform
-from pkgc.core.recipe import BuildInstructions, Recipe, SourceVersion
+from pkgc.core.recipe import (
+    BuildInstructions,
+    PatchFile,
+    PatchSeries,
+    Recipe,
+    SmokeTest,
+    SourceVersion,
+    source_patches_dict,
+)
 from pkgc.core.relocation import PLACEHOLDER
 
 # Bump when the worker changes how a spec becomes a binary (flags, placeholder, packing): old keys must not match.
@@ -69,6 +77,7 @@ class BuildSpec:
     smoke_command: tuple[str, ...]
     smoke_expect: str
     key: str
+    smoke_tests: tuple[SmokeTest, ...] = ()  # every smoke test (smoke_command/expect are the first one's)
 
     @property
     def label(self) -> str:
@@ -84,6 +93,7 @@ class BuildSpec:
                 "urls": list(self.source.urls),
                 "mirrors": list(self.source.mirrors),
                 "strip_components": self.source.strip_components,
+                **_patches_json(self.source),
             },
             "build": self.build.as_dict(),
             "variant_args": list(self.variant_args),
@@ -95,6 +105,7 @@ class BuildSpec:
             "smoke_command": list(self.smoke_command),
             "smoke_expect": self.smoke_expect,
             "key": self.key,
+            **({"smoke_tests": [t.as_dict() for t in self.smoke_tests]} if self.smoke_tests else {}),
         }
 
     @classmethod
@@ -111,6 +122,11 @@ class BuildSpec:
                 tuple(source["urls"]),
                 tuple(source["mirrors"]),
                 int(source["strip_components"]),
+                tuple(
+                    PatchFile(str(p["name"]), str(p["sha256"]), int(p["strip"]), str(p["text"]))
+                    for p in source.get("patches", ())
+                ),
+                _series_from_json(source.get("series")),
             ),
             build=BuildInstructions(
                 system=build["system"],
@@ -120,6 +136,8 @@ class BuildSpec:
                 steps=tuple(tuple(step) for step in build["steps"]),
                 subdir=build["subdir"],
                 env=tuple(sorted(build["env"].items())),
+                bootstrap=tuple(tuple(step) for step in build.get("bootstrap", ())),
+                post_install=tuple(tuple(step) for step in build.get("post_install", ())),
                 tools=tuple(build.get("tools", ())),
             ),
             variant_args=tuple(data["variant_args"]),
@@ -131,6 +149,7 @@ class BuildSpec:
             smoke_command=tuple(data["smoke_command"]),
             smoke_expect=data["smoke_expect"],
             key=data["key"],
+            smoke_tests=tuple(SmokeTest.from_dict(t) for t in data.get("smoke_tests", ())),
         )
         _check_consistent(spec)
         expected = compute_build_key(
@@ -144,6 +163,27 @@ class BuildSpec:
         if expected != spec.key:
             raise UsageError(f"build spec for {spec.label} does not match its key")
         return spec
+
+
+def _patches_json(source: SourceVersion) -> dict[str, Any]:
+    """A version's patch files (their texts too: a worker builds from the payload alone) and series, when set."""
+    table: dict[str, Any] = {}
+    if source.patches:
+        table["patches"] = [
+            {"name": p.name, "sha256": p.sha256, "strip": p.strip, "text": p.text} for p in source.patches
+        ]
+    if source.series is not None:
+        series = source.series
+        table["series"] = {
+            "kind": series.kind, "sha256": series.sha256, "urls": list(series.urls), "mirrors": list(series.mirrors)
+        }
+    return table
+
+
+def _series_from_json(data: Mapping[str, Any] | None) -> PatchSeries | None:
+    if data is None:
+        return None
+    return PatchSeries(str(data["kind"]), str(data["sha256"]), tuple(data["urls"]), tuple(data["mirrors"]))
 
 
 def _check_consistent(spec: BuildSpec) -> None:
@@ -168,6 +208,8 @@ def _check_consistent(spec: BuildSpec) -> None:
         or options != spec.options
         or expected_args != spec.variant_args
         or tuple(content["runtime_dependencies"]) != spec.runtime_dependencies
+        or {k: content[k] for k in ("patches", "series") if k in content} != source_patches_dict(spec.source)
+        or any(hashlib.sha256(p.text.encode()).hexdigest() != p.sha256 for p in spec.source.patches)
     ):
         raise UsageError(f"build spec for {spec.label} does not match its key")
 
@@ -219,7 +261,7 @@ def plan_builds(
             label = f"the dependencies of {name}"
             inherited = normalise_options(dependency_options, {}, platform.arch, package=label).globals_only()
         dep_keys = tuple((dep, visit(dep, None, inherited, (*trail, name))) for dep in recipe.dependencies)
-        content = recipe.build_relevant()
+        content = recipe.build_relevant(source)
         key = compute_build_key(
             recipe_content=content,
             version=source.version,
@@ -243,6 +285,7 @@ def plan_builds(
                 smoke_command=recipe.smoke_command,
                 smoke_expect=recipe.smoke_expect,
                 key=key,
+                smoke_tests=recipe.smoke_tests,
             )
         return key
 
