@@ -2,8 +2,8 @@
 
 Each test is an argument list (never a shell string) run with the prefix's `bin` first on PATH, its stdin fed, a
 time limit, and pkg-config limited to the prefix and the prefixes of its runtime dependencies (PKG_CONFIG_LIBDIR
-replaces pkg-config's default search path, so the host's `.pc` files cannot make a missing one look present). The
-output (stdout and stderr) must contain the test's `expect`. A first word with a '/' is relative to the prefix.
+replaces pkg-config's default search path, so the host's `.pc` files cannot make a missing one look present). It must
+exit with the test's status (0 unless it says) and its output (stdout and stderr) must contain its `expect`. A first word with a '/' is relative to the prefix.
 
 Used by the test suite (tests/smoke.py) and by tools that build recipes and check them in a prefix.
 """
@@ -63,7 +63,8 @@ def run_smoke_test(
     timeout: float = DEFAULT_TIMEOUT,
     cwd: Path | None = None,
 ) -> SmokeResult:
-    """Run one test; raise SmokeFailed unless it exits 0 and its output contains `expect`."""
+    """Run one test; raise SmokeFailed unless it exits with its status (0 unless it says) and its output contains
+    `expect`."""
     env = smoke_environment(prefix, base_env, dependency_prefixes)
     env.update(dict(test.env))
     argv = command_line(test, prefix)
@@ -85,8 +86,9 @@ def run_smoke_test(
     except OSError as exc:
         raise SmokeFailed(f"smoke test '{shown}' could not start: {exc.strerror or exc}") from None
     output = result.stdout + result.stderr
-    if result.returncode != 0:
-        raise SmokeFailed(f"smoke test '{shown}' exited with status {result.returncode}: {output[-2000:]}")
+    if result.returncode != test.status:
+        wanted = "" if test.status == 0 else f" instead of {test.status}"
+        raise SmokeFailed(f"smoke test '{shown}' exited with status {result.returncode}{wanted}: {output[-2000:]}")
     if test.expect not in output:
         raise SmokeFailed(f"smoke test '{shown}': {test.expect!r} not in its output {output[-2000:]!r}")
     return SmokeResult(test, output)

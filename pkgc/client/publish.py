@@ -1,6 +1,8 @@
 """`pkgc farm publish`: put recipe files into a farm's catalog (POST /v1/recipes, an admin token).
 
-The files are read and checked here first (readable UTF-8, within the size bound, valid TOML, a usable file name),
+A recipe's patch files (`recipes/NAME/FILE` beside `recipes/NAME.toml`) are read with it and sent inside its text
+(a `[patch_texts]` table, see pkgc.core.recipe.bundle_recipe_text), because the farm stores recipe texts. The files
+are read and checked here first (readable UTF-8, within the size bound, valid TOML, a usable file name),
 so a local mistake stops the command before anything is published. Whether a recipe's fields make a recipe is the
 farm's call (its recipe schema is the one that counts): a recipe it refuses is skipped and named in the answer while
 the others are published. A set larger than one request may carry (MAX_RECIPES_PER_PUBLISH recipes or
@@ -28,6 +30,7 @@ from pkgc.core.protocol import (
     SkippedRecipeFile,
     describe_invalid,
 )
+from pkgc.core.recipe import RecipeError, bundle_recipe_text
 from pkgc.recipes import bundled_recipe_dir
 
 # Room for the request's own JSON around the recipes ({"recipes":[...]}), well above what it needs.
@@ -60,6 +63,15 @@ def read_recipe_file(path: Path) -> RecipeFile:
         tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"recipe {shown} is not valid TOML: {' '.join(str(exc).split())}") from None
+    try:  # with its patch files (recipes/NAME/FILE), which travel inside its text
+        text = bundle_recipe_text(path)
+    except OSError as exc:
+        raise UsageError(f"cannot read the patch files of recipe {shown}: {exc.strerror or exc}") from None
+    except RecipeError as exc:
+        raise UsageError(str(exc).replace(path.name, shown, 1)) from None
+    size = len(text.encode("utf-8"))
+    if size > MAX_RECIPE_BYTES:
+        raise UsageError(f"recipe {shown} with its patch files is {size} bytes; a farm takes at most {MAX_RECIPE_BYTES}")
     try:
         return RecipeFile(file=path.name, text=text)
     except ValidationError as exc:

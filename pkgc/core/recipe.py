@@ -186,10 +186,17 @@ class SmokeTest:
     expect: str = ""
     stdin: str = ""
     env: tuple[tuple[str, str], ...] = ()
+    status: int = 0  # the exit status it must end with (a checker that reports bad input exits non-zero)
 
     def as_dict(self) -> dict[str, Any]:
         """The test as it travels (build spec payload, artifact manifest)."""
-        return {"command": list(self.command), "expect": self.expect, "stdin": self.stdin, "env": dict(self.env)}
+        return {
+            "command": list(self.command),
+            "expect": self.expect,
+            "stdin": self.stdin,
+            "env": dict(self.env),
+            "status": self.status,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SmokeTest:
@@ -198,6 +205,7 @@ class SmokeTest:
             str(data.get("expect", "")),
             str(data.get("stdin", "")),
             tuple(sorted((str(k), str(v)) for k, v in dict(data.get("env", {})).items())),
+            int(data.get("status", 0)),
         )
 
 
@@ -526,7 +534,7 @@ def _parse_variant(name: str, table: Any, dependencies: frozenset[str]) -> Optio
 def _parse_smoke_test(table: Any, where: str) -> SmokeTest:
     if not isinstance(table, dict):
         raise RecipeError(f"{where} must be a table")
-    _check_keys(table, {"command", "expect", "stdin", "env"}, where)
+    _check_keys(table, {"command", "expect", "stdin", "env", "status"}, where)
     command = _strings(table.get("command", []), f"{where}.command", templates=False)
     if not command or not command[0]:
         raise RecipeError(f"{where}: command must be a non-empty list of strings", hint='e.g. ["jq", "--version"]')
@@ -542,7 +550,11 @@ def _parse_smoke_test(table: Any, where: str) -> SmokeTest:
                 f"{where}.env: {env_name[:80]!r} cannot be set",
                 hint=f"a variable name (letters, digits, '_'), not {', '.join(sorted(SMOKE_RESERVED_ENV))} or LD_*",
             )
-    return SmokeTest(command, _text(table, "expect", where, required=False), stdin, tuple(sorted(env.items())))
+    status = table.get("status", 0)
+    if not isinstance(status, int) or isinstance(status, bool) or not 0 <= status <= 255:
+        raise RecipeError(f"{where}: status must be an exit status, 0 to 255")
+    expect = _text(table, "expect", where, required=False)
+    return SmokeTest(command, expect, stdin, tuple(sorted(env.items())), status)
 
 
 # Set by the smoke-test runner itself (pkgc/worker/smoke.py): a recipe cannot point them elsewhere.
@@ -695,8 +707,16 @@ def bundle_recipe_text(path: Path) -> str:
     `[patch_texts]` table. The catalog stores recipe texts, and a farm (or a worker) never sees the recipe's
     directory, so this is what every publish path sends and stores; a recipe without patch files is unchanged."""
     text = path.read_text(encoding="utf-8")
+    if f"[{PATCH_TEXTS_KEY}]" in text:  # it carries its patch texts already
+        return text
     files = read_patch_files(path, text)
-    if not files or f"[{PATCH_TEXTS_KEY}]" in text:  # nothing to carry, or it carries its texts already
+    missing = [name for name in _patch_names(text) if name not in files]
+    if missing:
+        raise RecipeError(
+            f"{path.name}: patch file {missing[0]} not found",
+            hint=f"put it beside the recipe: {patch_dir(path).name}/{missing[0]}",
+        )
+    if not files:
         return text
     lines = [text if text.endswith("\n") else text + "\n", f"\n[{PATCH_TEXTS_KEY}]\n"]
     lines.extend(f"{_toml_string(name)} = {_toml_string(body)}\n" for name, body in sorted(files.items()))

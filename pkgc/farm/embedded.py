@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import pkgc
 from pkgc.core.errors import PkgcError
+from pkgc.core.recipe import bundle_recipe_text
 from pkgc.farm.access import AccessPolicy
 from pkgc.farm.adapters.local import check_farm_database, checkpoint_farm_database, open_farm_database
 from pkgc.farm.api import create_app
@@ -79,7 +80,7 @@ def publish_recipes(service: FarmService) -> list[SkippedRecipe]:
     files = recipe_files()
     for path in files:  # one file per package name, so file names are unique
         try:
-            texts.append((path.name, path.read_text(encoding="utf-8")))
+            texts.append((path.name, bundle_recipe_text(path)))  # with its patch files (recipes/NAME/)
             paths[path.name] = path
         except Exception as exc:  # an unreadable file (its bytes, its permissions) skips that recipe only
             skipped.append(SkippedRecipe(str(path), _reason(exc)))

@@ -146,6 +146,7 @@ def test_smoke_shorthand_and_tests_both_fill_smoke_tests() -> None:
         ('[[smoke.tests]]\ncommand = ["a"]\nenv = { PKG_CONFIG_LIBDIR = "/usr/lib" }\n', "cannot be set"),
         ('[[smoke.tests]]\ncommand = ["a"]\ntimeout = 3\n', "unknown key 'timeout'"),
         ('[smoke]\nexpect = "x"\n', "'expect' needs a 'command'"),
+        ('[[smoke.tests]]\ncommand = ["a"]\nstatus = 300\n', "status must be an exit status, 0 to 255"),
     ],
 )
 def test_malformed_smoke_tests_are_refused(smoke: str, needle: str) -> None:
