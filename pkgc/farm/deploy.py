@@ -256,6 +256,10 @@ def _package_files() -> Iterable[tuple[Path, str]]:
 
     for recipe in sorted(bundled_recipe_dir().glob("*.toml")):
         yield recipe, f"pkgc/_recipes/{recipe.name}"
+        patches = recipe.with_suffix("")  # its patch files, recipes/NAME/FILE
+        if patches.is_dir():
+            for patch in sorted(p for p in patches.iterdir() if p.is_file() and not p.is_symlink()):
+                yield patch, f"pkgc/_recipes/{patches.name}/{patch.name}"
 
 
 def _write_zip(destination: Path, members: Iterable[tuple[Path, str]], extra: Mapping[str, bytes]) -> Path:
@@ -495,11 +499,13 @@ def publish_starter_recipes(settings: AwsSettings) -> tuple[list[str], list[tupl
     """Publish the starter recipes shipped with pkgc into the deployed farm's catalog (its DynamoDB table and S3
     snapshot), through the composition root with the deployer's credentials; (names published, (file, error)
     skipped). A new farm then serves packages at once, and its first admin token can publish more over the API."""
+    from pkgc.core.recipe import bundle_recipe_text
     from pkgc.farm.bootstrap import FarmConfig, farm_service
     from pkgc.farm.service import recipe_error_reason
     from pkgc.recipes import bundled_recipe_dir
 
-    texts = [(path.name, path.read_text(encoding="utf-8")) for path in sorted(bundled_recipe_dir().glob("*.toml"))]
+    # Each with its patch files (recipes/NAME/FILE), which the catalog stores inside the recipe's text.
+    texts = [(path.name, bundle_recipe_text(path)) for path in sorted(bundled_recipe_dir().glob("*.toml"))]
     outcome = farm_service(FarmConfig(backend="aws", aws=settings)).publish_batch(texts)
     return (
         [recipe.name for _, recipe in outcome.published],

@@ -260,3 +260,23 @@ def test_smoke_runner_feeds_stdin_sets_env_and_limits_pkg_config_to_the_prefix(t
         run_smoke_tests((SmokeTest(("true",), status=2),), prefix, dict(os.environ))
     with pytest.raises(SmokeFailed, match="within 1s"):
         run_smoke_tests((SmokeTest(("sleep", "5")),), prefix, dict(os.environ), timeout=1)
+
+
+def test_prefetch_fetches_and_seeds_patch_series_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test farm is seeded from the prefetched cache: a recipe's series tarball must be there as well."""
+    from pkgc.worker import prefetch
+
+    series_sha = "b" * 64
+    recipe = parse_recipe(recipe_text(
+        STEPS, version_extra=f'series = {{ sha256 = "{series_sha}", mirrors = ["mirror://debian/x.debian.tar.xz"] }}\n'
+    ))
+    monkeypatch.setenv(prefetch.DEFAULT_DIR_ENV, str(tmp_path / "prefetched"))
+    monkeypatch.setattr(prefetch, "bundled_recipes", lambda names=None: [recipe])
+    (tmp_path / "prefetched").mkdir()
+    (tmp_path / "prefetched" / SHA).write_text("source")
+    assert prefetch.missing_sources(tmp_path / "prefetched", [recipe]) == ["demo 1.0 (patch series)"]
+    with pytest.raises(Exception, match=r"demo 1.0 \(patch series\)"):
+        prefetch.seed_cache(tmp_path / "cache")
+    (tmp_path / "prefetched" / series_sha).write_text("series")
+    prefetch.seed_cache(tmp_path / "cache")
+    assert (tmp_path / "cache" / series_sha).read_text() == "series"
