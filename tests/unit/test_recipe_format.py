@@ -164,6 +164,18 @@ def test_smoke_tests_travel_in_the_spec_but_stay_out_of_the_key() -> None:
     assert "smoke_tests" not in plan(parse_recipe(recipe())).to_json()
 
 
+def test_the_artifact_manifest_carries_every_smoke_test() -> None:
+    from pkgc.worker.loop import smoke_manifest
+
+    parsed = parse_recipe(recipe(
+        extra='[smoke]\ncommand = ["a"]\nexpect = "b"\n[[smoke.tests]]\ncommand = ["c"]\nstdin = "d"\nstatus = 2\n'
+    ))
+    smoke = smoke_manifest(plan(parsed))
+    assert smoke["command"] == ["a"] and smoke["expect"] == "b", "the first test, as manifests always had it"
+    assert [SmokeTest.from_dict(t) for t in smoke["tests"]] == list(parsed.smoke_tests)
+    assert smoke_manifest(plan(parse_recipe(recipe()))) == {"command": [], "expect": ""}
+
+
 # -- patches --------------------------------------------------------------------------------------------------
 
 

@@ -175,6 +175,7 @@ def test_a_patch_that_does_not_apply_fails_the_build(tmp_path: Path) -> None:
         ("diff --git a/x b/y\nrename from x\nrename to ../y\n", 1, "outside the source tree"),
         ("--- a/link/f\n+++ b/link/f\n@@ -0,0 +1 @@\n+x\n", 1, "goes through a symlink"),
     ],
+    ids=["dotdot", "absolute", "second-file", "git-symlink", "git-rename", "through-symlink"],
 )
 def test_unsafe_patches_are_refused_before_patch_runs(tmp_path: Path, patch: str, strip: int, reason: str) -> None:
     (tmp_path / "link").symlink_to("/tmp")
