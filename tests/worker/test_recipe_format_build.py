@@ -281,3 +281,16 @@ def test_prefetch_fetches_and_seeds_patch_series_too(tmp_path: Path, monkeypatch
     (tmp_path / "prefetched" / series_sha).write_text("series")
     prefetch.seed_cache(tmp_path / "cache")
     assert (tmp_path / "cache" / series_sha).read_text() == "series"
+
+
+def test_a_steps_build_gets_its_globbed_files_as_separate_arguments(tmp_path: Path) -> None:
+    spec = spec_of(recipe_text(
+        'system = "steps"\nsteps = [["mkdir", "-p", "{destdir}{prefix}/share"],'
+        ' ["cp", "{*glob:parts/*.txt}", "{destdir}{prefix}/share/"]]'
+    ))
+    archive = tarball(tmp_path / "src.tar.gz", "demo-1.0", {"parts/b.txt": "b", "parts/a.txt": "a", "parts/c.md": "c"})
+    with (tmp_path / "log").open("wb") as log:
+        staged = run_build(spec, workdir=tmp_path / "work", source_archive=archive, depsdir=None,
+                           sandbox=sandbox(tmp_path / "work"), jobs=1, log=log)
+    assert sorted(p.name for p in (staged / "share").iterdir()) == ["a.txt", "b.txt"]
+    assert "$ cp parts/a.txt parts/b.txt " in (tmp_path / "log").read_text()
