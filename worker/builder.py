@@ -7,6 +7,7 @@ lists with `{placeholders}` filled from values the worker controls.
 
 from __future__ import annotations
 
+import dataclasses
 import tarfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from pkgc.core.buildspec import BuildSpec
 from pkgc.core.options import compiler_flags
 from pkgc.core.recipe import fill_template
 from pkgc.core.relocation import PLACEHOLDER
+from pkgc.worker.detect import NoBuildSystem, detect_build_system
 from pkgc.worker.sandbox import Sandbox
 
 BUILD_SUBDIR = "_pkgc_build"
@@ -147,6 +149,15 @@ def run_build(
     srcdir = unpack_source(source_archive, workdir / "src", spec.source.strip_components)
     if spec.build.subdir:
         srcdir = srcdir / spec.build.subdir
+    bootstrap: tuple[tuple[str, ...], ...] = ()
+    if spec.build.system == "auto":  # a generated recipe: the tree says how it builds
+        try:
+            detected = detect_build_system(srcdir)
+        except NoBuildSystem as exc:
+            raise BuildError(str(exc)) from None
+        log.write(f"pkgc: build system {detected.system} ({detected.reason})\n".encode())
+        spec = dataclasses.replace(spec, build=dataclasses.replace(spec.build, system=detected.system))
+        bootstrap = detected.bootstrap
     destdir = workdir / "stage"
     destdir.mkdir()
     (workdir / "home").mkdir(exist_ok=True)
@@ -169,7 +180,7 @@ def run_build(
         env["DESTDIR"] = str(destdir)  # `cmake --install` takes DESTDIR from the environment only
     log.write(f"pkgc: building {spec.label} key {spec.key}\npkgc: {sandbox.describe()}\n".encode())
     log.write(f"pkgc: CFLAGS={env['CFLAGS']}\npkgc: LDFLAGS={env['LDFLAGS']}\n".encode())
-    for argv in build_commands(spec, srcdir, destdir, values):
+    for argv in [list(step) for step in bootstrap] + build_commands(spec, srcdir, destdir, values):
         sandbox.run(argv, cwd=srcdir, env=env, log=log)
     staged = destdir / PLACEHOLDER.lstrip("/")
     stray = [p for p in destdir.rglob("*") if not (p == staged or staged in p.parents or p in staged.parents)]

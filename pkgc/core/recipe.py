@@ -20,7 +20,7 @@ from pkgc.core.text import has_control_characters
 from pkgc.core.toolchain import TOOL_NAMES
 from pkgc.core.versions import Version
 
-BUILD_SYSTEMS = ("autotools", "cmake", "meson", "make", "steps")
+BUILD_SYSTEMS = ("autotools", "cmake", "meson", "make", "steps", "auto")  # auto: detected by the worker
 TEMPLATE_NAMES = frozenset(
     {"prefix", "jobs", "cc", "cxx", "cflags", "cxxflags", "cppflags", "ldflags", "destdir", "srcdir"}
 )
@@ -182,7 +182,7 @@ class Recipe:
 
     def build_relevant(self) -> dict[str, Any]:
         """What of the recipe can change the binary: build steps, variant declarations, dependencies."""
-        return {
+        content: dict[str, Any] = {
             "name": self.name,
             "build": self.build.as_dict(),
             "variants": {
@@ -196,6 +196,9 @@ class Recipe:
             "build_dependencies": list(self.build_dependencies),
             "runtime_dependencies": list(self.runtime_dependencies),
         }
+        if self.origin != "curated":  # in the key only when set: curated recipes keep their keys
+            content["origin"] = self.origin
+        return content
 
 
 def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
