@@ -105,6 +105,17 @@ def parse_stanzas(text: str) -> Iterator[dict[str, str]]:
         yield fields
 
 
+def select_stanzas(text: str, names: Iterable[str]) -> str:
+    """The paragraphs of a Sources index whose Package is one of `names`, as they are (a test fixture's excerpt)."""
+    wanted = set(names)
+    chosen = []
+    for paragraph in re.split(r"\n\s*\n", text):
+        match = re.search(r"^Package:\s*(\S+)\s*$", paragraph, re.M)
+        if match and match.group(1) in wanted:
+            chosen.append(paragraph.strip("\n"))
+    return "\n\n".join(chosen) + "\n" if chosen else ""
+
+
 def upstream_version(debian_version: str) -> str:
     """The upstream part of a Debian version: no epoch, no Debian revision (after the last '-')."""
     version = debian_version.partition(":")[2] if ":" in debian_version else debian_version

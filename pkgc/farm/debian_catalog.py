@@ -232,6 +232,12 @@ def update_index(home: Path, *, apt_root: Path = Path("/etc/apt"), timeout: floa
     Returns (packages stored, stanzas skipped). Raises CatalogUpdateFailed with apt's own words when apt fails
     (no network, a bad signature), UsageError when apt's configuration has no `deb` entry to derive from.
     """
+    return load_index_text(home, fetch_sources_text(home / "debian" / "apt", apt_root=apt_root, timeout=timeout))
+
+
+def fetch_sources_text(state: Path, *, apt_root: Path = Path("/etc/apt"), timeout: float = 600.0) -> str:
+    """The text of the Sources index apt fetches (and verifies) with the derived deb-src entries, keeping its lists
+    and cache in `state` (never the system's)."""
     entries = deb_src_entries(apt_source_files(apt_root))
     if not entries:
         raise UsageError(
@@ -240,7 +246,6 @@ def update_index(home: Path, *, apt_root: Path = Path("/etc/apt"), timeout: floa
         )
     if shutil.which("apt-get") is None:
         raise CatalogUpdateFailed("apt-get is not installed; the Debian catalog is fetched through apt")
-    state = home / "debian" / "apt"
     for directory in (state / "lists" / "partial", state / "cache" / "archives" / "partial"):
         directory.mkdir(parents=True, exist_ok=True)
     (state / "sources.list").write_text("".join(entry.one_line() + "\n" for entry in entries), encoding="utf-8")
@@ -257,7 +262,7 @@ def update_index(home: Path, *, apt_root: Path = Path("/etc/apt"), timeout: floa
     files = find_sources_indexes(state / "lists")
     if not files:
         raise CatalogUpdateFailed("apt fetched no Sources index", hint="; ".join(problems[:2]) or None)
-    return load_index_text(home, read_index_files(files))
+    return read_index_files(files)
 
 
 def index_path(home: Path) -> Path:
