@@ -43,6 +43,39 @@ _TOOL_ALIASES = {
 }  # fmt: skip
 
 
+# Binaries of language ecosystems the platform does not have (their interpreters and module trees are not in the
+# toolchain): a recipe cannot use them, and mapping them would pull whole ecosystems in as dependencies.
+_FOREIGN = re.compile(
+    r"^(python3?-.+|pybuild-.+|lib.+-perl|ruby-.+|ruby|node-.+|nodejs|golang-.+|librust-.+|cargo|rustc|libghc-.+|ghc.*|haskell-.+|"
+    r"elpa-.+|emacs.*|lib.+-java|default-jdk.*|openjdk-.+|maven-.+|ant|gradle|lib.+-ocaml-dev|ocaml.*|r-cran-.+|"
+    r"r-base.*|php.*|lua-.+|tcl-.+|libtcl.+|fp-.+|fpc|gnat.*|gfortran.*|mono-.+|cli-.+|dh-.+|sphinx-.+|"
+    r"texlive.*|doxygen.*|graphviz|xsltproc|docbook.*|xmlto|asciidoc.*|pandoc|ronn|scdoc|gtk-doc-tools)$"
+)
+# Sources that build the platform's own tools and libraries: a dependency on one of their binaries (libltdl-dev,
+# libfl-dev, libpython3.11-dev, ...) is that tool ("" for the base toolchain), never a build of the source.
+_PLATFORM_SOURCES = (
+    (re.compile(r"^(gcc-\d+|gcc-defaults|glibc|binutils|make-dfsg|pkgconf|coreutils|bash|dash|sed|grep|mawk|findutils|"
+                r"diffutils|tar|gzip|bzip2|xz-utils|patch|file|m4|linux)$"), ""),
+    (re.compile(r"^(python3-defaults|python3\.\d+)$"), "python"),
+    (re.compile(r"^perl$"), "perl"),
+    (re.compile(r"^(autoconf|automake-1\.\d+|libtool|gettext)$"), "autotools"),
+    (re.compile(r"^(bison|flex|texinfo|cmake|meson|ninja-build)$"), ""),
+)  # fmt: skip
+_SOURCE_TOOL = {"bison": "bison", "flex": "flex", "texinfo": "texinfo", "cmake": "cmake", "meson": "meson",
+                "ninja-build": "ninja", "gettext": "gettext"}  # fmt: skip
+
+
+def platform_tool_of_source(source: str) -> str | None:
+    """The platform tool a source package's binaries stand for ("" for the base toolchain); None: not the
+    platform's, a catalog package like any other."""
+    if source in _SOURCE_TOOL:
+        return _SOURCE_TOOL[source]
+    for pattern, tool in _PLATFORM_SOURCES:
+        if pattern.match(source):
+            return tool
+    return None
+
+
 class DebianIndexError(UsageError):
     code = "invalid_debian_index"
 
@@ -144,6 +177,22 @@ def _relations(stanza: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(group.strip() for group in joined.replace("\n", " ").split(",") if group.strip())
 
 
+def _section(stanza: Mapping[str, str]) -> str:
+    """The section that says most about the package: the index's Section is often just "misc", while Package-List
+    gives each binary's (libs, utils, net, ...); the first non-documentation binary's wins, then Section."""
+    found = []
+    for line in stanza.get("Package-List", "").splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and not parts[0].endswith("-udeb"):
+            candidate = parts[2].rsplit("/", 1)[-1]
+            if re.fullmatch(r"[a-z0-9+.-]{1,40}", candidate) and candidate not in ("doc", "misc", "oldlibs", "debug"):
+                found.append(candidate)
+    if found:  # a library's own section before its development files'
+        return next((c for c in found if c != "libdevel"), found[0])
+    section = stanza.get("Section", "").strip().rsplit("/", 1)[-1]
+    return section if re.fullmatch(r"[a-z0-9+.-]{1,40}", section) else ""
+
+
 def parse_source(stanza: Mapping[str, str]) -> SourcePackage:
     """One stanza as a SourcePackage; raises DebianIndexError naming the package and the field that is unusable."""
     raw_name = stanza.get("Package", "")
@@ -167,8 +216,7 @@ def parse_source(stanza: Mapping[str, str]) -> SourcePackage:
     homepage = stanza.get("Homepage", "").strip()
     if has_control_characters(homepage) or not homepage.startswith(("http://", "https://")) or len(homepage) > 500:
         homepage = ""
-    section = stanza.get("Section", "").strip()
-    section = section if re.fullmatch(r"[a-z0-9/+.-]{1,40}", section) else ""
+    section = _section(stanza)
     binaries = tuple(b for b in (part.strip() for part in stanza.get("Binary", "").replace("\n", " ").split(",")) if b)
     return SourcePackage(
         name=name,
@@ -284,16 +332,26 @@ def map_build_depends(
                 notes.append(f"{name} (Debian packaging)")
                 mapped = True
                 break
+            if _FOREIGN.match(name):
+                notes.append(f"{name} (not on the platform)")
+                mapped = True
+                break
             source = source_of(name)
             if source is None or source == package.name:
                 notes.append(name if source is None else f"{name} (its own binary)")
                 continue
+            platform_tool = platform_tool_of_source(source)
+            if platform_tool is not None:
+                if platform_tool:
+                    tools.append(platform_tool)
+                mapped = True
+                break
             (runtime if name.startswith("lib") and name.endswith("-dev") else build).append(source)
             mapped = True
             break
         if not mapped:
             dropped.extend(notes or [group.strip()[:60]])
-        elif notes and notes[-1].endswith(("(build profile)", "(Debian packaging)")):
+        elif notes and notes[-1].endswith(("(build profile)", "(Debian packaging)", "(not on the platform)")):
             dropped.append(notes[-1])
     runtime_set = dict.fromkeys(runtime)
     return MappedDepends(
@@ -302,6 +360,35 @@ def map_build_depends(
         tools=tuple(sorted(set(tools))),
         dropped=tuple(dict.fromkeys(dropped)),
     )
+
+
+def without_cycles(
+    name: str, dependencies: tuple[str, ...], dependencies_of: Callable[[str], tuple[str, ...]], limit: int = 3000
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(kept, dropped): the dependencies of `name` from which `name` cannot be reached again, and the others.
+
+    Debian's build graph has cycles (a library's tests need a tool that needs the library); pkgc's plan must not.
+    Each package drops exactly the direct dependencies that lead back to it in the whole, unpruned graph, so the
+    pruned graph (a subgraph) has no cycle whatever order recipes are generated in. A closure larger than `limit`
+    counts as leading back: such a dependency is dropped (noted), not followed for seconds.
+    """
+    kept: list[str] = []
+    dropped: list[str] = []
+    for dependency in dependencies:
+        seen = {dependency}
+        frontier = [dependency]
+        reaches = False
+        while frontier and not reaches:
+            current = frontier.pop()
+            for following in dependencies_of(current):
+                if following == name or len(seen) > limit:
+                    reaches = True
+                    break
+                if following not in seen:
+                    seen.add(following)
+                    frontier.append(following)
+        (dropped if reaches else kept).append(dependency)
+    return tuple(kept), tuple(dropped)
 
 
 # -- recipes -----------------------------------------------------------------------------------------------------
@@ -314,11 +401,16 @@ def _tarball_ok(file: DebianFile) -> bool:
 
 
 def generate_recipe(
-    package: SourcePackage, source_of: Callable[[str], str | None], toolchain: ToolchainDefinition
+    package: SourcePackage,
+    source_of: Callable[[str], str | None],
+    toolchain: ToolchainDefinition,
+    dependencies_of: Callable[[str], tuple[str, ...]] | None = None,
 ) -> tuple[Recipe, MappedDepends]:
     """The generated recipe of `package`: its orig tarball (or native tarball) through `mirror://debian/`, the
     Debian patch series (3.0 (quilt)) as a PatchSeries, the build system detected by the worker (`auto`), and
-    Build-Depends mapped to dependencies and tools. The sha256 sums come from the signed index."""
+    Build-Depends mapped to dependencies and tools. The sha256 sums come from the signed index. With
+    `dependencies_of` (another package's mapped dependencies), the dependencies that lead back to this package
+    are dropped (`without_cycles`) and noted in the returned mapping."""
     if package.orig is None:
         raise NotGeneratable(f"{package.name}: the index names no source tarball (format {package.format or '?'})")
     if not _tarball_ok(package.orig):
@@ -333,6 +425,11 @@ def generate_recipe(
             mirrors=(f"mirror://debian/{package.directory}/{package.debian.name}",),
         )
     mapped = map_build_depends(package, source_of, toolchain)
+    if dependencies_of is not None:
+        build, cut_build = without_cycles(package.name, mapped.build, dependencies_of)
+        runtime, cut_runtime = without_cycles(package.name, mapped.runtime, dependencies_of)
+        cut = tuple(f"{name} (a dependency cycle)" for name in cut_build + cut_runtime)
+        mapped = MappedDepends(build, runtime, mapped.tools, mapped.dropped + cut)
     recipe = Recipe(
         name=package.name,
         summary=package.summary,

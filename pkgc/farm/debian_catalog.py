@@ -30,6 +30,7 @@ from pkgc.core.debian import (
     SourcePackage,
     deb_src_entries,
     generate_recipe,
+    map_build_depends,
     parse_index,
 )
 from pkgc.core.errors import PkgcError, UsageError
@@ -108,6 +109,11 @@ class DebianCatalog:
         self.path = path
         self._toolchain = toolchain
         self._recipes: dict[str, tuple[str, Recipe]] = {}
+        # Direct mapped dependencies per package and binary → source, for cycle breaking; valid for one index file
+        # (`_stamp`: its inode and modification time, as an update replaces the file).
+        self._deps: dict[str, tuple[str, ...]] = {}
+        self._sources: dict[str, str | None] = {}
+        self._stamp: tuple[int, int] = (0, 0)
 
     def _connect(self) -> sqlite3.Connection | None:
         if not self.path.is_file():
@@ -141,24 +147,47 @@ class DebianCatalog:
             return cached[1]
         connection = self._connect()
         assert connection is not None
-        sources: dict[str, str | None] = {}
+        self._check_stamp()
+        toolchain = self._toolchain or load_toolchain()
         try:
 
             def source_of(binary: str) -> str | None:
-                if binary not in sources:
+                if binary not in self._sources:
                     row = connection.execute("SELECT source FROM binaries WHERE name = ?", (binary,)).fetchone()
-                    sources[binary] = row[0] if row else None
-                return sources[binary]
+                    self._sources[binary] = row[0] if row else None
+                return self._sources[binary]
 
-            toolchain = self._toolchain or load_toolchain()
+            def dependencies_of(other: str) -> tuple[str, ...]:
+                if other not in self._deps:
+                    row = connection.execute("SELECT data FROM sources WHERE name = ?", (other,)).fetchone()
+                    found: tuple[str, ...] = ()
+                    if row is not None:
+                        mapped = map_build_depends(_package_from_json(row[0]), source_of, toolchain)
+                        found = mapped.build + mapped.runtime
+                    self._deps[other] = found
+                return self._deps[other]
+
             try:
-                recipe, _ = generate_recipe(package, source_of, toolchain)
+                recipe, _ = generate_recipe(package, source_of, toolchain, dependencies_of)
             except DebianIndexError:
                 return None
         finally:
             connection.close()
         self._recipes[name] = (text, recipe)
         return recipe
+
+    def _check_stamp(self) -> None:
+        """Forget what was derived from a previous index file (an update replaced it)."""
+        try:
+            info = self.path.stat()
+        except OSError:
+            return
+        stamp = (info.st_ino, info.st_mtime_ns)
+        if stamp != self._stamp:
+            self._deps.clear()
+            self._sources.clear()
+            self._recipes.clear()
+            self._stamp = stamp
 
     def packages(self) -> list[tuple[str, str, str, str]]:
         """(name, summary, version, homepage) of every source package, for the catalog snapshot."""

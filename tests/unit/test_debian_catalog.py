@@ -22,6 +22,7 @@ from pkgc.core.debian import (
     parse_stanzas,
     select_stanzas,
     upstream_version,
+    without_cycles,
 )
 from pkgc.core.errors import NotFound
 from pkgc.core.platform import detect_platform
@@ -255,3 +256,44 @@ def test_apt_index_files_are_read_through_apt(tmp_path: Path, index_text: str) -
     files = find_sources_indexes(lists)
     assert [f.name for f in files] == ["example_dists_bookworm_main_source_Sources"]
     assert len(parse_index(read_index_files(files)).packages) == 11
+
+
+def test_platform_and_foreign_binaries_are_not_dependencies() -> None:
+    package = parse_source(
+        {
+            "Package": "demo",
+            "Version": "1.0-1",
+            "Directory": "pool/main/d/demo",
+            "Build-Depends": "libltdl-dev, libfl-dev, libpython3.11-dev, python3-pytest, libtest-simple-perl, "
+            "pybuild-plugin-pyproject, ghc-prof, libz-dev",
+        }
+    )
+    owners = {
+        "libltdl-dev": "libtool",
+        "libfl-dev": "flex",
+        "libpython3.11-dev": "python3.11",
+        "python3-pytest": "pytest",
+        "libtest-simple-perl": "libtest-simple-perl",
+        "pybuild-plugin-pyproject": "dh-python",
+        "ghc-prof": "ghc",
+        "libz-dev": "zlib",
+    }
+    mapped = map_build_depends(package, owners.get, TOOLCHAIN)
+    assert mapped.tools == ("autotools", "flex", "python"), "a platform tool's own library is that tool"
+    assert mapped.runtime == ("zlib",) and mapped.build == ()
+    assert "python3-pytest (not on the platform)" in mapped.dropped
+    assert "ghc-prof (not on the platform)" in mapped.dropped
+
+
+def test_dependency_cycles_are_cut_where_they_close() -> None:
+    graph = {"a": ("b", "c"), "b": ("d",), "c": (), "d": ("a",), "e": ("a",)}
+
+    def deps(name: str) -> tuple[str, ...]:
+        return graph.get(name, ())
+
+    assert without_cycles("a", graph["a"], deps) == (("c",), ("b",)), "b leads back to a: cut"
+    assert without_cycles("d", graph["d"], deps) == ((), ("a",))
+    assert without_cycles("e", graph["e"], deps) == (("a",), ()), "e is not on the cycle: it keeps a"
+    assert without_cycles("a", ("c",), deps, limit=0) == (("c",), ()), "a leaf is never cut"
+    wide = {"x": tuple(f"n{i}" for i in range(10))}
+    assert without_cycles("root", ("x",), lambda n: wide.get(n, ()), limit=5) == ((), ("x",)), "too large: cut"
