@@ -28,6 +28,9 @@ from pathlib import Path
 
 import httpx
 
+from pkgc.core.buildspec import PackageRequest, plan_builds
+from pkgc.core.errors import PkgcError
+from pkgc.farm.bootstrap import FarmConfig, farm_service
 from pkgc.farm.debian_catalog import DebianCatalog, index_path, load_index_text, update_index
 from pkgc.recipes import recipe_files
 
@@ -134,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=None, help="working directory (default: a temporary one)")
     parser.add_argument("--workers", type=int, default=1, help="the farm's workers (and installs at once)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per package")
+    parser.add_argument(
+        "--max-closure",
+        type=int,
+        default=30,
+        help="skip (and count) a package whose plan needs more builds than this (its dependencies included)",
+    )
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1_000_000)
     os.nice(10)  # a shared machine: the farm and its builds inherit this
@@ -164,9 +173,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the farm did not start: {started.stderr.decode(errors='replace')[-500:]}", file=sys.stderr)
         return 1
     outcomes: list[Outcome] = []
+    service = farm_service(FarmConfig.local(home))
+    chosen = []
+    for name in sample:
+        try:
+            size = len(plan_builds([PackageRequest(name)], service.recipe, service.platform)[0])
+        except PkgcError as exc:
+            outcomes.append(Outcome(name, False, "", "", classify(name, str(exc))))
+            print(f"  {name}: not planned: {outcomes[-1].reason}", flush=True)
+            continue
+        if size > args.max_closure:
+            outcomes.append(Outcome(name, False, "", "", f"more than {args.max_closure} builds needed (skipped)"))
+            print(f"  {name}: skipped, its plan has {size} builds", flush=True)
+            continue
+        chosen.append(name)
     try:
         with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
-            for outcome in pool.map(lambda name: run_one(name, root, env, args.timeout), sample):
+            for outcome in pool.map(lambda name: run_one(name, root, env, args.timeout), chosen):
                 outcomes.append(outcome)
                 state = "built" if outcome.built else f"failed: {outcome.reason}"
                 smoke = "" if not outcome.built else (" smoke ok" if not outcome.smoke else f" smoke: {outcome.smoke}")

@@ -4,6 +4,8 @@ deb-src derivation, build system detection, and the farm service's use of genera
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,11 +26,17 @@ from pkgc.core.debian import (
     upstream_version,
     without_cycles,
 )
-from pkgc.core.errors import NotFound
+from pkgc.core.errors import NotFound, UsageError
 from pkgc.core.platform import detect_platform
 from pkgc.core.toolchain import load_toolchain
 from pkgc.farm.adapters.memory import memory_ports
-from pkgc.farm.debian_catalog import DebianCatalog, find_sources_indexes, load_index_text, read_index_files
+from pkgc.farm.debian_catalog import (
+    DebianCatalog,
+    find_sources_indexes,
+    load_index_text,
+    read_index_files,
+    update_index,
+)
 from pkgc.farm.service import FarmService
 from pkgc.worker.detect import AUTORECONF, NoBuildSystem, detect_build_system
 
@@ -297,3 +305,28 @@ def test_dependency_cycles_are_cut_where_they_close() -> None:
     assert without_cycles("a", ("c",), deps, limit=0) == (("c",), ()), "a leaf is never cut"
     wide = {"x": tuple(f"n{i}" for i in range(10))}
     assert without_cycles("root", ("x",), lambda n: wide.get(n, ()), limit=5) == ((), ("x",)), "too large: cut"
+
+
+def test_catalog_update_command_loads_a_file_and_refuses_bad_input(tmp_path: Path) -> None:
+    from tests.conftest import user_env
+
+    env = user_env(tmp_path)
+    loaded = subprocess.run(
+        [sys.executable, "-m", "pkgc", "farm", "catalog", "update", "--from", str(FIXTURE)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert loaded.returncode == 0, loaded.stderr
+    assert "Debian catalog: 11 source packages (0 skipped)" in loaded.stdout
+    assert DebianCatalog(tmp_path / "farm" / "debian" / "index.sqlite").count() == 11
+    missing = subprocess.run(
+        [sys.executable, "-m", "pkgc", "farm", "catalog", "update", "--from", str(tmp_path / "nope")],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1, missing.stderr
+    assert "cannot read" in missing.stderr
+
+
+def test_update_index_needs_a_deb_entry(tmp_path: Path) -> None:
+    (tmp_path / "sources.list").write_text("# nothing enabled\ndeb-src http://example.invalid/debian bookworm main\n")
+    with pytest.raises(UsageError, match="no usable deb entry"):
+        update_index(tmp_path / "home", apt_root=tmp_path)
