@@ -173,21 +173,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the farm did not start: {started.stderr.decode(errors='replace')[-500:]}", file=sys.stderr)
         return 1
     outcomes: list[Outcome] = []
-    service = farm_service(FarmConfig.local(home))
-    chosen = []
-    for name in sample:
-        try:
-            size = len(plan_builds([PackageRequest(name)], service.recipe, service.platform)[0])
-        except PkgcError as exc:
-            outcomes.append(Outcome(name, False, "", "", classify(name, str(exc))))
-            print(f"  {name}: not planned: {outcomes[-1].reason}", flush=True)
-            continue
-        if size > args.max_closure:
-            outcomes.append(Outcome(name, False, "", "", f"more than {args.max_closure} builds needed (skipped)"))
-            print(f"  {name}: skipped, its plan has {size} builds", flush=True)
-            continue
-        chosen.append(name)
     try:
+        service = farm_service(FarmConfig.local(home))
+        chosen = []
+        for name in sample:
+            try:
+                size = len(plan_builds([PackageRequest(name)], service.recipe, service.platform)[0])
+            except PkgcError as exc:
+                outcomes.append(Outcome(name, False, "", "", classify(name, str(exc))))
+                print(f"  {name}: not planned: {outcomes[-1].reason}", flush=True)
+                continue
+            if size > args.max_closure:
+                outcomes.append(Outcome(name, False, "", "", f"more than {args.max_closure} builds needed (skipped)"))
+                print(f"  {name}: skipped, its plan has {size} builds", flush=True)
+                continue
+            chosen.append(name)
         with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
             for outcome in pool.map(lambda name: run_one(name, root, env, args.timeout), chosen):
                 outcomes.append(outcome)

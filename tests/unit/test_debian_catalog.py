@@ -330,3 +330,22 @@ def test_update_index_needs_a_deb_entry(tmp_path: Path) -> None:
     (tmp_path / "sources.list").write_text("# nothing enabled\ndeb-src http://example.invalid/debian bookworm main\n")
     with pytest.raises(UsageError, match="no usable deb entry"):
         update_index(tmp_path / "home", apt_root=tmp_path)
+
+
+def test_plan_visits_a_shared_dependency_once() -> None:
+    """A Debian closure shares dependencies everywhere: planning asks for each recipe once, not once per path."""
+    from pkgc.core.recipe import BuildInstructions, Recipe, SourceVersion
+
+    layers = 20  # 2 packages per layer, each needing both of the next: 2**20 paths without the memo
+    asked: list[str] = []
+
+    def recipe(name: str) -> Recipe:
+        asked.append(name)
+        layer = int(name.split("-")[1])
+        deps = () if layer == layers else (f"p-{layer + 1}-a", f"p-{layer + 1}-b")
+        source = SourceVersion("1.0", "a" * 64, ("https://example.org/x.tar.gz",))
+        return Recipe(name, "", "", "", (source,), BuildInstructions("make"), build_dependencies=deps)
+
+    specs, requested = plan_builds([PackageRequest("p-0-a")], recipe, detect_platform())
+    assert len(specs) == 2 * layers + 1 and len(requested) == 1
+    assert len(asked) == len(set(asked)) == 2 * layers + 1
