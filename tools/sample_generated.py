@@ -14,6 +14,7 @@ without a curated recipe, so it shows what `pkgc install` of an arbitrary Debian
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -101,6 +102,12 @@ def smoke_test(prefix: Path, name: str) -> str:
     return "installed no executable and no library"
 
 
+def native(catalog: DebianCatalog, name: str) -> bool:
+    """Whether the package's Build-Depends name nothing of an ecosystem the platform lacks (a quick filter)."""
+    dropped = catalog.dropped(name)
+    return dropped is not None and not any("(not on the platform)" in note for note in dropped)
+
+
 def detected_system(log: str) -> str:
     match = re.search(r"^pkgc: build system (\w+)", log, re.M)
     return match.group(1) if match else ""
@@ -138,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="the farm's workers (and installs at once)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per package")
     parser.add_argument(
+        "--native-only",
+        action="store_true",
+        help="draw only packages whose Build-Depends name no language ecosystem the platform lacks (perl, python, "
+        "java, haskell, go, rust, ... modules)",
+    )
+    parser.add_argument(
         "--max-closure",
         type=int,
         default=30,
@@ -154,8 +167,14 @@ def main(argv: list[str] | None = None) -> int:
         stored, _ = update_index(home)
     curated = {path.stem for path in recipe_files()}
     names = sorted(name for name, *_ in DebianCatalog(index_path(home)).packages() if name not in curated)
-    sample = random.Random(seed).sample(names, min(args.count, len(names)))
-    print(f"seed {seed}: {len(sample)} of {len(names)} generated recipes ({stored} in the catalog)", flush=True)
+    catalog = DebianCatalog(index_path(home))
+    if args.native_only:
+        order = random.Random(seed).sample(names, len(names))
+        sample = list(itertools.islice((name for name in order if native(catalog, name)), args.count))
+    else:
+        sample = random.Random(seed).sample(names, min(args.count, len(names)))
+    kind = "native (no foreign ecosystem) " if args.native_only else ""
+    print(f"seed {seed}: {len(sample)} {kind}of {len(names)} generated recipes ({stored} in the catalog)", flush=True)
     env = {
         **os.environ,
         "HOME": str(root / "home"),

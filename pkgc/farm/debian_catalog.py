@@ -176,6 +176,23 @@ class DebianCatalog:
         self._recipes[name] = (text, recipe)
         return recipe
 
+    def dropped(self, name: str) -> tuple[str, ...] | None:
+        """The Build-Depends the package's recipe leaves out, each with why (None: not in the catalog)."""
+        found = self._package(name)
+        if found is None:
+            return None
+        connection = self._connect()
+        assert connection is not None
+        try:
+
+            def source_of(binary: str) -> str | None:
+                row = connection.execute("SELECT source FROM binaries WHERE name = ?", (binary,)).fetchone()
+                return row[0] if row else None
+
+            return map_build_depends(found[0], source_of, self._toolchain or load_toolchain()).dropped
+        finally:
+            connection.close()
+
     def _check_stamp(self) -> None:
         """Forget what was derived from a previous index file (an update replaced it)."""
         try:

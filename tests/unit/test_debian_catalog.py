@@ -349,3 +349,11 @@ def test_plan_visits_a_shared_dependency_once() -> None:
     specs, requested = plan_builds([PackageRequest("p-0-a")], recipe, detect_platform())
     assert len(specs) == 2 * layers + 1 and len(requested) == 1
     assert len(asked) == len(set(asked)) == 2 * layers + 1
+
+
+def test_catalog_names_what_a_recipe_leaves_out(tmp_path: Path, index_text: str) -> None:
+    load_index_text(tmp_path, index_text)
+    catalog = DebianCatalog(tmp_path / "debian" / "index.sqlite")
+    assert catalog.dropped("nothing") is None
+    dropped = catalog.dropped("sord")
+    assert dropped is not None and "libpcre2-dev" in dropped and "debhelper-compat (Debian packaging)" in dropped
