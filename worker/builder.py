@@ -156,7 +156,13 @@ def run_build(
         except NoBuildSystem as exc:
             raise BuildError(str(exc)) from None
         log.write(f"pkgc: build system {detected.system} ({detected.reason})\n".encode())
-        spec = dataclasses.replace(spec, build=dataclasses.replace(spec.build, system=detected.system))
+        build = dataclasses.replace(spec.build, system=detected.system)
+        if detected.system == "make":  # a plain Makefile: the common names of its install prefix, on the command line
+            prefix_args = (f"PREFIX={PLACEHOLDER}", f"prefix={PLACEHOLDER}")
+            build = dataclasses.replace(
+                build, make_args=prefix_args + build.make_args, install_args=prefix_args + build.install_args
+            )
+        spec = dataclasses.replace(spec, build=build)
         bootstrap = detected.bootstrap
     destdir = workdir / "stage"
     destdir.mkdir()
