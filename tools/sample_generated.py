@@ -5,7 +5,7 @@
 
 It loads the Debian catalog into a farm home of its own (through apt, like `pkgc farm catalog update`, unless
 --sources names an index), starts that farm, installs each sampled package into a prefix of its own and runs a
-generic smoke test: an executable in bin/ that exits 0 with --version or --help, or a library in lib/ that a test
+generic smoke test: an executable in bin/ or sbin/ that exits 0 with --version or --help, or a library in lib/ that a test
 program links against and runs with. It prints the seed, how many built, how many passed the smoke test, how many
 had their build system detected, and the failures grouped by reason. The sample is drawn from every source package
 without a curated recipe, so it shows what `pkgc install` of an arbitrary Debian package does today. Runs niced.
@@ -71,8 +71,15 @@ def classify(name: str, error: str) -> str:
 
 def smoke_test(prefix: Path, name: str) -> str:
     """ "" if an executable runs with --version or --help, or a library links into a program; else why not."""
-    env = {"PATH": f"{prefix}/bin:/usr/bin:/bin", "LD_LIBRARY_PATH": f"{prefix}/lib", "HOME": str(prefix), "LANG": "C"}
-    programs = sorted(p for p in (prefix / "bin").glob("*") if p.is_file() and os.access(p, os.X_OK))
+    env = {
+        "PATH": f"{prefix}/bin:{prefix}/sbin:/usr/bin:/bin",
+        "LD_LIBRARY_PATH": f"{prefix}/lib",
+        "HOME": str(prefix),
+        "LANG": "C",
+    }
+    programs = sorted(
+        p for d in ("bin", "sbin") for p in (prefix / d).glob("*") if p.is_file() and os.access(p, os.X_OK)
+    )
     for program in programs[:5]:
         for flag in ("--version", "--help"):
             try:
