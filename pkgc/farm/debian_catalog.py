@@ -131,13 +131,21 @@ class DebianCatalog:
         return None if row is None else (_package_from_json(row[0]), row[0])
 
     def identity(self, name: str) -> str | None:
-        """A string that changes whenever the package's generated recipe would (None: not in the catalog). It starts
-        with a NUL, so it never equals a curated recipe's TOML text."""
+        """A string that changes whenever the package's generated recipe would (None: not in the catalog): its
+        stanza and the index file it came from. It starts with a NUL, so it never equals a curated recipe's text."""
         found = self._package(name)
-        return None if found is None else GENERATED_MARK + found[1]
+        if found is None:
+            return None
+        # The recipe also depends on other packages (binary lists, cycles): a new index is a new identity.
+        try:
+            info = self.path.stat()
+        except OSError:
+            return None
+        return f"{GENERATED_MARK}{info.st_ino}.{info.st_mtime_ns}:{found[1]}"
 
     def recipe(self, name: str) -> Recipe | None:
         """The generated recipe of `name`, or None when the catalog does not know it (or cannot make one of it)."""
+        self._check_stamp()
         found = self._package(name)
         if found is None:
             return None
@@ -147,7 +155,6 @@ class DebianCatalog:
             return cached[1]
         connection = self._connect()
         assert connection is not None
-        self._check_stamp()
         toolchain = self._toolchain or load_toolchain()
         try:
 

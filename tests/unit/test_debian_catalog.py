@@ -357,3 +357,14 @@ def test_catalog_names_what_a_recipe_leaves_out(tmp_path: Path, index_text: str)
     assert catalog.dropped("nothing") is None
     dropped = catalog.dropped("sord")
     assert dropped is not None and "libpcre2-dev" in dropped and "debhelper-compat (Debian packaging)" in dropped
+
+
+def test_a_new_index_is_a_new_identity(tmp_path: Path, index_text: str) -> None:
+    load_index_text(tmp_path, index_text)
+    catalog = DebianCatalog(tmp_path / "debian" / "index.sqlite")
+    before = catalog.identity("sord")
+    assert catalog.recipe("sord") is not None and catalog.recipe("sord").runtime_dependencies == ("serd",)  # type: ignore[union-attr]
+    without_serd = "\n\n".join(p for p in index_text.split("\n\n") if not p.startswith("Package: serd\n"))
+    load_index_text(tmp_path, without_serd)
+    assert catalog.identity("sord") != before, "sord's stanza is the same, but what libserd-dev maps to is not"
+    assert catalog.recipe("sord").runtime_dependencies == ()  # type: ignore[union-attr]
