@@ -5,7 +5,8 @@
 
 It loads the Debian catalog into a farm home of its own (through apt, like `pkgc farm catalog update`, unless
 --sources names an index), starts that farm, installs each sampled package into a prefix of its own and runs a
-generic smoke test: an executable in bin/ or sbin/ that exits 0 with --version or --help, or a library in lib/ that a test
+generic smoke test: an executable in bin/ or sbin/ that runs with --version or --help (exits 0, or prints a
+usage or version text with status 1 or 2), or a library in lib/ that a test
 program links against and runs with. It prints the seed, how many built, how many passed the smoke test, how many
 had their build system detected, and the failures grouped by reason. The sample is drawn from every source package
 without a curated recipe, so it shows what `pkgc install` of an arbitrary Debian package does today. Runs niced.
@@ -47,6 +48,7 @@ _REASONS = [
     (r"installed nothing", "installed nothing into its prefix"),
     (r"outside its prefix", "installed outside its prefix"),
     (r"no recipe can be generated", "no recipe can be generated"),
+    (r"dependency \S+ failed to build", "a dependency failed"),
 ]
 
 
@@ -62,7 +64,8 @@ class Outcome:
 def classify(name: str, error: str) -> str:
     other = re.search(r"build of ([a-z0-9][a-z0-9.+_-]*)@", error)
     if other and other.group(1) != name:
-        return f"a dependency failed ({classify(other.group(1), error)})"
+        inner = classify(other.group(1), error[other.end() :])
+        return "a dependency failed" if inner.startswith("a dependency failed") else f"a dependency failed ({inner})"
     for pattern, reason in _REASONS:
         if re.search(pattern, error):
             return reason
@@ -88,7 +91,10 @@ def smoke_test(prefix: Path, name: str) -> str:
                 )
             except (subprocess.TimeoutExpired, OSError):
                 continue
-            if ran.returncode == 0:
+            said = (ran.stdout + ran.stderr).decode(errors="replace").lower()
+            # It runs: exit 0, or a usage or version text with a usage-error status (GNU indent's --version
+            # exits 1); a crash (signal) or a loader error (127) is not running.
+            if ran.returncode == 0 or (ran.returncode in (1, 2) and ("usage" in said or "version" in said)):
                 return ""
     libraries = sorted((prefix / "lib").glob("lib*.so")) + sorted((prefix / "lib").glob("lib*.a"))
     for library in libraries[:3]:
