@@ -96,18 +96,23 @@ def test_a_failed_generated_build_says_so_with_its_log(debian_farm: FarmEnv) -> 
 
 
 @pytest.mark.parametrize(
-    ("package", "command", "expect"),
-    [
-        ("libtar", ["bin/libtar", "-t", "{tar}"], "hello.txt"),  # autotools: lists the archive it made
-        ("serd", ["bin/serdi", "-v"], "serdi 0.30"),  # meson
-        ("libevdevplus", None, "lib/libevdevPlus.so"),  # cmake: a library
+    ("package", "detected", "command", "expect"),
+    [  # libtar's orig tarball is a git export: configure.ac only, so autoreconf runs first
+        ("libtar", "autotools (found configure.ac without configure)", ["bin/libtar", "-t", "{tar}"], "hello.txt"),
+        ("serd", "meson (found meson.build)", ["bin/serdi", "-v"], "serdi 0.30"),
+        ("libevdevplus", "cmake (found CMakeLists.txt)", None, "lib/libevdevPlus.so"),  # a library
     ],
 )
-def test_install_generated_recipes(debian_farm: FarmEnv, package: str, command: list[str] | None, expect: str) -> None:
+def test_install_generated_recipes(
+    debian_farm: FarmEnv, package: str, detected: str, command: list[str] | None, expect: str
+) -> None:
     prefix = debian_farm.root / f"prefix-{package}"
     debian_farm.pkgc("install", package, "--wait", "--prefix", str(prefix), check=True, timeout=1200)
     info = json.loads(debian_farm.pkgc("info", package, "--json", "--prefix", str(prefix), check=True).stdout)
     assert info["origin"] == "generated" and info["installed"]
+    with debian_farm.api() as api:
+        key = api.get(f"/v1/packages/{package}/builds").json()["builds"][0]["key"]
+        assert f"pkgc: build system {detected}" in api.get(f"/v1/builds/{key}/log").text
     if command is None:
         assert (prefix / expect).exists(), f"{package} installed no {expect}"
         return
