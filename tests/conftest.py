@@ -6,6 +6,7 @@ import http.server
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -326,6 +327,28 @@ def _seed_bundled_sources(cache: Path) -> None:
         seed_cache(cache)
     except SourceUnavailable as exc:
         pytest.fail(f"the test farm fetches from loopback only: {exc}")
+
+
+def seed_debian_catalog(farm_home: Path, extra_stanzas: str = "") -> list[str]:
+    """Load the prefetched Sources excerpt (the generated-recipe test packages, fetched through apt by .ci/run's
+    prefetch) plus `extra_stanzas` as the farm's Debian catalog, and put those packages' orig and Debian tarballs
+    into its source cache; the names of the prefetched packages. Fails naming the command to run if absent."""
+    from pkgc.farm.debian_catalog import load_index_text
+    from pkgc.worker.prefetch import GENERATED_TEST_PACKAGES, debian_excerpt, default_dir
+
+    excerpt = debian_excerpt(default_dir())
+    if not excerpt.is_file():
+        pytest.fail(f"{excerpt} is missing: run 'python -m pkgc.worker.prefetch' (bash .ci/run does)", pytrace=False)
+    text = excerpt.read_text(encoding="utf-8")
+    load_index_text(farm_home, extra_stanzas + "\n\n" + text)
+    cache = farm_home / "sources"
+    cache.mkdir(parents=True, exist_ok=True)
+    sums = re.findall(r"^ ([0-9a-f]{64}) \d+ \S+\.(?:orig|debian)\.tar\.\w+$", text, re.M)
+    for sha in sums:
+        if not (default_dir() / sha).is_file():
+            pytest.fail(f"{sha} not prefetched: run 'python -m pkgc.worker.prefetch'", pytrace=False)
+        shutil.copyfile(default_dir() / sha, cache / sha)
+    return list(GENERATED_TEST_PACKAGES)
 
 
 def require_bubblewrap() -> str:

@@ -7,6 +7,7 @@ lists with `{placeholders}` filled from values the worker controls.
 
 from __future__ import annotations
 
+import dataclasses
 import tarfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from pkgc.core.buildspec import BuildSpec
 from pkgc.core.options import compiler_flags
 from pkgc.core.recipe import check_glob_pattern, fill_template, list_placeholder
 from pkgc.core.relocation import PLACEHOLDER
+from pkgc.worker.detect import NoBuildSystem, detect_build_system
 from pkgc.worker.patching import PatchError, PatchStep, check_step, patch_command, unpack_series
 from pkgc.worker.sandbox import Sandbox
 
@@ -237,6 +239,21 @@ def run_build(
         raise BuildError(str(exc)) from None
     if spec.build.subdir:
         srcdir = srcdir / spec.build.subdir
+    if spec.build.system == "auto":  # a generated recipe: the tree says how it builds
+        try:
+            detected = detect_build_system(srcdir)
+        except NoBuildSystem as exc:
+            raise BuildError(str(exc)) from None
+        log.write(f"pkgc: build system {detected.system} ({detected.reason})\n".encode())
+        build = dataclasses.replace(
+            spec.build, system=detected.system, bootstrap=detected.bootstrap + spec.build.bootstrap
+        )
+        if detected.system == "make":  # a plain Makefile: the common names of its install prefix, on the command line
+            prefix_args = (f"PREFIX={PLACEHOLDER}", f"prefix={PLACEHOLDER}")
+            build = dataclasses.replace(
+                build, make_args=prefix_args + build.make_args, install_args=prefix_args + build.install_args
+            )
+        spec = dataclasses.replace(spec, build=build)
     destdir = workdir / "stage"
     destdir.mkdir()
     values = {

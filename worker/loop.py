@@ -220,6 +220,8 @@ class Worker:
             if ready:
                 self.lifecycle.publish(lease, artifact_path, log_path, packed[0], packed[1])
             else:
+                if spec.recipe_content.get("origin") == "generated":  # the user should know no one curated it
+                    error = f"generated recipe (from the Debian catalog): {error}"
                 self.lifecycle.fail(lease, log_path, error)
             self.queue.ack(job)
         finally:

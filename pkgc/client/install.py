@@ -24,7 +24,7 @@ from pkgc.client.transaction import StagedPackage, Transaction, recover
 from pkgc.core.errors import BadFarmAnswer, BuildFailed, ConflictError, IntegrityError, UsageError
 from pkgc.core.names import parse_spec
 from pkgc.core.platform import Platform
-from pkgc.core.protocol import BuildInfo, BuildStatus, ClientPlatform, PackageRequestModel
+from pkgc.core.protocol import MAX_KEYS_PER_REQUEST, BuildInfo, BuildStatus, ClientPlatform, PackageRequestModel
 from pkgc.core.relocation import check_prefix_fits
 from pkgc.localdb.store import InstalledFile, InstalledPackage, InstalledStore
 
@@ -223,7 +223,9 @@ class InstallPackages:
                     for spec, request, key, _ in groups
                 ]
                 break
-            waiting = sorted({k for g in groups for k in g[3] if not by_key[k].status.finished})
+            # At most MAX_KEYS_PER_REQUEST keys per wait (a generated recipe's closure can be larger); the farm
+            # builds the others all the same, and they are watched once these finish.
+            waiting = sorted({k for g in groups for k in g[3] if not by_key[k].status.finished})[:MAX_KEYS_PER_REQUEST]
             answer = self.farm.wait(
                 waiting, timeout=self.reporter.poll_seconds, seen={k: by_key[k].status for k in waiting}
             )
@@ -392,6 +394,9 @@ def wait_for_builds(farm: FarmClient, builds: list[BuildInfo], reporter: Reporte
         pending = [k for k, b in current.items() if not b.status.finished]
         if not pending:
             return [current[b.key] for b in builds]
+        # A wait names at most MAX_KEYS_PER_REQUEST keys (a generated recipe's closure can be larger): the first
+        # ones, dependencies first as the farm planned them, so those that can finish first are watched.
+        pending = pending[:MAX_KEYS_PER_REQUEST]
         answer = farm.wait(pending, timeout=reporter.poll_seconds, seen={k: current[k].status for k in pending})
         for info in [*answer.finished, *answer.progress]:
             current[info.key] = info

@@ -1,4 +1,4 @@
-"""`pkgc farm up|status|stop|reset` and `pkgc farm token create|list|revoke`: the embedded farm on this machine;
+"""`pkgc farm up|status|stop|reset`, `pkgc farm catalog update` and `pkgc farm token create|list|revoke`: the embedded farm on this machine;
 `pkgc farm deploy`: the farm on AWS; `pkgc farm publish`: recipes into the configured farm's catalog."""
 
 from __future__ import annotations
@@ -111,6 +111,55 @@ def reset(yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for co
         + (f": {adopted}" if adopted else ""),
         markup=False,
     )
+
+
+catalog_app = typer.Typer(
+    help="The Debian source catalog of the embedded farm: every source package apt's configuration reaches, each "
+    "with a recipe generated on demand.",
+    no_args_is_help=True,
+)
+app.add_typer(catalog_app, name="catalog")
+
+
+@catalog_app.command("update")
+def catalog_update(
+    ctx: typer.Context,
+    from_file: Path | None = typer.Option(
+        None, "--from", help="Load this Sources index (decompressed) instead of fetching it through apt."
+    ),
+) -> None:
+    """Fetch Debian's Sources index through apt (deb-src entries derived from apt's deb entries; apt checks the
+    signed InRelease) into the farm's own state, and list every source package in the farm's catalog.
+
+    Separate from `pkgc install`, so that the quick start never waits for this download."""
+    from pkgc.client.embedded import farm_home
+    from pkgc.core.errors import UsageError
+    from pkgc.farm.debian_catalog import load_index_text, update_index
+
+    home = farm_home()
+    if from_file is not None:
+        try:
+            text = from_file.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise UsageError(f"cannot read {from_file}: {exc.strerror}") from None
+        stored, skipped = load_index_text(home, text)
+    else:
+        stored, skipped = update_index(home)
+    _refresh_snapshot(home)
+    _forget_catalog_freshness(ctx.obj)
+    console().print(
+        f"Debian catalog: {stored} source packages ({skipped} skipped); 'pkgc search' lists them", markup=False
+    )
+
+
+def _refresh_snapshot(home: Path) -> None:
+    """Rewrite the farm's catalog snapshot with the new index (a running farm reads it within seconds)."""
+    from pkgc.farm.bootstrap import FarmConfig, farm_service
+    from pkgc.farm.paths import FarmPaths
+
+    if not FarmPaths(home).database.is_file():
+        return  # the farm's first start writes the snapshot
+    farm_service(FarmConfig.local(home)).write_catalog_snapshot()
 
 
 token_app = typer.Typer(

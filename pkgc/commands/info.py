@@ -50,6 +50,9 @@ def info(
     lines = [
         f"{details['name']}: {details['summary']}",
         f"homepage: {details['homepage']}   license: {details['license']}",
+        "recipe: generated from the Debian source catalog (no one has curated it)"
+        if details.get("origin") == "generated"
+        else "recipe: curated",
         f"versions: {', '.join(details['versions'])}",
         "options: "
         + "; ".join(

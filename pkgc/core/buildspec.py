@@ -243,6 +243,10 @@ def plan_builds(
     """
     ordered: dict[str, BuildSpec] = {}
     requested: list[str] = []
+    # A package visited once with the same version and options has the same key wherever it appears: without this
+    # memo a graph with shared dependencies (a generated recipe's closure from the Debian catalog) is walked once
+    # per path, exponentially often. A cycle through a memoised package would have been found at its first visit.
+    visited: dict[str, str] = {}
 
     def visit(
         name: str,
@@ -253,6 +257,11 @@ def plan_builds(
     ) -> str:
         if name in trail:
             raise UsageError(f"dependency cycle: {' -> '.join((*trail, name))}")
+        memo = canonical_json(
+            [name, version, dict(raw_options), None if dependency_options is None else dict(dependency_options)]
+        )
+        if memo in visited:
+            return visited[memo]
         recipe = get_recipe(name)
         source = recipe.version(version)
         options = normalise_options(raw_options, recipe.variants, platform.arch, package=name)
@@ -287,6 +296,7 @@ def plan_builds(
                 key=key,
                 smoke_tests=recipe.smoke_tests,
             )
+        visited[memo] = key
         return key
 
     for request in requests:

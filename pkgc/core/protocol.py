@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -295,6 +295,7 @@ class PackageSummary(Strict):
     name: Name
     summary: Text
     latest: VersionText
+    homepage: Text = ""  # known for generated recipes (the Debian catalog's Homepage); "" when not given
 
 
 class SearchResponse(Strict):
@@ -311,6 +312,7 @@ class PackageDetails(Strict):
     global_options: list[VariantInfo] = Field(max_length=MAX_OPTIONS)
     build_dependencies: list[Name] = Field(max_length=MAX_DEPENDENCIES)
     runtime_dependencies: list[Name] = Field(max_length=MAX_DEPENDENCIES)
+    origin: Literal["curated", "generated"] = "curated"  # generated: made from the Debian source catalog
 
 
 class CatalogResponse(Strict):

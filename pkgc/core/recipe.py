@@ -22,7 +22,7 @@ from pkgc.core.text import has_control_characters
 from pkgc.core.toolchain import TOOL_NAMES
 from pkgc.core.versions import Version
 
-BUILD_SYSTEMS = ("autotools", "cmake", "meson", "make", "steps")
+BUILD_SYSTEMS = ("autotools", "cmake", "meson", "make", "steps", "auto")  # auto: detected by the worker
 TEMPLATE_NAMES = frozenset(
     {"prefix", "jobs", "cc", "cxx", "cflags", "cxxflags", "cppflags", "ldflags", "destdir", "srcdir"}
 )
@@ -256,7 +256,7 @@ class Recipe:
     def build_relevant(self, source: SourceVersion | None = None) -> dict[str, Any]:
         """What of the recipe can change the binary: build steps, variant declarations, dependencies, and the
         patches of the version being built (present only when it has any, so unpatched recipes keep their keys)."""
-        content = {
+        content: dict[str, Any] = {
             "name": self.name,
             "build": self.build.as_dict(),
             "variants": {
@@ -272,6 +272,8 @@ class Recipe:
         }
         if source is not None:
             content.update(source_patches_dict(source))
+        if self.origin != "curated":  # in the key only when set: curated recipes keep their keys
+            content["origin"] = self.origin
         return content
 
 

@@ -186,7 +186,13 @@ def farm_service(
         platforms = [Platform.parse(name) for name in config.platforms()]
     else:  # the embedded farm's workers build natively: its own machine's platform only
         platforms = [detect_platform()]
+    generated = None
+    if config.backend == "local":  # the Debian catalog kept in the farm's home (`pkgc farm catalog update`)
+        from pkgc.farm.debian_catalog import DebianCatalog, index_path
+
+        generated = DebianCatalog(index_path(config.paths.home))
     return FarmService(
+        generated=generated,
         catalog=ports.catalog,
         builds=ports.builds,
         queues=ports.queues,

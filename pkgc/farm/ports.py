@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from pkgc.core.protocol import BuildStatus
+from pkgc.core.recipe import Recipe
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,21 @@ class CatalogStore(Protocol):
         ...
 
     def read_snapshot(self) -> bytes | None: ...
+
+
+class GeneratedRecipes(Protocol):
+    """Recipes made on lookup from a distribution's source catalog (pkgc/farm/debian_catalog.py); the curated
+    catalog is asked first, so a curated recipe overrides a generated one of the same name."""
+
+    def identity(self, name: str) -> str | None:
+        """A string that changes whenever the package's generated recipe would; None if the catalog lacks it."""
+        ...
+
+    def recipe(self, name: str) -> Recipe | None: ...
+
+    def packages(self) -> list[tuple[str, str, str, str]]:
+        """(name, summary, version, homepage) of every package: a full read, for the catalog snapshot."""
+        ...
 
 
 class BuildStore(Protocol):

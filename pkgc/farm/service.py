@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from pkgc.core.buildspec import BuildSpec, PackageRequest, plan_builds
+from pkgc.core.debian import GENERATED_MARK
 from pkgc.core.errors import NotFound, PkgcError, UnsupportedPlatform, UsageError
 from pkgc.core.names import validate_name
 from pkgc.core.options import global_option_specs
@@ -40,7 +41,7 @@ from pkgc.core.protocol import (
 from pkgc.core.recipe import Recipe, parse_recipe
 from pkgc.core.text import visible
 from pkgc.core.versions import Version
-from pkgc.farm.ports import BlobStore, BuildRecord, BuildStore, CatalogStore, QueueRouter
+from pkgc.farm.ports import BlobStore, BuildRecord, BuildStore, CatalogStore, GeneratedRecipes, QueueRouter
 from pkgc.farm.work import send_when_dependencies_finish
 
 log = logging.getLogger(__name__)
@@ -71,10 +72,20 @@ class _Plan:
     cpus: frozenset[str] = frozenset()  # the `cpu` options of its builds: a client must be able to run each
 
 
-def encode_catalog(packages: Iterable[tuple[str, str, str]]) -> bytes:
-    """The catalog snapshot: the /v1/catalog document itself, so the endpoint serves the stored bytes as they are."""
-    summaries = [PackageSummary(name=n, summary=s, latest=v) for n, s, v in packages]
-    return CatalogResponse(packages=summaries).model_dump_json().encode()
+def encode_catalog(
+    packages: Iterable[tuple[str, str, str]], generated: Iterable[tuple[str, str, str, str]] = ()
+) -> bytes:
+    """The catalog snapshot: the /v1/catalog document itself, so the endpoint serves the stored bytes as they are.
+
+    `generated` (name, summary, version, homepage) adds the packages only a generated catalog knows; a curated
+    package of the same name is the one listed. Sorted by name, so the document (and its ETag) is deterministic.
+    """
+    summaries = {n: PackageSummary(name=n, summary=s, latest=v) for n, s, v in packages}
+    for name, summary, version, homepage in generated:
+        if name not in summaries:
+            summaries[name] = PackageSummary.model_construct(name=name, summary=summary, latest=version, homepage=homepage)
+    document = CatalogResponse.model_construct(packages=[summaries[n] for n in sorted(summaries)])
+    return document.model_dump_json().encode()
 
 
 @dataclass(frozen=True)
@@ -158,6 +169,8 @@ class FarmService:
     requeue_after: float = 600.0
     recipe_ttl: float = RECIPE_TTL_SECONDS
     build_platforms: tuple[Platform, ...] = ()
+    # Recipes generated from the Debian source catalog, for names the curated catalog lacks (None: none).
+    generated: GeneratedRecipes | None = None
     _recipes: dict[str, tuple[str, Recipe]] = field(default_factory=dict)
     _recipe_texts: dict[str, tuple[float, str | None]] = field(default_factory=dict)
     _plans: OrderedDict[str, _Plan] = field(default_factory=OrderedDict)
@@ -256,7 +269,7 @@ class FarmService:
 
     def write_catalog_snapshot(self) -> None:
         """Scan the catalog once and store the snapshot that search and /v1/catalog read: the only scan."""
-        data = encode_catalog(self.catalog.list_packages())
+        data = encode_catalog(self.catalog.list_packages(), self.generated.packages() if self.generated else ())
         self.catalog.write_snapshot(data)
         self._catalog_view = _CatalogView.of(data, time.monotonic())
 
@@ -294,6 +307,8 @@ class FarmService:
         if memory_only:
             return _STALE
         text = self.catalog.get_recipe_text(name)
+        if text is None and self.generated is not None:  # a curated recipe overrides a generated one
+            text = self.generated.identity(name)
         if cached is not None and cached[1] == text:
             text = cached[1]  # the same object as before, so that the plans made from it compare in constant time
         if len(self._recipe_texts) >= _RECIPE_CACHE_SIZE:
@@ -308,7 +323,13 @@ class FarmService:
             raise NotFound(f"unknown package '{name}'", hint="try 'pkgc search'")
         cached = self._recipes.get(name)
         if cached is None or cached[0] != text:
-            cached = (text, parse_recipe(text, source=f"{name}.toml"))
+            if text.startswith(GENERATED_MARK):
+                generated = self.generated.recipe(name) if self.generated is not None else None
+                if generated is None:
+                    raise NotFound(f"no recipe can be generated for '{name}'", hint="its Debian source has no usable tarball")
+                cached = (text, generated)
+            else:
+                cached = (text, parse_recipe(text, source=f"{name}.toml"))
             self._recipes[name] = cached
         return cached[1]
 
@@ -371,6 +392,7 @@ class FarmService:
             global_options=[info(n, s) for n, s in global_option_specs(arch).items()],
             build_dependencies=list(recipe.build_dependencies),
             runtime_dependencies=list(recipe.runtime_dependencies),
+            origin="generated" if recipe.origin == "generated" else "curated",
         )
 
     # -- builds --------------------------------------------------------------------------------------------
