@@ -231,7 +231,8 @@ install_args = ["PREFIX={{prefix}}"]
 
 def _test_recipes(directory: Path, sources: Path, port: int, flaky_marker: Path) -> None:
     directory.mkdir()
-    # The marker lives outside /tmp: the build sandbox mounts a fresh /tmp, but sees the rest of the file system.
+    # The marker lives outside /tmp (the build sandbox mounts a fresh /tmp); its directory is shown to the hermetic
+    # builds through PKGC_SANDBOX_EXTRA_RO.
     flaky_sha = make_tarball(
         sources / "flaky-1.0.tar.gz",
         "flaky-1.0",
@@ -362,6 +363,8 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FarmEnv]:
         # worker's build comes back within 20 s.
         PKGC_FARM_VISIBILITY_TIMEOUT="20",
         PKGC_REQUIRE_SANDBOX="1",  # a worker without a working bubblewrap refuses to start
+        # Builds are hermetic (they see only the toolchain's packages): the flaky recipe's marker is shown to them.
+        PKGC_SANDBOX_EXTRA_RO=str(marker_dir),
     )
     started = subprocess.run(
         [sys.executable, "-m", "pkgc", "farm", "up", "--workers", "2"],
