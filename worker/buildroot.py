@@ -115,7 +115,8 @@ def missing_packages(packages: Iterable[str], installed: Mapping[str, list[Insta
 def package_closure(
     roots: Iterable[str], installed: Mapping[str, list[InstalledPackage]], arch: str
 ) -> dict[str, InstalledPackage]:
-    """`roots` with everything they depend on, as installed packages keyed `name` or `name:arch` (foreign ones).
+    """`roots` with everything they depend on, as installed packages by name (the native or `all` architecture's
+    when several are installed).
 
     For an alternative (`a | b`) the first one installed is taken; a virtual name goes to an installed package
     that provides it (one already taken first). A root package that is not installed raises ToolchainMissing.

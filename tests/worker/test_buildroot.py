@@ -258,3 +258,12 @@ def test_a_work_directory_inside_a_directory_of_the_root_is_writable_and_the_res
         assert (workdir / "inside").read_text() == "made\n"
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_the_log_says_whether_a_build_is_hermetic(tmp_path: Path) -> None:
+    unsandboxed = Sandbox(tmp_path, bwrap=None, deadline=0, root=tmp_path)
+    assert unsandboxed.root is None, "without bubblewrap there is no root to bind"
+    assert "not hermetic" in unsandboxed.describe() and "host's tools and libraries" in unsandboxed.describe()
+    assert "not hermetic" in Sandbox(tmp_path, bwrap="/usr/bin/bwrap", deadline=0).describe()
+    hermetic = Sandbox(tmp_path, bwrap="/usr/bin/bwrap", deadline=0, root=tmp_path / "debian-12-1-abc")
+    assert "hermetic" in hermetic.describe() and "not hermetic" not in hermetic.describe()
