@@ -26,6 +26,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,6 +273,15 @@ def _alternatives(writer: _RootWriter, admin: Path) -> None:
             writer.place(link)
 
 
+def _remove_abandoned(cache: Path, older_than: float = 3600.0) -> None:
+    """Remove the half-made roots of workers killed while making one (making a root takes seconds)."""
+    now = time.time()
+    for entry in cache.glob(".making-*"):
+        with contextlib.suppress(OSError):
+            if now - entry.lstat().st_mtime > older_than:
+                shutil.rmtree(entry)
+
+
 def make_root(
     definition: ToolchainDefinition,
     tools: Iterable[str],
@@ -296,6 +306,7 @@ def make_root(
     if final.is_dir():
         return final
     cache.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(cache)
     building = Path(tempfile.mkdtemp(prefix=".making-", dir=cache))
     try:
         writer = _RootWriter(building, host)

@@ -154,8 +154,12 @@ def test_a_new_package_version_makes_a_new_root(tmp_path: Path) -> None:
     first = make_root(definition, (), "make", tmp_path / "roots", admin=admin, host=host)  # type: ignore[arg-type]
     status = admin / "status"
     status.write_text(status.read_text().replace("Version: 2.0-3", "Version: 2.0-4"))
+    abandoned = tmp_path / "roots" / ".making-killed"  # a worker was killed while making a root, long ago
+    (abandoned / "usr").mkdir(parents=True)
+    os.utime(abandoned, (time.time() - 7200, time.time() - 7200))
     second = make_root(definition, (), "make", tmp_path / "roots", admin=admin, host=host)  # type: ignore[arg-type]
     assert second != first
+    assert not abandoned.exists(), "making a root removes the half-made ones of killed workers"
 
 
 def test_two_workers_making_the_same_root_at_once_agree(tmp_path: Path) -> None:
