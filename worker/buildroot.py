@@ -75,7 +75,12 @@ def _relation_names(text: str) -> tuple[tuple[str, ...], ...]:
 def read_status(admin: Path = DPKG_ADMIN) -> dict[str, list[InstalledPackage]]:
     """Every package dpkg's status file says is installed ("install ok installed"), by name (one per architecture)."""
     installed: dict[str, list[InstalledPackage]] = {}
-    text = (admin / "status").read_text(encoding="utf-8", errors="replace")
+    try:
+        text = (admin / "status").read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise ToolchainMissing(
+            f"cannot read dpkg's status ({exc.strerror}): hermetic builds need a Debian host with the toolchain installed"
+        ) from None
     for stanza in text.split("\n\n"):
         fields: dict[str, str] = {}
         current = ""

@@ -189,6 +189,8 @@ def test_a_missing_toolchain_package_is_one_clear_line(tmp_path: Path) -> None:
         check_host(_definition("tool", "gcc-99"), admin=admin)  # type: ignore[arg-type]
     message = str(refused.value)
     assert "gcc-99" in message and "\n" not in message and "not have installed" in message
+    with pytest.raises(ToolchainMissing, match="need a Debian host"):
+        check_host(_definition("tool"), admin=tmp_path / "nowhere")  # type: ignore[arg-type]
     with pytest.raises(ToolchainMissing, match="gcc-99"):
         make_root(_definition("gcc-99"), (), "make", tmp_path / "roots", admin=admin, host=tmp_path / "host")  # type: ignore[arg-type]
 
