@@ -310,7 +310,7 @@ def make_root(
     final = cache / root_identity(definition, tools, closure)
     if final.is_dir():
         return final
-    cache.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(mode=0o700, parents=True, exist_ok=True)  # the system's files keep their modes: keep others out here
     _remove_abandoned(cache)
     building = Path(tempfile.mkdtemp(prefix=".making-", dir=cache))
     try:
