@@ -20,6 +20,7 @@ rename it into place: the first rename wins, the other is removed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -246,9 +247,10 @@ class _RootWriter:
             try:
                 os.link(source, target)
                 return
-            except OSError:
-                self.hard_links = False  # another filesystem, or protected_hardlinks for a non-owner: copy from now on
-        shutil.copy2(source, target)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:  # refused (protected_hardlinks for a non-owner): copy from now on
+                    self.hard_links = False
+        shutil.copy2(source, target)  # this file is on another filesystem, or hard links are refused
 
 
 def _alternatives(writer: _RootWriter, admin: Path) -> None:
