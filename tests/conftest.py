@@ -232,7 +232,8 @@ install_args = ["PREFIX={{prefix}}"]
 
 def _test_recipes(directory: Path, sources: Path, port: int, flaky_marker: Path) -> None:
     directory.mkdir()
-    # The marker lives outside /tmp: the build sandbox mounts a fresh /tmp, but sees the rest of the file system.
+    # The marker lives outside /tmp (the build sandbox mounts a fresh /tmp); its directory is shown to the hermetic
+    # builds through PKGC_SANDBOX_EXTRA_RO.
     flaky_sha = make_tarball(
         sources / "flaky-1.0.tar.gz",
         "flaky-1.0",
@@ -288,6 +289,41 @@ expect = "slowpoke 1.0"
 """
     )
     _dependency_recipes(directory, sources, port)
+    _hermetic_recipes(directory, sources, port)
+
+
+def _hermetic_recipes(directory: Path, sources: Path, port: int) -> None:
+    """Builds that reach for the build host's libraries: `linkszstd` links libzstd.so.1 by file name (the library
+    is in the toolchain's closure, so the link works and only the NEEDED check can stop it), `wantsreadline` links
+    -lreadline without depending on the farm's readline."""
+    programs = {
+        "linkszstd": (
+            b'#include <stdio.h>\nunsigned ZSTD_versionNumber(void);\n'
+            b'int main(void) { printf("zstd %u\\n", ZSTD_versionNumber()); return 0; }\n',
+            "-l:libzstd.so.1",
+        ),
+        "wantsreadline": (
+            b"char *readline(const char *prompt);\nint main(void) { return readline(0) != 0; }\n",
+            "-lreadline",
+        ),
+    }
+    for name, (code, library) in programs.items():
+        sha = make_tarball(sources / f"{name}-1.0.tar.gz", f"{name}-1.0", {f"{name}.c": code})
+        (directory / f"{name}.toml").write_text(
+            f"""name = "{name}"
+summary = "Links {library} from the build host"
+[[versions]]
+version = "1.0"
+sha256 = "{sha}"
+urls = ["http://127.0.0.1:{port}/{name}-1.0.tar.gz"]
+[build]
+system = "steps"
+steps = [
+  ["cc", "-o", "{name}", "{name}.c", "{library}"],
+  ["install", "-D", "-m", "755", "{name}", "{{destdir}}{{prefix}}/bin/{name}"],
+]
+"""
+        )
 
 
 GEN_C = b'#include <stdio.h>\nint main(void) { puts("#define GENERATED \\"made by gen 1.0\\""); return 0; }\n'
@@ -385,6 +421,8 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FarmEnv]:
         # worker's build comes back within 20 s.
         PKGC_FARM_VISIBILITY_TIMEOUT="20",
         PKGC_REQUIRE_SANDBOX="1",  # a worker without a working bubblewrap refuses to start
+        # Builds are hermetic (they see only the toolchain's packages): the flaky recipe's marker is shown to them.
+        PKGC_SANDBOX_EXTRA_RO=str(marker_dir),
     )
     started = subprocess.run(
         [sys.executable, "-m", "pkgc", "farm", "up", "--workers", "2"],

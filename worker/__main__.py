@@ -15,7 +15,8 @@ import threading
 from pathlib import Path
 
 from pkgc.core.errors import PkgcError
-from pkgc.core.platform import detect_platform
+from pkgc.core.platform import Platform, detect_platform
+from pkgc.core.toolchain import toolchain_for_platform
 from pkgc.farm.bootstrap import (
     BACKENDS,
     FarmConfig,
@@ -24,6 +25,7 @@ from pkgc.farm.bootstrap import (
     instance_protection,
     open_ports,
 )
+from pkgc.worker.buildroot import ToolchainMissing, check_host
 from pkgc.worker.fetch import SourceFetcher
 from pkgc.worker.interruption import DEFAULT_IMDS_URL, IMDS_URL_ENV, InterruptionWatch
 from pkgc.worker.loop import Worker, WorkerSettings, report_to_stderr
@@ -60,6 +62,23 @@ def _die_with_supervisor() -> None:
         sys.exit(f"worker: the supervisor (pid {expected}) is gone")
 
 
+EXTRA_RO_ENV = "PKGC_SANDBOX_EXTRA_RO"
+
+
+def _extra_ro(worker: str) -> tuple[Path, ...]:
+    """Host directories shown read-only to every hermetic build (`PKGC_SANDBOX_EXTRA_RO`, colon-separated
+    absolute paths of existing directories). Whatever is there is visible to builds without being in their key, so
+    this is for tests (a marker that makes a test recipe fail) and debugging, never for a production farm."""
+    text = os.environ.get(EXTRA_RO_ENV, "")
+    paths = []
+    for part in filter(None, text.split(":")):
+        path = Path(part)
+        if not path.is_absolute() or ".." in path.parts or not path.is_dir() or str(path) in ("/", "/dev", "/proc"):
+            raise SystemExit(f"worker {worker}: {EXTRA_RO_ENV}: {part!r} is not an absolute path of a directory")
+        paths.append(path)
+    return tuple(paths)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pkgc.worker")
     parser.add_argument("--home", type=Path, default=None, help="the embedded farm's home (local backend)")
@@ -80,10 +99,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"worker {args.id}: {exc}") from None
     platform = args.platform or str(detect_platform())
     if config.backend == "local":
-        sources, workroot = config.paths.sources, config.paths.work
+        sources, workroot, roots = config.paths.sources, config.paths.work, config.paths.roots
     else:
         workdir = args.workdir or Path(os.environ.get("PKGC_WORKER_DIR") or DEFAULT_AWS_WORKDIR)
-        sources, workroot = workdir / "sources", workdir / "work"
+        sources, workroot, roots = workdir / "sources", workdir / "work", workdir / "roots"
     bwrap = None if os.environ.get("PKGC_NO_SANDBOX") else bubblewrap_path()
     if bwrap is None:
         if os.environ.get("PKGC_REQUIRE_SANDBOX") == "1":
@@ -92,7 +111,17 @@ def main(argv: list[str] | None = None) -> None:
                 f"worker {args.id}: PKGC_REQUIRE_SANDBOX=1, but bubblewrap is missing, cannot create namespaces here, "
                 "or PKGC_NO_SANDBOX is set: refusing to build without a sandbox"
             )
-        print(f"worker {args.id}: bubblewrap is not available; builds run without a sandbox", file=sys.stderr)
+        print(
+            f"worker {args.id}: bubblewrap is not available; builds run without a sandbox and are not hermetic "
+            "(they see the host's tools and libraries)",
+            file=sys.stderr,
+        )
+    else:
+        # A hermetic build sees only the toolchain definition's packages: refuse to start without all of them.
+        try:
+            check_host(toolchain_for_platform(Platform.parse(platform)))
+        except (ToolchainMissing, PkgcError, ValueError) as exc:
+            raise SystemExit(f"worker {args.id}: {exc}") from None
     visibility = _env_float("PKGC_FARM_VISIBILITY_TIMEOUT", 60.0)
     settings = WorkerSettings(
         worker_id=f"{args.id}-{os.getpid()}",
@@ -103,6 +132,8 @@ def main(argv: list[str] | None = None) -> None:
         lease_ttl=_env_float("PKGC_FARM_LEASE_TTL", visibility),
         heartbeat_interval=max(0.5, min(visibility / 4, 5.0)),
         bubblewrap=bwrap,
+        roots=roots,
+        extra_ro=_extra_ro(args.id),
     )
     try:
         protection = instance_protection(config, args.id)  # AWS: this instance in its Auto Scaling group

@@ -22,15 +22,18 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pkgc.artifact import Manifest, PackError, pack_tree, relocate_tree, unpack_artifact
 from pkgc.core.buildspec import BuildSpec
 from pkgc.core.errors import PkgcError
+from pkgc.core.toolchain import ToolchainDefinition, load_toolchain
 from pkgc.farm.ports import BuildRecord, InstanceProtection, Job, JobQueue, Lease
 from pkgc.farm.work import Build, BuildLifecycle, DependencyUnavailable
 from pkgc.worker.builder import BuildError, run_build
+from pkgc.worker.buildroot import ToolchainMissing, make_root
 from pkgc.worker.fetch import SourceFetcher
+from pkgc.worker.needed import UnsatisfiedLibrary, check_needed
 from pkgc.worker.sandbox import BuildAborted, BuildTimedOut, CommandFailed, Sandbox
 
 LOG_TAIL_LINES = 30
@@ -47,6 +50,14 @@ class WorkerSettings:
     heartbeat_interval: float = 10.0
     receive_wait: float = 2.0
     bubblewrap: str | None = None
+    # Where the hermetic build roots are kept (pkgc/worker/buildroot.py); None: workroot/../roots.
+    roots: Path | None = None
+    # Host directories every hermetic build also sees, read-only (PKGC_SANDBOX_EXTRA_RO; the tests' marker files).
+    extra_ro: tuple[Path, ...] = ()
+
+    @property
+    def roots_dir(self) -> Path:
+        return self.roots if self.roots is not None else self.workroot.parent / "roots"
 
 
 def report_to_stderr(message: str) -> None:
@@ -121,14 +132,20 @@ class Worker:
             # Skip, Deferred (a fresh job was sent), Waiting (the dependencies' finish sends one), Failed.
             self.queue.ack(job)
 
-    def _install_dependencies(self, dependencies: tuple[BuildRecord, ...], depsdir: Path, scratch: Path) -> None:
+    def _install_dependencies(
+        self, dependencies: tuple[BuildRecord, ...], depsdir: Path, scratch: Path
+    ) -> dict[str, tuple[Manifest, Path]]:
+        """Unpack every dependency into `depsdir`; return each one's manifest and own unpacked tree by name."""
         scratch.mkdir(parents=True, exist_ok=True)
+        unpacked_by_name: dict[str, tuple[Manifest, Path]] = {}
         for dependency in dependencies:
             archive = self.lifecycle.fetch_dependency(dependency, scratch / f"{dependency.key}.tar.zst")
             unpacked = scratch / f"{dependency.key}.d"
             manifest = unpack_artifact(archive, unpacked)
             relocate_tree(unpacked, manifest, str(depsdir))
             shutil.copytree(unpacked, depsdir, symlinks=True, dirs_exist_ok=True)
+            unpacked_by_name[dependency.name] = (manifest, unpacked)
+        return unpacked_by_name
 
     def _heartbeat(self, lease: Lease, job: Job, log_path: Path, done: threading.Event, lost: threading.Event) -> None:
         """Keep the job invisible and the lease alive; a lost lease sets `lost`, which aborts the build.
@@ -165,18 +182,25 @@ class Worker:
         try:
             with log_path.open("wb") as log:
                 try:
+                    definition = _toolchain_of(spec)
                     source = self.fetcher.fetch(spec.source)
                     series = self.fetcher.fetch(spec.source.series) if spec.source.series is not None else None
                     depsdir: Path | None = None
+                    unpacked: dict[str, tuple[Manifest, Path]] = {}
                     if claim.dependencies:
                         depsdir = workdir / "deps"
                         depsdir.mkdir()
-                        self._install_dependencies(claim.dependencies, depsdir, workdir / "scratch")
+                        unpacked = self._install_dependencies(claim.dependencies, depsdir, workdir / "scratch")
+                    root = None
+                    if self.settings.bubblewrap:
+                        root = make_root(definition, spec.build.tools, spec.build.system, self.settings.roots_dir)
                     sandbox = Sandbox(
                         workdir,
                         bwrap=self.settings.bubblewrap,
                         deadline=time.monotonic() + self.settings.build_timeout,
                         abort=lambda: lost.is_set() or self.stop.is_set(),
+                        root=root,
+                        extra_ro=self.settings.extra_ro if root is not None else (),
                     )
                     staged = run_build(
                         spec,
@@ -189,6 +213,14 @@ class Worker:
                         series_archive=series,
                     )
                     packed = self._pack(spec, staged, artifact_path)
+                    checked = check_needed(
+                        staged,
+                        base_sonames=definition.base_sonames,
+                        runtime_trees=_runtime_trees(spec, unpacked),
+                        toolchain=definition.name,
+                        log=lambda line: _write_line(log, line),
+                    )
+                    log.write(f"pkgc: NEEDED check: {checked} ELF files, every library found\n".encode())
                     ready = True
                     log.write(f"pkgc: packed {packed[1]} bytes, sha256 {packed[0]}\n".encode())
                 except BuildAborted as exc:
@@ -198,6 +230,8 @@ class Worker:
                     CommandFailed,
                     BuildTimedOut,
                     BuildError,
+                    ToolchainMissing,
+                    UnsatisfiedLibrary,
                     DependencyUnavailable,
                     PackError,
                     PkgcError,
@@ -254,6 +288,39 @@ def smoke_manifest(spec: BuildSpec) -> dict[str, Any]:
     if spec.smoke_tests:
         smoke["tests"] = [test.as_dict() for test in spec.smoke_tests]
     return smoke
+def _write_line(log: BinaryIO, line: str) -> None:
+    log.write(f"{line}\n".encode())
+
+
+def _toolchain_of(spec: BuildSpec) -> ToolchainDefinition:
+    """The toolchain definition the spec was keyed with, which must be the one this worker has."""
+    name, version = spec.toolchain["name"], spec.toolchain["version"]
+    try:
+        definition = load_toolchain(name)
+    except (OSError, ValueError):
+        raise BuildError(f"this worker has no toolchain definition {name!r}") from None
+    if definition.version != version:
+        raise BuildError(
+            f"the build asks for toolchain {name} version {version}; this worker has version {definition.version}"
+        )
+    return definition
+
+
+def _runtime_trees(spec: BuildSpec, unpacked: dict[str, tuple[Manifest, Path]]) -> list[Path]:
+    """The unpacked trees of the spec's runtime dependencies and of theirs, transitively: what a client installs
+    with the artifact."""
+    trees: list[Path] = []
+    seen: set[str] = set()
+    pending = list(spec.runtime_dependencies)
+    while pending:
+        name = pending.pop()
+        if name in seen or name not in unpacked:
+            continue
+        seen.add(name)
+        manifest, tree = unpacked[name]
+        trees.append(tree)
+        pending.extend(manifest.runtime_dependencies)
+    return trees
 
 
 def _last_line(log_path: Path) -> str:

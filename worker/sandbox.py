@@ -1,5 +1,10 @@
 """Running one build command: under bubblewrap with no network when it is there, always with a time limit that
-kills the whole process tree, always with argument lists (never a shell string)."""
+kills the whole process tree, always with argument lists (never a shell string).
+
+Given a build root (pkgc/worker/buildroot.py: the toolchain definition's packages), bubblewrap shows that root as
+the whole system instead of the host's `/`: the build sees its toolchain, its work directory (with its
+dependencies' prefixes in it) and nothing else of the host.
+"""
 
 from __future__ import annotations
 
@@ -68,8 +73,34 @@ def bubblewrap_path() -> str | None:
     return found if probe.returncode == 0 else None
 
 
+def root_mounts(root: Path, destinations: tuple[str, ...] = ()) -> list[str]:
+    """bubblewrap arguments that show `root` as the system, read-only: each top-level directory bound at its own
+    name, each symlink (the merged-/usr `/bin` -> `usr/bin`, ...) made again. The new root itself is bubblewrap's
+    tmpfs, so the mount points of later binds (`destinations`: the work directory, ...) can be made in it; a
+    directory of the root that has a destination inside (the AWS worker's /var/lib/pkgc-worker under /var) is
+    made as a directory and its entries bound one by one, down to the destination. The caller remounts `/`
+    read-only at the end."""
+    return [argument for entry in sorted(root.iterdir()) for argument in _mounts(entry, f"/{entry.name}", destinations)]
+
+
+def _mounts(source: Path, target: str, destinations: tuple[str, ...]) -> list[str]:
+    if source.is_symlink():
+        return ["--symlink", os.readlink(source), target]
+    if not source.is_dir():
+        return ["--ro-bind", str(source), target] if source.is_file() and target.count("/") > 1 else []
+    if target in destinations or not any(d.startswith(target + "/") for d in destinations):
+        return [] if target in destinations else ["--ro-bind", str(source), target]
+    arguments = ["--dir", target]
+    for entry in sorted(source.iterdir()):
+        arguments += _mounts(entry, f"{target}/{entry.name}", destinations)
+    return arguments
+
+
 class Sandbox:
-    """Runs commands with a writable work directory and, under bubblewrap, a read-only system and no network."""
+    """Runs commands with a writable work directory and, under bubblewrap, a read-only system and no network.
+
+    With `root`, the system is that directory (a hermetic build); without it, the host's `/` read-only.
+    """
 
     def __init__(
         self,
@@ -77,19 +108,28 @@ class Sandbox:
         *,
         bwrap: str | None,
         deadline: float,
+        root: Path | None = None,
+        extra_ro: tuple[Path, ...] = (),
         abort: Callable[[], bool] = lambda: False,
         abort_check_interval: float = 0.2,
     ) -> None:
         self.workdir = workdir
         self.bwrap = bwrap
+        self.root = root if bwrap else None
+        self.extra_ro = extra_ro  # host directories shown read-only at their own path (PKGC_SANDBOX_EXTRA_RO)
         self.deadline = deadline
         self.abort = abort  # asked between short waits: True kills the running command's whole process tree
         self.abort_check_interval = abort_check_interval
 
     def describe(self) -> str:
+        if self.bwrap and self.root is not None:
+            return f"sandbox: bubblewrap, hermetic: the build sees only the build root {self.root.name}, no network"
         if self.bwrap:
-            return "sandbox: bubblewrap, read-only system, no network"
-        return "sandbox: none (bubblewrap is not available): the build has network access and a writable system"
+            return "sandbox: bubblewrap, read-only host system (not hermetic: the host's libraries are visible), no network"
+        return (
+            "sandbox: none (bubblewrap is not available): the build is not hermetic (it sees the host's tools and "
+            "libraries), has network access and a writable system"
+        )
 
     def _wrap(self, argv: Sequence[str], cwd: Path) -> list[str]:
         if not self.bwrap:
@@ -99,15 +139,22 @@ class Sandbox:
             "--unshare-all",
             "--die-with-parent",
             "--new-session",
-            "--ro-bind", "/", "/",
+            *(self._root_arguments() if self.root is not None else ["--ro-bind", "/", "/"]),
             "--dev", "/dev",
             "--proc", "/proc",
             "--tmpfs", "/tmp",
+            *(arg for path in self.extra_ro for arg in ("--ro-bind", str(path), str(path))),
             "--bind", str(self.workdir), str(self.workdir),
+            *(["--remount-ro", "/"] if self.root is not None else []),
             "--chdir", str(cwd),
             "--",
             *argv,
         ]  # fmt: skip
+
+    def _root_arguments(self) -> list[str]:
+        assert self.root is not None
+        destinations = tuple(str(path) for path in (*self.extra_ro, self.workdir))
+        return root_mounts(self.root, destinations)
 
     def run(self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: BinaryIO) -> None:
         log.write(f"$ {' '.join(argv)}\n".encode())

@@ -28,9 +28,11 @@ from pkgc.core.recipe import (
     source_patches_dict,
 )
 from pkgc.core.relocation import PLACEHOLDER
+from pkgc.core.toolchain import ToolchainDefinition, toolchain_for_platform
 
 # Bump when the worker changes how a spec becomes a binary (flags, placeholder, packing): old keys must not match.
-BUILDER_ABI = 1
+# 2: hermetic builds (the build sees only its toolchain's packages and its dependencies), the NEEDED check.
+BUILDER_ABI = 2
 # /2: the platform hashes as os, arch, libc family and libc version (the version was part of the libc name before).
 KEY_SCHEMA = "pkgc-build-key/2"
 
@@ -47,7 +49,10 @@ def compute_build_key(
     options: NormalisedOptions,
     platform: Platform,
     dependency_keys: Mapping[str, str],
+    toolchain: Mapping[str, Any],
 ) -> str:
+    """The key of one build. `toolchain` is the build platform's toolchain identity (name and version): what the
+    build can see besides its source and its dependencies."""
     document = {
         "schema": KEY_SCHEMA,
         "builder_abi": BUILDER_ABI,
@@ -57,6 +62,7 @@ def compute_build_key(
         "source_sha256": source_sha256,
         "options": options.as_dict(),
         "platform": platform.as_dict(),
+        "toolchain": dict(toolchain),
         "dependencies": dict(sorted(dependency_keys.items())),
     }
     return hashlib.sha256(canonical_json(document).encode()).hexdigest()
@@ -77,6 +83,7 @@ class BuildSpec:
     smoke_command: tuple[str, ...]
     smoke_expect: str
     key: str
+    toolchain: Mapping[str, Any]  # the build platform's toolchain identity ({"name", "version"}), in the key
     smoke_tests: tuple[SmokeTest, ...] = ()  # every smoke test (smoke_command/expect are the first one's)
 
     @property
@@ -104,6 +111,7 @@ class BuildSpec:
             "runtime_dependencies": list(self.runtime_dependencies),
             "smoke_command": list(self.smoke_command),
             "smoke_expect": self.smoke_expect,
+            "toolchain": dict(self.toolchain),
             "key": self.key,
             **({"smoke_tests": [t.as_dict() for t in self.smoke_tests]} if self.smoke_tests else {}),
         }
@@ -150,6 +158,7 @@ class BuildSpec:
             smoke_expect=data["smoke_expect"],
             key=data["key"],
             smoke_tests=tuple(SmokeTest.from_dict(t) for t in data.get("smoke_tests", ())),
+            toolchain=_toolchain_identity(data["toolchain"]),
         )
         _check_consistent(spec)
         expected = compute_build_key(
@@ -159,6 +168,7 @@ class BuildSpec:
             options=spec.options,
             platform=spec.platform,
             dependency_keys=dict(spec.dependencies),
+            toolchain=spec.toolchain,
         )
         if expected != spec.key:
             raise UsageError(f"build spec for {spec.label} does not match its key")
@@ -184,6 +194,16 @@ def _series_from_json(data: Mapping[str, Any] | None) -> PatchSeries | None:
     if data is None:
         return None
     return PatchSeries(str(data["kind"]), str(data["sha256"]), tuple(data["urls"]), tuple(data["mirrors"]))
+def _toolchain_identity(value: Any) -> dict[str, Any]:
+    """A payload's toolchain identity, checked: a name of letters, digits and dashes and a version number."""
+    if not isinstance(value, Mapping) or set(value) != {"name", "version"}:
+        raise ValueError("toolchain must be {name, version}")
+    name, version = value["name"], value["version"]
+    if not isinstance(name, str) or not name or not name.replace("-", "").isalnum() or len(name) > 64:
+        raise ValueError(f"invalid toolchain name {name!r}")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise ValueError(f"invalid toolchain version {version!r}")
+    return {"name": name, "version": version}
 
 
 def _check_consistent(spec: BuildSpec) -> None:
@@ -231,7 +251,10 @@ def _variant_args(recipe: Recipe, options: NormalisedOptions) -> tuple[str, ...]
 
 
 def plan_builds(
-    requests: list[PackageRequest], get_recipe: Callable[[str], Recipe], platform: Platform
+    requests: list[PackageRequest],
+    get_recipe: Callable[[str], Recipe],
+    platform: Platform,
+    toolchain: ToolchainDefinition | None = None,
 ) -> tuple[list[BuildSpec], list[str]]:
     """Resolve requests and their dependencies into build specs, dependencies first.
 
@@ -239,8 +262,9 @@ def plan_builds(
     Dependencies take the requesting package's global options (optimisation, CPU, debug, LTO: a user who asks
     for -O3 on x86-64-v3 wants the libraries too), or the request's `dependency_options` when it gives them (the
     client's per-package settings are for the package alone), and their own variants' defaults; they use their
-    newest version.
+    newest version. Every build is made with the build platform's toolchain (`toolchain_for_platform` unless given).
     """
+    identity = (toolchain or toolchain_for_platform(platform)).identity()
     ordered: dict[str, BuildSpec] = {}
     requested: list[str] = []
     # A package visited once with the same version and options has the same key wherever it appears: without this
@@ -278,6 +302,7 @@ def plan_builds(
             options=options,
             platform=platform,
             dependency_keys=dict(dep_keys),
+            toolchain=identity,
         )
         if key not in ordered:
             ordered[key] = BuildSpec(
@@ -295,6 +320,7 @@ def plan_builds(
                 smoke_expect=recipe.smoke_expect,
                 key=key,
                 smoke_tests=recipe.smoke_tests,
+                toolchain=identity,
             )
         visited[memo] = key
         return key

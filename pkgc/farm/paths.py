@@ -27,6 +27,11 @@ class FarmPaths:
         return self.home / "work"
 
     @property
+    def roots(self) -> Path:
+        """The workers' hermetic build roots (pkgc/worker/buildroot.py), made once and shared by the workers."""
+        return self.home / "roots"
+
+    @property
     def state(self) -> Path:
         return self.home / "state.json"
 

@@ -222,10 +222,14 @@ def test_the_farm_files_are_readable_by_their_owner_only(farm: PrivateFarm) -> N
     assert _mode(farm.home) == 0o700
     for name in ["farm.db", "farm.db-wal", "state.json", "farm.log", "events.jsonl"]:
         assert (farm.home / name).exists(), name
+    # The hermetic build roots hold the system's own files (hard links keep their modes): the directory that holds
+    # them is the owner's alone, so nobody else reaches them through the farm.
+    roots = farm.home / "roots"
+    assert roots.is_dir() and _mode(roots) == 0o700
     loose = {
         str(path.relative_to(farm.home)): f"{_mode(path):o}"
         for path in farm.home.rglob("*")
-        if not path.is_symlink() and _mode(path) != (0o700 if path.is_dir() else 0o600)
+        if not path.is_symlink() and roots not in path.parents and _mode(path) != (0o700 if path.is_dir() else 0o600)
     }
     assert not loose, f"farm files others can read: {loose}"
     # What the farm builds keeps its own modes: the farm's umask does not reach the build.

@@ -76,11 +76,11 @@ expect = "demo 0.9"
 """
 
 # GOLDEN keys: computed once from the recipes above (and recipes/hello.toml) with default options on
-# PLATFORM. They change only if the key computation changes; if that is intended, bump
-# BUILDER_ABI/KEY_SCHEMA and update these values.
-GOLDEN_HELLO = "8995cc605d2e99f9889e3ac499435f4a9779fca92503a1e4f80bfa3a7613d27a"
-GOLDEN_LIBDEMO = "45eacc071609f50bd8badba049b54cc05fdcf00a1cce579a8807f0f25958f2e5"
-GOLDEN_DEMO = "cb00c1c330efe67d0c15fb60a649279202be64a6e0ea92b043814c022c9779c2"
+# PLATFORM (BUILDER_ABI 2, toolchain debian-12 version 1). They change only if the key computation changes; if that
+# is intended, bump BUILDER_ABI/KEY_SCHEMA and update these values.
+GOLDEN_HELLO = "863ebb6cb0e7d52292f6a92cceb9ca8e455519861cad1e69cd9cec4db0309836"
+GOLDEN_LIBDEMO = "f5c8bcf01ec670ea929405b4d22503d629df1e815d497fb8c47468828300f9cc"
+GOLDEN_DEMO = "c4bc6639287fca46b97ee5a04be696397b5cfe4081805513b1ed5a0e0263175c"
 
 
 def _getter(*texts: str, **overrides: str) -> Callable[[str], Recipe]:
@@ -172,6 +172,27 @@ def test_different_global_options_each_change_the_key() -> None:
 def test_different_variant_gives_different_key() -> None:
     assert _key(options={"ui": "tui"}) != _key(options={"ui": "cli"})
     assert _key("libdemo", {"shared": False}) != _key("libdemo", {"shared": True})
+
+
+def test_toolchain_identity_is_in_the_key_and_the_spec() -> None:
+    from dataclasses import replace
+
+    from pkgc.core.toolchain import load_toolchain
+
+    definition = load_toolchain()
+    specs, requested = plan_builds([PackageRequest("demo")], _getter(LIBDEMO, DEMO), PLATFORM, definition)
+    assert requested == [_key()], "the build platform's toolchain is the default one"
+    assert all(spec.toolchain == {"name": "debian-12", "version": definition.version} for spec in specs)
+    newer = replace(definition, version=definition.version + 1)
+    _, other = plan_builds([PackageRequest("demo")], _getter(LIBDEMO, DEMO), PLATFORM, newer)
+    assert other != requested, "a new version of the toolchain definition gives new keys"
+
+
+def test_a_payload_with_a_malformed_toolchain_is_refused() -> None:
+    demo = _by_name(_plan()[0])["demo"]
+    for bad in ({"name": "../x", "version": 1}, {"name": "debian-12", "version": "1"}, {"name": "debian-12"}):
+        with pytest.raises(ValueError, match="toolchain"):
+            BuildSpec.from_json({**demo.to_json(), "toolchain": bad})
 
 
 def test_platform_changes_the_key() -> None:
@@ -304,6 +325,7 @@ def test_compute_build_key_sorts_dependencies() -> None:
         "source_sha256": demo.source.sha256,
         "options": demo.options,
         "platform": demo.platform,
+        "toolchain": demo.toolchain,
     }
     assert compute_build_key(**arguments, dependency_keys={"a": "1", "b": "2"}) == compute_build_key(
         **arguments, dependency_keys={"b": "2", "a": "1"}
@@ -349,6 +371,8 @@ def _tamper(data: dict, path: tuple, value: object) -> dict:  # type: ignore[typ
         (("platform", "libc_version"), "2.31"),
         (("recipe_content", "build", "configure_args"), ["--enable-evil"]),
         (("dependencies",), [["libdemo", "0" * 64]]),
+        (("toolchain", "version"), 99),
+        (("toolchain", "name"), "debian-13"),
         (("key",), "0" * 64),
     ],
 )

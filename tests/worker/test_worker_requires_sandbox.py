@@ -43,3 +43,33 @@ def test_the_test_session_fails_clearly_without_bubblewrap(monkeypatch: pytest.M
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(pytest.fail.Exception, match="bubblewrap is required for the e2e tests"):
         require_bubblewrap()
+
+
+def test_a_worker_refuses_to_start_when_its_host_lacks_a_toolchain_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its hermetic builds would see no such package: one line naming what to install, before touching the farm."""
+    import os
+
+    from pkgc.worker import __main__ as worker_main
+    from pkgc.worker import buildroot
+    from pkgc.worker.sandbox import bubblewrap_path
+
+    if bubblewrap_path() is None:
+        pytest.skip("bubblewrap cannot create namespaces here (the hermetic check runs only with a sandbox)")
+    admin = tmp_path / "dpkg"
+    admin.mkdir()
+    (admin / "status").write_text("Package: gcc\nStatus: install ok installed\nArchitecture: amd64\nVersion: 12\n")
+    monkeypatch.setattr(worker_main, "check_host", lambda definition: buildroot.check_host(definition, admin=admin))
+    for name in ("PKGC_NO_SANDBOX", "PKGC_FARM_BACKEND", "PKGC_FARM_SUPERVISOR_PID"):
+        monkeypatch.delenv(name, raising=False)
+    umask = os.umask(0o022)
+    try:
+        with pytest.raises(SystemExit) as refused:
+            worker_main.main(["--home", str(tmp_path / "farm"), "--id", "w1", "--max-jobs", "1"])
+    finally:
+        os.umask(umask)
+    message = str(refused.value.code)
+    assert message.startswith("worker w1: toolchain debian-12 declares packages this worker's host does not have")
+    assert "g++" in message and "make" in message and "gcc," not in message and "\n" not in message
+    assert not (tmp_path / "farm" / "farm.db").exists(), "it refuses before touching the farm"
