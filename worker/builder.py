@@ -284,4 +284,24 @@ def run_build(
         raise BuildError(f"the build installed files outside its prefix, e.g. {stray[0].relative_to(destdir)}")
     if not staged.is_dir():
         raise BuildError("the build installed nothing into its prefix")
+    removed = remove_libtool_archives(staged)
+    if removed:
+        log.write(f"pkgc: removed {removed} libtool archive(s) (.la)\n".encode())
     return staged
+
+
+def remove_libtool_archives(staged: Path) -> int:
+    """Delete libtool's `.la` files from the installed tree, as Debian and Homebrew do.
+
+    A `.la` file records the directory its library was installed from; a dependent's libtool link then adds that
+    directory to the dependent's RUNPATH, which on the farm is the build's throwaway dependency directory. Nothing
+    needs them at run time (the loader and libltdl find libraries by their `.so` names)."""
+    removed = 0
+    for directory in (staged / "lib", staged / "lib64"):
+        if not directory.is_dir() or directory.is_symlink():
+            continue
+        for path in sorted(directory.rglob("*.la")):
+            if path.is_symlink() or path.is_file():
+                path.unlink()
+                removed += 1
+    return removed

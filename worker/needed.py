@@ -14,10 +14,17 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pkgc.core.elf import ElfError, read_dynamic_file
+from pkgc.core.relocation import PLACEHOLDER
 
 
 class UnsatisfiedLibrary(Exception):
-    """An ELF file of the artifact needs a library that neither it, its runtime dependencies nor the base provide."""
+    """An ELF file of the artifact needs a library that neither it, its runtime dependencies nor the base provide,
+    or looks for libraries outside the prefix it is installed into."""
+
+
+def _inside_prefix(entry: str) -> bool:
+    """A RUNPATH entry a client can trust: the (relocated) prefix, or a path relative to the binary itself."""
+    return entry == PLACEHOLDER or entry.startswith((PLACEHOLDER + "/", "$ORIGIN", "${ORIGIN}"))
 
 
 def _regular_files(tree: Path) -> Iterable[Path]:
@@ -78,5 +85,12 @@ def check_needed(
                 raise UnsatisfiedLibrary(
                     f"{path.relative_to(staged)} needs {library}, which is neither in the artifact, in its runtime "
                     f"dependencies nor a base library of toolchain {toolchain}"
+                )
+        # A search path outside the prefix (the farm's work directory, through a dependency's libtool file, say)
+        # would make every client look for libraries in a directory that anyone might create on its machine.
+        for entry in info.search_path:
+            if not _inside_prefix(entry):
+                raise UnsatisfiedLibrary(
+                    f"{path.relative_to(staged)} looks for libraries in {entry[:200]}, outside its prefix (RUNPATH)"
                 )
     return checked

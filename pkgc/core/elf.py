@@ -1,4 +1,5 @@
-"""Reading an ELF file's dynamic section: the libraries it needs (DT_NEEDED) and its own soname (DT_SONAME).
+"""Reading an ELF file's dynamic section: the libraries it needs (DT_NEEDED), its own soname (DT_SONAME) and where
+it looks for them (DT_RUNPATH, DT_RPATH).
 
 The worker checks every ELF file of an artifact after packing: each library it needs must come from the artifact,
 its runtime dependencies or the build platform's base libraries, or the binary would only run where the build
@@ -17,7 +18,7 @@ from pathlib import Path
 
 ELF_MAGIC = b"\x7fELF"
 _PT_LOAD, _PT_DYNAMIC = 1, 2
-_DT_NULL, _DT_NEEDED, _DT_STRTAB, _DT_STRSZ, _DT_SONAME = 0, 1, 5, 10, 14
+_DT_NULL, _DT_NEEDED, _DT_STRTAB, _DT_STRSZ, _DT_SONAME, _DT_RPATH, _DT_RUNPATH = 0, 1, 5, 10, 14, 15, 29
 _MAX_DYNAMIC_ENTRIES = 1 << 16
 
 
@@ -30,6 +31,7 @@ class DynamicInfo:
     needed: tuple[str, ...]
     soname: str | None
     is_dynamic: bool  # False: a static executable or an object file (nothing to check)
+    search_path: tuple[str, ...] = ()  # the DT_RUNPATH and DT_RPATH entries, in order
 
 
 def _read_string(table: bytes, offset: int) -> str:
@@ -93,7 +95,14 @@ def read_dynamic(data: bytes) -> DynamicInfo | None:
     needed = tuple(_read_string(table, v) for t, v in entries if t == _DT_NEEDED)
     soname_offset = next((v for t, v in entries if t == _DT_SONAME), None)
     soname = _read_string(table, soname_offset) if soname_offset is not None else None
-    return DynamicInfo(needed, soname, True)
+    search_path = tuple(
+        entry
+        for t, v in entries
+        if t in (_DT_RUNPATH, _DT_RPATH)
+        for entry in _read_string(table, v).split(":")
+        if entry
+    )
+    return DynamicInfo(needed, soname, True, search_path)
 
 
 def read_dynamic_file(path: Path) -> DynamicInfo | None:

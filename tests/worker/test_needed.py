@@ -64,3 +64,15 @@ def test_a_host_library_outside_the_base_list_is_named(tmp_path: Path) -> None:
     (tmp_path / "z.c").unlink()
     with pytest.raises(UnsatisfiedLibrary, match=r"^bin/z needs libzstd\.so\.1, .* toolchain debian-12$"):
         check_needed(tmp_path, base_sonames=BASE, runtime_trees=[], toolchain="debian-12")
+
+
+def test_a_runpath_outside_the_prefix_is_named(tmp_path: Path) -> None:
+    """A dependency's libtool file used to put the farm's throwaway dependency directory into a RUNPATH."""
+    from pkgc.core.relocation import PLACEHOLDER
+
+    _library(tmp_path, "libhelper.so.1")
+    _program(tmp_path, "-Llib", "-lhelper", f"-Wl,-rpath,{PLACEHOLDER}/lib:$ORIGIN/../lib")
+    assert check_needed(tmp_path, base_sonames=BASE, runtime_trees=[], toolchain="debian-12") == 2
+    _program(tmp_path, "-Llib", "-lhelper", f"-Wl,-rpath,{PLACEHOLDER}/lib:/var/tmp/farm-work/deps/lib")
+    with pytest.raises(UnsatisfiedLibrary, match=r"^bin/tool looks for libraries in /var/tmp/farm-work/deps/lib, outside"):
+        check_needed(tmp_path, base_sonames=BASE, runtime_trees=[], toolchain="debian-12")

@@ -294,3 +294,20 @@ def test_a_steps_build_gets_its_globbed_files_as_separate_arguments(tmp_path: Pa
                            sandbox=sandbox(tmp_path / "work"), jobs=1, log=log)
     assert sorted(p.name for p in (staged / "share").iterdir()) == ["a.txt", "b.txt"]
     assert "$ cp parts/a.txt parts/b.txt " in (tmp_path / "log").read_text()
+
+
+def test_libtool_archives_are_removed_from_the_installed_tree(tmp_path: Path) -> None:
+    """A `.la` file names the directory its library was built in; dependents' libtool links turn it into a RUNPATH."""
+    from pkgc.worker.builder import remove_libtool_archives
+
+    (tmp_path / "lib" / "plugins").mkdir(parents=True)
+    (tmp_path / "lib" / "libfoo.la").write_text("libdir='/farm/work/deps/lib'\n")
+    (tmp_path / "lib" / "plugins" / "bar.la").write_text("libdir='/farm/work/deps/lib'\n")
+    (tmp_path / "lib" / "libfoo.so.1").write_bytes(b"\x7fELF")
+    (tmp_path / "share").mkdir()
+    (tmp_path / "share" / "keep.la").write_text("not a library directory\n")
+    assert remove_libtool_archives(tmp_path) == 2
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
+        "lib/libfoo.so.1",
+        "share/keep.la",
+    ]
