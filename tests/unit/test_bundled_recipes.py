@@ -20,7 +20,10 @@ RECIPES = {path.stem: load_recipe(path) for path in BUNDLED}
 
 # The libraries and tools issue 9 asks the curated set to cover (helper "curated"'s share; jq, oniguruma, expat,
 # libyaml, ncurses, readline and sqlite3 come from the other helpers).
-CURATED = {"bzip2", "xz", "zstd", "libffi", "pcre2", "libevent", "libuv"}
+CURATED = {
+    "bzip2", "xz", "zstd", "libffi", "pcre2", "libevent", "libuv", "m4", "sed", "tree", "pv", "bc", "lua", "figlet",
+    "gperf",
+}  # fmt: skip
 # Dependencies on recipes that other helpers of issue 9 add on their own branches; once merged, this is empty.
 ADDED_ELSEWHERE = {"ncurses", "readline"}
 
