@@ -22,7 +22,7 @@ RECIPES = {path.stem: load_recipe(path) for path in BUNDLED}
 # libyaml, ncurses, readline and sqlite3 come from the other helpers).
 CURATED = {
     "bzip2", "xz", "zstd", "libffi", "pcre2", "libevent", "libuv", "m4", "sed", "tree", "pv", "bc", "lua", "figlet",
-    "gperf",
+    "gperf", "grep", "diffutils", "patch", "tar", "libsodium", "libpng", "json-c", "brotli", "libogg", "lzo",
 }  # fmt: skip
 # Dependencies on recipes that other helpers of issue 9 add on their own branches; once merged, this is empty.
 ADDED_ELSEWHERE = {"ncurses", "readline"}
