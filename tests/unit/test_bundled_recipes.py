@@ -23,7 +23,8 @@ RECIPES = {path.stem: load_recipe(path) for path in BUNDLED}
 CURATED = {
     "bzip2", "xz", "zstd", "libffi", "pcre2", "libevent", "libuv", "m4", "sed", "tree", "pv", "bc", "lua", "figlet",
     "gperf", "grep", "diffutils", "patch", "tar", "libsodium", "libpng", "json-c", "brotli", "libogg", "lzo",
-    "ed", "libtasn1", "libunistring", "libidn2", "dos2unix",
+    "ed", "libtasn1", "libunistring", "libidn2", "dos2unix", "units", "cpio", "gmp", "mpfr", "less", "tmux", "htop",
+    "cmatrix",
 }  # fmt: skip
 # Dependencies on recipes that other helpers of issue 9 add on their own branches; once merged, this is empty.
 ADDED_ELSEWHERE = {"ncurses", "readline"}
