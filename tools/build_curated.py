@@ -225,6 +225,7 @@ def check_package(name: str, known: dict[str, Recipe], env: dict[str, str], work
     base_sonames = load_toolchain().base_sonames
     prefixes = {"A": work / f"{name}-prefix-a", "B": work / "elsewhere" / f"{name}-prefix-b"}
     for label, prefix in prefixes.items():
+        shutil.rmtree(prefix, ignore_errors=True)  # a fresh prefix: an earlier run may have left another build
         started = time.monotonic()
         result = pkgc(env, "install", "--wait", "--prefix", str(prefix), name, timeout=timeout)
         if label == "A":
