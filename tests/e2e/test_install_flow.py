@@ -220,7 +220,10 @@ def test_a_failed_build_is_kept_until_retried_then_builds(farm: FarmEnv) -> None
     assert [(p["name"], p["version"]) for p in installed(farm, prefix).values()] == [("flaky", "1.0")]
 
 
-STARTERS = sorted(p.stem for p in bundled_recipe_dir().glob("*.toml"))
+# The starter set, one per build system; the other bundled recipes are built by their own tests
+# (test_recipe_format, test_hermetic_flow, a representative subset in test_curated_recipes) and all of them by
+# tools/build_curated.py: building all 55 here would take most of CI's time on 2 cores.
+STARTERS = ["cjson", "gzip", "hello", "lz4", "pigz", "pixman", "zlib"]
 
 
 @pytest.mark.parametrize("name", STARTERS)
