@@ -46,6 +46,8 @@ _REASONS = [
     (r"command make install|cmake --install|meson install", "install step failed"),
     (r"took longer|timed out", "build timed out"),
     (r"installed nothing", "installed nothing into its prefix"),
+    (r"looks for libraries in", "RUNPATH outside its prefix"),
+    (r"which is neither in the artifact", "needs a library outside its dependencies and the base list"),
     (r"outside its prefix", "installed outside its prefix"),
     (r"no recipe can be generated", "no recipe can be generated"),
     (r"dependency \S+ failed to build", "a dependency failed"),
