@@ -41,6 +41,7 @@ from pkgc.core.recipe import Recipe, SmokeTest, load_recipe
 from pkgc.core.toolchain import load_toolchain
 from pkgc.recipes import bundled_recipe_dir, recipe_files
 from pkgc.worker.prefetch import default_dir
+from pkgc.worker.smoke import SmokeFailed, run_smoke_tests
 
 SMOKE_TIMEOUT = 60.0  # seconds per smoke command
 ELF_MAGIC = b"\x7fELF"
@@ -147,43 +148,17 @@ def smoke_tests(recipe: Recipe) -> tuple[SmokeTest, ...]:
     return ()
 
 
-def smoke_environment(prefix: Path, base: dict[str, str], extra: Sequence[tuple[str, str]]) -> dict[str, str]:
-    """The prefix's programs first on PATH; pkg-config sees the prefix only (it holds the dependencies too)."""
-    env = {key: value for key, value in base.items() if not key.startswith("PKGC_")}
-    env["PATH"] = f"{prefix}/bin:{base.get('PATH', os.defpath)}"
-    env["PKG_CONFIG_LIBDIR"] = f"{prefix}/lib/pkgconfig:{prefix}/share/pkgconfig"
-    env["PKG_CONFIG_PATH"] = env["PKG_CONFIG_LIBDIR"]
-    env.update(extra)
-    return env
-
-
 def run_smoke(recipe: Recipe, prefix: Path, base: dict[str, str]) -> str:
-    """Run every smoke test of `recipe` in `prefix`; "" when all pass, else the reason of the first failure."""
+    """Run every smoke test of `recipe` in `prefix` with the worker's runner (pkg-config limited to the prefix,
+    which holds the dependencies too); "" when all pass, else the reason of the first failure."""
     tests = smoke_tests(recipe)
     if not tests:
         return "the recipe has no smoke test"
-    for test in tests:
-        argv = list(test.command)
-        if "/" in argv[0]:  # a first word with a slash is relative to the prefix
-            argv[0] = str(prefix / argv[0])
-        try:
-            result = subprocess.run(
-                argv,
-                env=smoke_environment(prefix, base, test.env),
-                input=test.stdin,
-                capture_output=True,
-                text=True,
-                timeout=SMOKE_TIMEOUT,
-                check=False,
-                cwd=tempfile.gettempdir(),
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"smoke {' '.join(test.command)[:60]}: {exc}"
-        output = result.stdout + result.stderr
-        if result.returncode != 0:
-            return f"smoke {' '.join(test.command)[:60]} exited {result.returncode}: {last_line(output)[:120]}"
-        if test.expect not in output:
-            return f"smoke {' '.join(test.command)[:60]}: {test.expect!r} not in {output[:160]!r}"
+    env = {key: value for key, value in base.items() if not key.startswith("PKGC_")}
+    try:
+        run_smoke_tests(tests, prefix, env, timeout=SMOKE_TIMEOUT, cwd=Path(tempfile.gettempdir()))
+    except SmokeFailed as exc:
+        return " ".join(str(exc).split())[:240]
     return ""
 
 
