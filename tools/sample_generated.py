@@ -2,6 +2,7 @@
 
     python tools/sample_generated.py --seed 7 --count 50
     python tools/sample_generated.py --seed 7 --count 5 --sources Sources   # a Sources index instead of apt's
+    python tools/sample_generated.py --seed 7 --count 50 --available-only   # only what the mirror serves
 
 It loads the Debian catalog into a farm home of its own (through apt, like `pkgc farm catalog update`, unless
 --sources names an index), starts that farm, installs each sampled package into a prefix of its own and runs a
@@ -15,7 +16,6 @@ without a curated recipe, so it shows what `pkgc install` of an arbitrary Debian
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import random
@@ -30,11 +30,12 @@ from pathlib import Path
 
 import httpx
 
-from pkgc.core.buildspec import PackageRequest, plan_builds
+from pkgc.core.buildspec import BuildSpec, PackageRequest, plan_builds
 from pkgc.core.errors import PkgcError
 from pkgc.farm.bootstrap import FarmConfig, farm_service
 from pkgc.farm.debian_catalog import DebianCatalog, index_path, load_index_text, update_index
 from pkgc.recipes import recipe_files
+from worker.fetch import SourceFetcher
 
 _REASONS = [
     (r"no URL or mirror produced source", "source tarball unavailable"),
@@ -117,6 +118,30 @@ def smoke_test(prefix: Path, name: str) -> str:
     return "installed no executable and no library"
 
 
+def unavailable_sources(specs: list[BuildSpec], fetcher: SourceFetcher, client: httpx.Client) -> list[str]:
+    """The file names of the plan's sources and patch series that no mirror serves (HEAD), [] when all are there.
+
+    Some archive mirrors and caching proxies serve only part of the pool; a package whose tarball is not there
+    cannot be built from this machine, which says nothing about its recipe."""
+    missing = []
+    for spec in specs:
+        for item in (spec.source, spec.source.series):
+            if item is None:
+                continue
+            urls = [c for url in (*item.urls, *item.mirrors) for c in fetcher.candidates(url)]
+            found = False
+            for url in urls:
+                try:
+                    found = client.head(url).status_code == 200
+                except httpx.HTTPError:
+                    found = False
+                if found:
+                    break
+            if not found:
+                missing.append(urls[0].rsplit("/", 1)[-1] if urls else f"{spec.name} (no URL)")
+    return missing
+
+
 def native(catalog: DebianCatalog, name: str) -> bool:
     """Whether the package's Build-Depends name nothing of an ecosystem the platform lacks (a quick filter)."""
     dropped = catalog.dropped(name)
@@ -171,6 +196,12 @@ def main(argv: list[str] | None = None) -> int:
         default=30,
         help="skip (and count) a package whose plan needs more builds than this (its dependencies included)",
     )
+    parser.add_argument(
+        "--available-only",
+        action="store_true",
+        help="draw only packages whose sources (and their dependencies' sources) a mirror in apt's configuration "
+        "serves (checked with HEAD; a partial mirror lacks many pool files)",
+    )
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1_000_000)
     os.nice(10)  # a shared machine: the farm and its builds inherit this
@@ -183,13 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     curated = {path.stem for path in recipe_files()}
     names = sorted(name for name, *_ in DebianCatalog(index_path(home)).packages() if name not in curated)
     catalog = DebianCatalog(index_path(home))
-    if args.native_only:
-        order = random.Random(seed).sample(names, len(names))
-        sample = list(itertools.islice((name for name in order if native(catalog, name)), args.count))
-    else:
-        sample = random.Random(seed).sample(names, min(args.count, len(names)))
-    kind = "native (no foreign ecosystem) " if args.native_only else ""
-    print(f"seed {seed}: {len(sample)} {kind}of {len(names)} generated recipes ({stored} in the catalog)", flush=True)
+    order = random.Random(seed).sample(names, len(names))
+    kind = ("native (no foreign ecosystem) " if args.native_only else "") + (
+        "available (sources on the mirror) " if args.available_only else ""
+    )
+    print(f"seed {seed}: drawing {args.count} {kind}of {len(names)} generated recipes ({stored} in the catalog)")
     env = {
         **os.environ,
         "HOME": str(root / "home"),
@@ -209,19 +238,40 @@ def main(argv: list[str] | None = None) -> int:
     outcomes: list[Outcome] = []
     try:
         service = farm_service(FarmConfig.local(home))
-        chosen = []
-        for name in sample:
-            try:
-                size = len(plan_builds([PackageRequest(name)], service.recipe, service.platform)[0])
-            except PkgcError as exc:
-                outcomes.append(Outcome(name, False, "", "", classify(name, str(exc))))
-                print(f"  {name}: not planned: {outcomes[-1].reason}", flush=True)
-                continue
-            if size > args.max_closure:
-                outcomes.append(Outcome(name, False, "", "", f"more than {args.max_closure} builds needed (skipped)"))
-                print(f"  {name}: skipped, its plan has {size} builds", flush=True)
-                continue
-            chosen.append(name)
+        chosen: list[str] = []
+        passed_over = Counter[str]()
+        fetcher = SourceFetcher(root / "head-check")
+        with httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0), follow_redirects=True) as head_client:
+            for name in order:
+                if len(chosen) + len(outcomes) >= args.count:
+                    break
+                if args.native_only and not native(catalog, name):
+                    continue
+                try:
+                    specs = plan_builds([PackageRequest(name)], service.recipe, service.platform)[0]
+                except PkgcError as exc:
+                    reason = classify(name, str(exc))
+                    if args.available_only and reason == "no recipe can be generated":
+                        passed_over["no usable tarball in the index"] += 1
+                        continue
+                    outcomes.append(Outcome(name, False, "", "", reason))
+                    print(f"  {name}: not planned: {outcomes[-1].reason}", flush=True)
+                    continue
+                if len(specs) > args.max_closure:
+                    outcomes.append(
+                        Outcome(name, False, "", "", f"more than {args.max_closure} builds needed (skipped)")
+                    )
+                    print(f"  {name}: skipped, its plan has {len(specs)} builds", flush=True)
+                    continue
+                if args.available_only:
+                    missing = unavailable_sources(specs, fetcher, head_client)
+                    if missing:
+                        passed_over["a source not on the mirror"] += 1
+                        print(f"  ({name}: passed over, the mirror lacks {missing[0]})", flush=True)
+                        continue
+                chosen.append(name)
+        if passed_over:
+            print(f"passed over: {', '.join(f'{v} ({k})' for k, v in passed_over.items())}", flush=True)
         with ThreadPoolExecutor(max_workers=max(1, args.workers)) as pool:
             for outcome in pool.map(lambda name: run_one(name, root, env, args.timeout), chosen):
                 outcomes.append(outcome)
