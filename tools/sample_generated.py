@@ -40,6 +40,7 @@ from worker.fetch import SourceFetcher
 _REASONS = [
     (r"no URL or mirror produced source", "source tarball unavailable"),
     (r"no build system detected", "no build system detected"),
+    (r"no supported build system: the tree is an? (\S+(?: \S+)?) ", "foreign ecosystem"),
     (r"dependency cycle", "dependency cycle among generated recipes"),
     (r"command \./configure exited|command meson setup|command cmake -S", "configure step failed"),
     (r"command autoreconf", "autoreconf failed"),
@@ -70,8 +71,9 @@ def classify(name: str, error: str) -> str:
         inner = classify(other.group(1), error[other.end() :])
         return "a dependency failed" if inner.startswith("a dependency failed") else f"a dependency failed ({inner})"
     for pattern, reason in _REASONS:
-        if re.search(pattern, error):
-            return reason
+        found = re.search(pattern, error)
+        if found:
+            return f"{reason}: {found.group(1)}" if found.groups() else reason
     return " ".join(error.split())[:80] or "unknown"
 
 
@@ -194,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         "--max-closure",
         type=int,
         default=30,
-        help="skip (and count) a package whose plan needs more builds than this (its dependencies included)",
+        help="pass over (and count) a package whose plan needs more builds than this (its dependencies included): "
+        "the sample is of packages this machine can build in reasonable time",
     )
     parser.add_argument(
         "--available-only",
@@ -258,10 +261,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {name}: not planned: {outcomes[-1].reason}", flush=True)
                     continue
                 if len(specs) > args.max_closure:
-                    outcomes.append(
-                        Outcome(name, False, "", "", f"more than {args.max_closure} builds needed (skipped)")
-                    )
-                    print(f"  {name}: skipped, its plan has {len(specs)} builds", flush=True)
+                    passed_over[f"its plan has more than {args.max_closure} builds"] += 1
+                    print(f"  ({name}: passed over, its plan has {len(specs)} builds)", flush=True)
                     continue
                 if args.available_only:
                     missing = unavailable_sources(specs, fetcher, head_client)

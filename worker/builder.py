@@ -18,6 +18,16 @@ from pkgc.core.options import compiler_flags
 from pkgc.core.recipe import check_glob_pattern, fill_template, list_placeholder
 from pkgc.core.relocation import PLACEHOLDER
 from pkgc.worker.detect import NoBuildSystem, detect_build_system
+from pkgc.worker.layout import (
+    LayoutError,
+    has_install_rule,
+    install_listed_files,
+    make_standard_dirs,
+    merge_into,
+    prune_empty_dirs,
+    remove_empty,
+    reroot_system_layout,
+)
 from pkgc.worker.patching import PatchError, PatchStep, check_step, patch_command, unpack_series
 from pkgc.worker.sandbox import Sandbox
 
@@ -239,7 +249,9 @@ def run_build(
         raise BuildError(str(exc)) from None
     if spec.build.subdir:
         srcdir = srcdir / spec.build.subdir
-    if spec.build.system == "auto":  # a generated recipe: the tree says how it builds
+    generated = spec.build.system == "auto"  # a generated recipe: the tree says how it builds
+    skip_install = False
+    if generated:
         try:
             detected = detect_build_system(srcdir)
         except NoBuildSystem as exc:
@@ -253,9 +265,20 @@ def run_build(
             build = dataclasses.replace(
                 build, make_args=prefix_args + build.make_args, install_args=prefix_args + build.install_args
             )
+            skip_install = not has_install_rule(srcdir)
         spec = dataclasses.replace(spec, build=build)
     destdir = workdir / "stage"
     destdir.mkdir()
+    staged = destdir / PLACEHOLDER.lstrip("/")
+    # A build that ignores DESTDIR and writes into the prefix itself (a Makefile's own install paths) finds it
+    # writable and lands in `direct` (hermetic sandboxes only; elsewhere the prefix path is read-only or absent).
+    direct = workdir / "direct"
+    direct.mkdir()
+    direct_bound = sandbox.bind_writable(direct, PLACEHOLDER)
+    created: list[Path] = []
+    if generated:
+        created = make_standard_dirs([staged, destdir / "usr", destdir / "usr" / "local"])
+        make_standard_dirs([direct, direct / "usr"])
     values = {
         "prefix": PLACEHOLDER,
         "jobs": str(jobs),
@@ -277,8 +300,28 @@ def run_build(
     log.write(f"pkgc: building {spec.label} key {spec.key}\npkgc: {sandbox.describe()}\n".encode())
     log.write(f"pkgc: CFLAGS={env['CFLAGS']}\npkgc: LDFLAGS={env['LDFLAGS']}\n".encode())
     for argv in build_commands(spec, srcdir, destdir, values):
+        if skip_install and argv[:2] == ["make", "install"]:
+            log.write(b"pkgc: the Makefile has no install rule; installing what debian/install lists instead\n")
+            listed = install_listed_files(srcdir, workdir / "series", staged)
+            if not listed:
+                raise BuildError(
+                    "the Makefile has no install rule, and neither debian/install nor the tree's top directory names "
+                    "a file to install"
+                )
+            log.write(f"pkgc: installed {', '.join(listed[:10])}{' ...' if len(listed) > 10 else ''}\n".encode())
+            continue
         sandbox.run(argv, cwd=srcdir, env=env, log=log)
-    staged = destdir / PLACEHOLDER.lstrip("/")
+    try:
+        prune_empty_dirs(direct)
+        if direct_bound and any(direct.iterdir()):
+            moved = merge_into(direct, staged)
+            log.write(f"pkgc: the build wrote {moved} entries into the prefix itself (not DESTDIR); kept them\n".encode())
+        if generated:
+            for move in reroot_system_layout(destdir, staged):
+                log.write(f"pkgc: the build installed under {move}; moved into the prefix\n".encode())
+            remove_empty(created)
+    except LayoutError as exc:
+        raise BuildError(str(exc)) from None
     stray = [p for p in destdir.rglob("*") if not (p == staged or staged in p.parents or p in staged.parents)]
     if stray:
         raise BuildError(f"the build installed files outside its prefix, e.g. {stray[0].relative_to(destdir)}")

@@ -3,8 +3,9 @@ generated from the Debian catalog).
 
 The order is the one a packager would try: a shipped `configure` script is what upstream released and needs no
 generated files; `configure.ac`/`configure.in` (or `autogen.sh`) without one is a git-style tree that needs
-`autoreconf` first (the platform's "autotools" tool); then CMake, Meson, and a plain Makefile. Nothing found is a
-build failure that says so, not a guess.
+`autoreconf` first (the platform's "autotools" tool); then CMake, Meson, and a plain Makefile, unless the tree
+is a package of a language ecosystem the platform has no tooling for (Go, Rust, OCaml, Haskell, Perl, Python, ...),
+whose Makefile only wraps that tooling. Nothing found is a build failure that says so, not a guess.
 """
 
 from __future__ import annotations
@@ -15,6 +16,35 @@ from pathlib import Path
 
 class NoBuildSystem(Exception):
     """The tree has none of the files a supported build system starts from."""
+
+
+# Trees of a language ecosystem whose compiler or package tooling the build platform does not have: a top-level
+# Makefile there is a wrapper around that tooling (`go build`, `dune`, `cargo`), so the build says which ecosystem
+# it is instead of failing inside make. (marker files, then glob patterns) -> the ecosystem's name.
+FOREIGN_ECOSYSTEMS: tuple[tuple[tuple[str, ...], tuple[str, ...], str], ...] = (
+    (("go.mod",), (), "a Go module (go.mod)"),
+    (("Cargo.toml",), (), "a Rust crate (Cargo.toml)"),
+    (("dune-project",), ("*.opam",), "an OCaml project (dune-project or *.opam)"),
+    (("Setup.hs", "Setup.lhs", "stack.yaml"), ("*.cabal",), "a Haskell package (*.cabal)"),
+    (("Makefile.PL", "Build.PL"), (), "a Perl module (Makefile.PL or Build.PL)"),
+    (("setup.py", "pyproject.toml"), (), "a Python project (setup.py or pyproject.toml)"),
+    (("package.json",), (), "a Node.js package (package.json)"),
+    (("pom.xml", "build.gradle", "build.xml"), (), "a Java project (pom.xml, build.gradle or build.xml)"),
+    (("DESCRIPTION",), (), "an R package (DESCRIPTION)"),
+    ((), ("*.gemspec",), "a Ruby gem (*.gemspec)"),
+)
+
+
+def foreign_ecosystem(srcdir: Path) -> str | None:
+    """What foreign ecosystem the tree belongs to (see FOREIGN_ECOSYSTEMS), or None."""
+    for names, patterns, label in FOREIGN_ECOSYSTEMS:
+        if any((srcdir / name).is_file() for name in names):
+            if label.startswith("an R package") and not (srcdir / "NAMESPACE").is_file():
+                continue  # DESCRIPTION alone is a common documentation file
+            return label
+        if any(any(srcdir.glob(pattern)) for pattern in patterns):
+            return label
+    return None
 
 
 @dataclass(frozen=True)
@@ -43,6 +73,12 @@ def detect_build_system(srcdir: Path) -> DetectedSystem:
         return DetectedSystem("cmake", tools=("cmake",), reason="found CMakeLists.txt")
     if has("meson.build"):
         return DetectedSystem("meson", tools=("meson",), reason="found meson.build")
+    foreign = foreign_ecosystem(srcdir)
+    if foreign is not None:
+        raise NoBuildSystem(
+            f"no supported build system: the tree is {foreign}; generated recipes build C and C++ projects "
+            "(autotools, CMake, Meson or a Makefile)"
+        )
     for name in ("GNUmakefile", "Makefile", "makefile"):
         if has(name):
             return DetectedSystem("make", reason=f"found {name}")

@@ -120,6 +120,16 @@ class Sandbox:
         self.deadline = deadline
         self.abort = abort  # asked between short waits: True kills the running command's whole process tree
         self.abort_check_interval = abort_check_interval
+        self.writable: list[tuple[Path, str]] = []  # (host directory, path in the sandbox), see bind_writable
+
+    def bind_writable(self, host: Path, target: str) -> bool:
+        """Show the host directory `host` writable at `target` inside the sandbox; False when this sandbox cannot
+        (only a hermetic root is bubblewrap's own tmpfs, where a new mount point can be made; the host's `/` is
+        read-only, and without bubblewrap there is no separate view at all)."""
+        if not (self.bwrap and self.root is not None) or not target.startswith("/") or ".." in target.split("/"):
+            return False
+        self.writable.append((host, target))
+        return True
 
     def describe(self) -> str:
         if self.bwrap and self.root is not None:
@@ -145,6 +155,7 @@ class Sandbox:
             "--tmpfs", "/tmp",
             *(arg for path in self.extra_ro for arg in ("--ro-bind", str(path), str(path))),
             "--bind", str(self.workdir), str(self.workdir),
+            *(arg for host, target in self.writable for arg in ("--bind", str(host), target)),
             *(["--remount-ro", "/"] if self.root is not None else []),
             "--chdir", str(cwd),
             "--",

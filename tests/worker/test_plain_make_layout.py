@@ -1,0 +1,174 @@
+"""Generated recipes (`system = "auto"`) of small projects whose Makefiles install the way their authors wanted.
+
+Each case is a real shape found in a sample of Debian packages: vrfy's `install -c vrfy $(DESTDIR)/usr/local/bin`
+into a directory nobody made; mailcheck's install into `$(PREFIX)/usr/bin` whatever DESTDIR says; topline's
+Makefile without an install rule (Debian lists its files in `debian/install`); fzf's Makefile wrapping `go build`.
+They build in the hermetic sandbox on a real build root, as the farm's worker builds them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pkgc.core.buildspec import BuildSpec, PackageRequest, plan_builds
+from pkgc.core.platform import detect_platform
+from pkgc.core.recipe import BuildInstructions, PatchSeries, Recipe, SourceVersion
+from pkgc.core.toolchain import load_toolchain
+from pkgc.worker.builder import BuildError, run_build
+from pkgc.worker.buildroot import make_root
+from pkgc.worker.layout import has_install_rule, install_listed_files
+from pkgc.worker.sandbox import Sandbox, bubblewrap_path
+
+TOOL_C = '#include <stdio.h>\nint main(void) { puts("tool works"); return 0; }\n'
+
+
+def _tarball(path: Path, top: str, files: dict[str, str]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"{top}/{name}" if top else name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _spec(series: Path | None = None) -> BuildSpec:
+    digest = hashlib.sha256(series.read_bytes()).hexdigest() if series else ""
+    version = SourceVersion(
+        "1.0", "a" * 64, ("https://example.org/tool.tar.gz",),
+        series=PatchSeries("debian", digest, ("https://example.org/tool.debian.tar.xz",)) if series else None,
+    )  # fmt: skip
+    recipe = Recipe("tool", "", "", "", (version,), BuildInstructions("auto"), origin="generated")
+    specs, _ = plan_builds([PackageRequest("tool")], lambda _name: recipe, detect_platform())
+    return specs[0]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    """The hermetic build root of a plain-make build (None where bubblewrap cannot run: the host's view then)."""
+    if bubblewrap_path() is None:
+        return None
+    return make_root(load_toolchain(), (), "make", tmp_path_factory.mktemp("roots"))
+
+
+def _build(tmp_path: Path, root: Path | None, files: dict[str, str], series: dict[str, str] | None = None) -> Any:
+    archive = _tarball(tmp_path / "tool.tar.gz", "tool-1.0", files)
+    series_archive = _tarball(tmp_path / "tool.debian.tar.gz", "", series) if series is not None else None
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    sandbox = Sandbox(workdir, bwrap=bubblewrap_path(), deadline=time.monotonic() + 120, root=root)
+    with (tmp_path / "build.log").open("wb") as log:
+        staged = run_build(
+            _spec(series_archive), workdir=workdir, source_archive=archive, depsdir=None, sandbox=sandbox, jobs=1,
+            log=log, series_archive=series_archive,
+        )  # fmt: skip
+    return staged, (tmp_path / "build.log").read_text(errors="replace")
+
+
+def test_an_install_into_destdir_usr_local_bin_nobody_made_lands_in_the_prefix(
+    tmp_path: Path, root: Path | None
+) -> None:
+    makefile = (
+        "BINDIR = /usr/local/bin\n"
+        "tool: tool.c\n\t$(CC) $(CFLAGS) -o tool tool.c\n"
+        "install: tool\n\tinstall -c -m 755 tool $(DESTDIR)$(BINDIR)\n"
+    )
+    staged, log = _build(tmp_path, root, {"Makefile": makefile, "tool.c": TOOL_C})
+    assert (staged / "bin" / "tool").is_file(), log[-2000:]
+    assert "moved into the prefix" in log
+    assert not (staged / "share").exists(), "the directories made for the install and left empty are gone"
+
+
+@pytest.mark.skipif(bubblewrap_path() is None, reason="needs bubblewrap: only a hermetic sandbox has a writable prefix")
+def test_an_install_that_ignores_destdir_and_writes_into_the_prefix_itself_is_kept(
+    tmp_path: Path, root: Path | None
+) -> None:
+    makefile = (
+        "tool: tool.c\n\t$(CC) $(CFLAGS) -o tool tool.c\n"
+        "install: tool\n\tinstall -m 755 tool $(PREFIX)/usr/bin\n\tinstall -m 644 tool.c $(PREFIX)/usr/share/man/man1/tool.1\n"
+    )
+    staged, log = _build(tmp_path, root, {"Makefile": makefile, "tool.c": TOOL_C})
+    assert (staged / "bin" / "tool").is_file(), log[-2000:]
+    assert (staged / "share" / "man" / "man1" / "tool.1").is_file()
+    assert not (staged / "usr").exists()
+    assert "into the prefix itself (not DESTDIR)" in log
+
+
+def test_a_makefile_without_install_rule_installs_what_debian_install_lists(
+    tmp_path: Path, root: Path | None
+) -> None:
+    makefile = "all: tool\ntool: tool.c\n\t$(CC) $(CFLAGS) -o tool tool.c\nclean:\n\trm -f tool\n"
+    series = {"debian/install": "tool usr/bin\ntool.c usr/share/tool\n../outside usr/bin\nnothing-* usr/bin\n"}
+    staged, log = _build(tmp_path, root, {"Makefile": makefile, "tool.c": TOOL_C}, series)
+    assert (staged / "bin" / "tool").is_file(), log[-2000:]
+    assert (staged / "share" / "tool" / "tool.c").is_file()
+    assert "no install rule" in log
+
+
+def test_a_makefile_without_install_rule_or_debian_list_installs_its_top_level_executables(
+    tmp_path: Path, root: Path | None
+) -> None:
+    makefile = "tool: tool.c\n\t$(CC) $(CFLAGS) -o tool tool.c\n"
+    staged, _log = _build(tmp_path, root, {"Makefile": makefile, "tool.c": TOOL_C, "helper.sh": "#!/bin/sh\n"})
+    assert [p.name for p in (staged / "bin").iterdir()] == ["tool"], "only the ELF executable the build made"
+
+
+def test_a_go_module_with_a_wrapper_makefile_is_reported_as_go(tmp_path: Path, root: Path | None) -> None:
+    files = {"Makefile": "all:\n\tgo build ./...\n", "go.mod": "module example.org/tool\n", "main.go": ""}
+    with pytest.raises(BuildError, match=r"no supported build system: the tree is a Go module \(go\.mod\)"):
+        _build(tmp_path, root, files)
+
+
+def test_a_clash_between_destdir_and_the_prefix_fails_naming_the_file(tmp_path: Path, root: Path | None) -> None:
+    if root is None:
+        pytest.skip("needs bubblewrap: only a hermetic sandbox has a writable prefix")
+    makefile = (
+        "tool: tool.c\n\t$(CC) $(CFLAGS) -o tool tool.c\n"
+        "install: tool\n\tinstall -D -m 755 tool $(DESTDIR)$(PREFIX)/bin/tool\n"
+        "\tinstall -D -m 755 tool.c $(PREFIX)/bin/tool\n"
+    )
+    with pytest.raises(BuildError, match="tool is installed twice"):
+        _build(tmp_path, root, {"Makefile": makefile, "tool.c": TOOL_C})
+
+
+@pytest.mark.parametrize(
+    ("makefile", "expected"),
+    [
+        ("install: all\n\tcp a b\n", True),
+        ("all install: x\n", True),
+        ("install:: x\n", True),
+        ("INSTALL = install\ninstall_prefix := /usr\nall:\n\t$(INSTALL) x y\n", False),
+        ("all:\n\tinstall -m 755 a b\n", False),
+        ("include rules.mk\nall:\n", True),  # rules.mk has it
+    ],
+)
+def test_has_install_rule(tmp_path: Path, makefile: str, expected: bool) -> None:
+    (tmp_path / "Makefile").write_text(makefile)
+    (tmp_path / "rules.mk").write_text("install:\n\tcp a b\n")
+    assert has_install_rule(tmp_path) is expected
+
+
+def test_debian_install_paths_stay_inside_the_source_and_the_prefix(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "tool").write_text("x")
+    (tmp_path / "secret").write_text("host file")
+    (source / "link").symlink_to(tmp_path / "secret")
+    series = tmp_path / "series"
+    (series / "debian").mkdir(parents=True)
+    (series / "debian" / "install").write_text(
+        "/etc/passwd usr/bin\n../secret usr/bin\nlink usr/bin\ntool ../../escape\ntool /opt/x\ntool usr/local/bin\n"
+    )
+    staged = tmp_path / "staged"
+    assert install_listed_files(source, series, staged) == ["bin/tool"]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink()) == [
+        "secret", "series/debian/install", "src/tool", "staged/bin/tool",
+    ]  # fmt: skip
