@@ -31,9 +31,12 @@ MAX_SUMMARY_LENGTH = 200
 GENERATED_MARK = "\x00generated:"  # the prefix of a generated recipe's identity (no TOML text holds a NUL)
 
 # Build-Depends that the platform provides or that only Debian's own packaging needs: dropped, never dependencies.
+# Test harnesses count as packaging: the farm does not run upstream test suites (a smoke test checks the result),
+# and autopkgtest or a virtual X server would pull a large closure into every build that names them.
 _PACKAGING = re.compile(
     r"^(debhelper(-compat)?|dh-.*|dpkg-dev|dpkg|quilt|cdbs|build-essential|fakeroot|lintian|po-debconf|"
-    r"debconf|lsb-release|chrpath|help2man|devscripts|gem2deb|javahelper|gnome-pkg-tools|pkg-kde-tools)$"
+    r"debconf|lsb-release|chrpath|help2man|devscripts|gem2deb|javahelper|gnome-pkg-tools|pkg-kde-tools|"
+    r"autopkgtest|xvfb|xauth|xfonts-base|valgrind|locales|locales-all)$"
 )
 # Names that mean a platform tool even though no toolchain entry lists them verbatim.
 _TOOL_ALIASES = {

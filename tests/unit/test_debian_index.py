@@ -122,6 +122,12 @@ def test_build_depends_mapping(parsed: ParsedIndex) -> None:
     assert sord.tools == ("meson", "python")
     assert "debhelper-compat (Debian packaging)" in sord.dropped
     assert "libpcre2-dev" in sord.dropped, "no source in this index builds libpcre2-dev: noted, dropped"
+    harness = parse_source(
+        {"Package": "t", "Version": "1.0-1", "Directory": "pool/main/t/t", "Build-Depends": "autopkgtest, xvfb, libc6-dev"}
+    )
+    assert map_build_depends(harness, sources.get, TOOLCHAIN).dropped[:2] == (
+        "autopkgtest (Debian packaging)", "xvfb (Debian packaging)",
+    ), "test harnesses are not built: the farm runs no upstream test suite"  # fmt: skip
     cbor = map_build_depends(parsed.packages["libcbor"], sources.get, TOOLCHAIN)
     assert cbor.tools == ("cmake",) and cbor.runtime == () and cbor.build == ()
     assert "libcmocka-dev (build profile)" in cbor.dropped
