@@ -98,8 +98,8 @@ def smoke_test(prefix: Path, name: str) -> str:
                 continue
             said = (ran.stdout + ran.stderr).decode(errors="replace").lower()
             # It runs: exit 0, or a usage or version text with a usage-error status (GNU indent's --version
-            # exits 1); a crash (signal) or a loader error (127) is not running.
-            if ran.returncode == 0 or (ran.returncode in (1, 2) and ("usage" in said or "version" in said)):
+            # exits 1, BSD-style tools exit 64, EX_USAGE); a crash (signal) or a loader error (127) is not running.
+            if ran.returncode == 0 or (ran.returncode in (1, 2, 64) and ("usage" in said or "version" in said)):
                 return ""
     libraries = sorted((prefix / "lib").glob("lib*.so")) + sorted((prefix / "lib").glob("lib*.a"))
     for library in libraries[:3]:

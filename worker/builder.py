@@ -38,12 +38,23 @@ class BuildError(Exception):
     pass
 
 
-def unpack_source(archive: Path, destination: Path, strip_components: int) -> Path:
-    """Extract a source tarball safely (tarfile's data filter) and drop the top directories."""
+def unpack_source(archive: Path, destination: Path, strip_components: int, *, only_one_top: bool = False) -> Path:
+    """Extract a source tarball safely (tarfile's data filter) and drop the top directories.
+
+    With `only_one_top` (a generated recipe, which cannot know the tarball's layout), the top directory is dropped
+    only when every member lies under one, as dpkg-source does: some upstream tarballs have their files at the top.
+    """
     destination.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive) as tar:
+        every = tar.getmembers()
+        if only_one_top and strip_components == 1:
+            tops = {Path(member.name).parts[0] for member in every if Path(member.name).parts not in ((), (".",))}
+            single = len(tops) == 1 and all(
+                len(Path(m.name).parts) > 1 or m.isdir() for m in every if Path(m.name).parts not in ((), (".",))
+            )
+            strip_components = 1 if single else 0
         members = []
-        for member in tar.getmembers():
+        for member in every:
             parts = Path(member.name).parts
             if len(parts) <= strip_components:
                 continue
@@ -240,7 +251,9 @@ def run_build(
     series_archive: Path | None = None,
 ) -> Path:
     """Build `spec` inside `workdir`; return the staged tree that holds the placeholder prefix's contents."""
-    srcdir = unpack_source(source_archive, workdir / "src", spec.source.strip_components)
+    srcdir = unpack_source(
+        source_archive, workdir / "src", spec.source.strip_components, only_one_top=spec.build.system == "auto"
+    )
     (workdir / "home").mkdir(exist_ok=True)
     env = build_environment(spec, workdir, depsdir)
     try:
@@ -275,10 +288,17 @@ def run_build(
     direct = workdir / "direct"
     direct.mkdir()
     direct_bound = sandbox.bind_writable(direct, PLACEHOLDER)
+    # Likewise a generated recipe's Makefile that installs into /usr/local itself (its man pages, often) finds it
+    # writable and empty; what lands there moves into the prefix like an install under DESTDIR/usr/local.
+    usr_local = workdir / "usr-local"
+    usr_local.mkdir()
+    local_bound = generated and sandbox.bind_writable(usr_local, "/usr/local")
     created: list[Path] = []
     if generated:
         created = make_standard_dirs([staged, destdir / "usr", destdir / "usr" / "local"])
-        make_standard_dirs([direct, direct / "usr"])
+        make_standard_dirs([direct, direct / "usr", usr_local])
+        for section in range(1, 9):  # /usr/local/man: the old BSD place of man pages, which some Makefiles use
+            (usr_local / "man" / f"man{section}").mkdir(parents=True, exist_ok=True)
     values = {
         "prefix": PLACEHOLDER,
         "jobs": str(jobs),
@@ -316,9 +336,21 @@ def run_build(
         if direct_bound and any(direct.iterdir()):
             moved = merge_into(direct, staged)
             log.write(f"pkgc: the build wrote {moved} entries into the prefix itself (not DESTDIR); kept them\n".encode())
+        prune_empty_dirs(usr_local)
+        if local_bound and any(usr_local.iterdir()):
+            if (usr_local / "man").is_dir():  # /usr/local/man is the prefix's share/man
+                merge_into(usr_local / "man", staged / "share" / "man")
+                (usr_local / "man").rmdir()
+            moved = merge_into(usr_local, staged)
+            log.write(f"pkgc: the build wrote {moved} entries into /usr/local itself; moved into the prefix\n".encode())
         if generated:
             for move in reroot_system_layout(destdir, staged):
                 log.write(f"pkgc: the build installed under {move}; moved into the prefix\n".encode())
+            if spec.build.system == "make" and not skip_install and not any(p.is_file() for p in staged.rglob("*")):
+                # `make install` ran but put nothing anywhere (damapper copies into the tree's own bin/)
+                listed = install_listed_files(srcdir, workdir / "series", staged)
+                if listed:
+                    log.write(f"pkgc: make install installed nothing; installed {', '.join(listed[:10])}\n".encode())
             remove_empty(created)
     except LayoutError as exc:
         raise BuildError(str(exc)) from None

@@ -35,7 +35,7 @@ from pathlib import Path
 from pkgc.core.toolchain import ToolchainDefinition
 
 # Bump when the way a root is made changes, so every worker makes its roots again.
-ROOT_FORMAT = 1
+ROOT_FORMAT = 2  # 2: an empty usr/local
 DPKG_ADMIN = Path("/var/lib/dpkg")
 # Never part of a root: bubblewrap mounts its own /dev, /proc and /tmp, and the rest is the host's live state.
 _SKIPPED_TOPS = {"dev", "proc", "sys", "tmp", "run", "var/run", "var/lock", "mnt", "media", "home", "root", "srv"}
@@ -331,6 +331,8 @@ def make_root(
                 diverted = diversions.get(line)
                 writer.place(diverted[0] if diverted and diverted[1] != package.name else line)
         _alternatives(writer, admin)
+        # An empty /usr/local: the mount point of a generated recipe's writable /usr/local (pkgc/worker/builder.py).
+        (building / "usr" / "local").mkdir(parents=True, exist_ok=True)
         etc = building / "etc"
         etc.mkdir(exist_ok=True)
         for name, text in (("passwd", _PASSWD), ("group", _GROUP)):

@@ -59,8 +59,10 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
     return make_root(load_toolchain(), (), "make", tmp_path_factory.mktemp("roots"))
 
 
-def _build(tmp_path: Path, root: Path | None, files: dict[str, str], series: dict[str, str] | None = None) -> Any:
-    archive = _tarball(tmp_path / "tool.tar.gz", "tool-1.0", files)
+def _build(
+    tmp_path: Path, root: Path | None, files: dict[str, str], series: dict[str, str] | None = None, top: str = "tool-1.0"
+) -> Any:
+    archive = _tarball(tmp_path / "tool.tar.gz", top, files)
     series_archive = _tarball(tmp_path / "tool.debian.tar.gz", "", series) if series is not None else None
     workdir = tmp_path / "work"
     workdir.mkdir()
@@ -137,6 +139,35 @@ def test_a_clash_between_destdir_and_the_prefix_fails_naming_the_file(tmp_path: 
     )
     with pytest.raises(BuildError, match="tool is installed twice"):
         _build(tmp_path, root, {"Makefile": makefile, "tool.c": TOOL_C})
+
+
+@pytest.mark.skipif(bubblewrap_path() is None, reason="needs bubblewrap: only a hermetic sandbox has a writable /usr/local")
+def test_man_pages_installed_into_usr_local_man_itself_land_in_the_prefix(tmp_path: Path, root: Path | None) -> None:
+    makefile = (  # wwl's and shapetools' shape: the binary honours PREFIX, the man page goes to /usr/local/man
+        "tool: tool.c\n\t$(CC) $(CFLAGS) -o tool tool.c\n"
+        "install: tool\n\tinstall -D -m 755 tool $(DESTDIR)$(PREFIX)/bin/tool\n\tinstall tool.1 /usr/local/man/man1/tool.1\n"
+    )
+    staged, log = _build(tmp_path, root, {"Makefile": makefile, "tool.c": TOOL_C, "tool.1": ".TH TOOL 1\n"})
+    assert (staged / "bin" / "tool").is_file(), log[-2000:]
+    assert (staged / "share" / "man" / "man1" / "tool.1").read_text() == ".TH TOOL 1\n"
+    assert "into /usr/local itself" in log
+
+
+def test_a_make_install_that_copies_into_the_tree_falls_back_to_the_built_executables(
+    tmp_path: Path, root: Path | None
+) -> None:
+    makefile = "tool: tool.c\n\t$(CC) $(CFLAGS) -o tool tool.c\ninstall: tool\n\tmkdir -p bin/\n\tcp -f tool bin/\n"
+    staged, log = _build(tmp_path, root, {"Makefile": makefile, "tool.c": TOOL_C})  # damapper's shape
+    assert (staged / "bin" / "tool").is_file(), log[-2000:]
+    assert "make install installed nothing" in log
+
+
+def test_a_tarball_without_a_top_directory_is_not_stripped(tmp_path: Path, root: Path | None) -> None:
+    """dpkg-source's rule: strip the top directory only when everything lies under one (nautilus-admin's orig
+    tarball has its files at the top; stripping one level lost them and Debian's patch found nothing to patch)."""
+    makefile = "tool: src/tool.c\n\t$(CC) $(CFLAGS) -o tool src/tool.c\ninstall: tool\n\tinstall -D tool $(DESTDIR)$(PREFIX)/bin/tool\n"
+    staged, log = _build(tmp_path, root, {"Makefile": makefile, "src/tool.c": TOOL_C}, top="")
+    assert (staged / "bin" / "tool").is_file(), log[-2000:]
 
 
 @pytest.mark.parametrize(
