@@ -44,6 +44,7 @@ _REASONS = [
     (r"dependency cycle", "dependency cycle among generated recipes"),
     (r"command \./configure exited|command meson setup|command cmake -S", "configure step failed"),
     (r"command autoreconf", "autoreconf failed"),
+    (r"command patch exited", "a Debian patch did not apply"),
     (r"command make exited|command cmake --build|command meson compile|command ninja", "compile failed"),
     (r"command make install|cmake --install|meson install", "install step failed"),
     (r"took longer|timed out", "build timed out"),
