@@ -17,7 +17,7 @@ from pkgc.core.buildspec import BuildSpec
 from pkgc.core.options import compiler_flags
 from pkgc.core.recipe import check_glob_pattern, fill_template, list_placeholder
 from pkgc.core.relocation import PLACEHOLDER
-from pkgc.worker.detect import NoBuildSystem, detect_build_system
+from pkgc.worker.detect import NoBuildSystem, detect_in_tree
 from pkgc.worker.layout import (
     LayoutError,
     has_install_rule,
@@ -264,11 +264,14 @@ def run_build(
         srcdir = srcdir / spec.build.subdir
     generated = spec.build.system == "auto"  # a generated recipe: the tree says how it builds
     skip_install = False
+    topdir = srcdir
     if generated:
         try:
-            detected = detect_build_system(srcdir)
+            detected = detect_in_tree(srcdir, workdir / "series")
         except NoBuildSystem as exc:
             raise BuildError(str(exc)) from None
+        topdir = srcdir  # debian/install names paths from the top of the tree
+        srcdir = srcdir / detected.subdir if detected.subdir else srcdir
         log.write(f"pkgc: build system {detected.system} ({detected.reason})\n".encode())
         build = dataclasses.replace(
             spec.build, system=detected.system, bootstrap=detected.bootstrap + spec.build.bootstrap
@@ -322,7 +325,7 @@ def run_build(
     for argv in build_commands(spec, srcdir, destdir, values):
         if skip_install and argv[:2] == ["make", "install"]:
             log.write(b"pkgc: the Makefile has no install rule; installing what debian/install lists instead\n")
-            listed = install_listed_files(srcdir, workdir / "series", staged)
+            listed = install_listed_files(topdir, workdir / "series", staged, build_dir=srcdir)
             if not listed:
                 raise BuildError(
                     "the Makefile has no install rule, and neither debian/install nor the tree's top directory names "
@@ -348,7 +351,7 @@ def run_build(
                 log.write(f"pkgc: the build installed under {move}; moved into the prefix\n".encode())
             if spec.build.system == "make" and not skip_install and not any(p.is_file() for p in staged.rglob("*")):
                 # `make install` ran but put nothing anywhere (damapper copies into the tree's own bin/)
-                listed = install_listed_files(srcdir, workdir / "series", staged)
+                listed = install_listed_files(topdir, workdir / "series", staged, build_dir=srcdir)
                 if listed:
                     log.write(f"pkgc: make install installed nothing; installed {', '.join(listed[:10])}\n".encode())
             remove_empty(created)

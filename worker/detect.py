@@ -10,6 +10,8 @@ whose Makefile only wraps that tooling. Nothing found is a build failure that sa
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,9 +55,49 @@ class DetectedSystem:
     bootstrap: tuple[tuple[str, ...], ...] = ()  # argument lists run before the system's configure step
     tools: tuple[str, ...] = ()  # platform tools the detected system needs beyond the recipe's
     reason: str = ""  # what was found, for the build log
+    subdir: str = ""  # where in the tree the build system is ("" = the top; see `detect_in_tree`)
 
 
 AUTORECONF = ("autoreconf", "--force", "--install")
+
+
+_SOURCE_DIRECTORY = re.compile(r"(?:--sourcedirectory|--sourcedir)[= ]([A-Za-z0-9._/-]+)|\s-D\s*([A-Za-z0-9._/-]+)")
+
+
+def debian_source_directory(series_dir: Path) -> str | None:
+    """The subdirectory debian/rules builds in (`dh $@ --sourcedirectory=src`), if it names a safe relative one."""
+    rules = series_dir / "debian" / "rules"
+    if not rules.is_file() or rules.is_symlink():
+        return None
+    for line in rules.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not re.match(r"^\s*(dh|dh_auto_\w+)\s", line):
+            continue
+        found = _SOURCE_DIRECTORY.search(line)
+        if found:
+            value = (found.group(1) or found.group(2)).strip("/")
+            parts = value.split("/")
+            if value and ".." not in parts and "." not in parts and "$" not in value:
+                return value
+    return None
+
+
+def detect_in_tree(srcdir: Path, series_dir: Path | None = None) -> DetectedSystem:
+    """The build system at the top of the tree or, when there is none there, in the subdirectory debian/rules
+    names (`--sourcedirectory`) or in `src/` (rp-pppoe keeps its configure in src/)."""
+    try:
+        return detect_build_system(srcdir)
+    except NoBuildSystem as top:
+        candidates = [debian_source_directory(series_dir)] if series_dir is not None else []
+        for subdir in (*[c for c in candidates if c], "src"):
+            inner = srcdir / subdir
+            if not inner.is_dir() or inner.is_symlink() or not inner.resolve().is_relative_to(srcdir.resolve()):
+                continue
+            try:
+                found = detect_build_system(inner)
+            except NoBuildSystem:
+                continue
+            return dataclasses.replace(found, subdir=subdir, reason=f"{found.reason} in {subdir}/")
+        raise top
 
 
 def detect_build_system(srcdir: Path) -> DetectedSystem:

@@ -180,10 +180,11 @@ def _is_elf_executable(path: Path) -> bool:
         return handle.read(4) == _ELF_MAGIC
 
 
-def install_listed_files(srcdir: Path, series_dir: Path, staged: Path) -> list[str]:
-    """Install what a Makefile without an `install` rule built: the files `debian/install` lists with a
-    destination under `usr/` or `etc/`, or else the ELF executables at the top of the tree (into bin/). Returns the
-    installed paths relative to the prefix."""
+def install_listed_files(srcdir: Path, series_dir: Path, staged: Path, *, build_dir: Path | None = None) -> list[str]:
+    """Install what a Makefile without an `install` rule built: the files `debian/install` lists (relative to the
+    top of the tree, `srcdir`) with a destination under `usr/` or `etc/`, or else the ELF executables at the top of
+    `build_dir` (the directory the build ran in; default `srcdir`) into bin/. Returns the installed paths relative to
+    the prefix."""
     root = srcdir.resolve()
     installed: list[str] = []
     for line in _debian_install_lines(series_dir):
@@ -209,7 +210,7 @@ def install_listed_files(srcdir: Path, series_dir: Path, staged: Path) -> list[s
                 installed.append(f"{destination}/{match.name}" if destination else match.name)
     if installed:
         return installed
-    for path in sorted(srcdir.iterdir()):
+    for path in sorted((build_dir or srcdir).iterdir()):
         if _is_elf_executable(path):
             (staged / "bin").mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, staged / "bin" / path.name)

@@ -203,3 +203,32 @@ def test_debian_install_paths_stay_inside_the_source_and_the_prefix(tmp_path: Pa
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink()) == [
         "secret", "series/debian/install", "src/tool", "staged/bin/tool",
     ]  # fmt: skip
+
+
+def test_a_build_system_in_src_or_where_debian_rules_says_is_found(tmp_path: Path) -> None:
+    from pkgc.worker.detect import NoBuildSystem, detect_in_tree
+
+    tree = tmp_path / "tree"
+    (tree / "src").mkdir(parents=True)
+    (tree / "src" / "configure").write_text("#!/bin/sh\n")
+    found = detect_in_tree(tree)
+    assert (found.system, found.subdir) == ("autotools", "src"), "rp-pppoe keeps its configure in src/"
+    (tree / "unix").mkdir()
+    (tree / "unix" / "CMakeLists.txt").write_text("")
+    series = tmp_path / "series"
+    (series / "debian").mkdir(parents=True)
+    (series / "debian" / "rules").write_text("%:\n\tdh $@ --sourcedirectory=unix\n")
+    assert detect_in_tree(tree, series).subdir == "unix"
+    (series / "debian" / "rules").write_text("%:\n\tdh $@ --sourcedirectory=../../etc\n")
+    assert detect_in_tree(tree, series).subdir == "src", "a path out of the tree is not followed"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(NoBuildSystem, match="no build system detected"):
+        detect_in_tree(empty, series)
+
+
+def test_a_generated_build_in_src_builds_there(tmp_path: Path, root: Path | None) -> None:
+    makefile = "tool: tool.c\n\t$(CC) $(CFLAGS) -o tool tool.c\ninstall: tool\n\tinstall -D tool $(DESTDIR)$(PREFIX)/bin/tool\n"
+    staged, log = _build(tmp_path, root, {"README": "x\n", "src/Makefile": makefile, "src/tool.c": TOOL_C})
+    assert (staged / "bin" / "tool").is_file(), log[-2000:]
+    assert "found Makefile in src/" in log
