@@ -27,6 +27,7 @@ from pkgc.worker.layout import (
     prune_empty_dirs,
     remove_empty,
     reroot_system_layout,
+    retarget_symlinks,
 )
 from pkgc.worker.patching import PatchError, PatchStep, check_step, patch_command, unpack_series
 from pkgc.worker.sandbox import Sandbox
@@ -341,10 +342,11 @@ def run_build(
             log.write(f"pkgc: the build wrote {moved} entries into the prefix itself (not DESTDIR); kept them\n".encode())
         prune_empty_dirs(usr_local)
         if local_bound and any(usr_local.iterdir()):
+            moved = 0
             if (usr_local / "man").is_dir():  # /usr/local/man is the prefix's share/man
-                merge_into(usr_local / "man", staged / "share" / "man")
+                moved += merge_into(usr_local / "man", staged / "share" / "man")
                 (usr_local / "man").rmdir()
-            moved = merge_into(usr_local, staged)
+            moved += merge_into(usr_local, staged)
             log.write(f"pkgc: the build wrote {moved} entries into /usr/local itself; moved into the prefix\n".encode())
         if generated:
             for move in reroot_system_layout(destdir, staged):
@@ -354,6 +356,8 @@ def run_build(
                 listed = install_listed_files(topdir, workdir / "series", staged, build_dir=srcdir)
                 if listed:
                     log.write(f"pkgc: make install installed nothing; installed {', '.join(listed[:10])}\n".encode())
+            for link in retarget_symlinks(staged, PLACEHOLDER):
+                log.write(f"pkgc: {link} pointed into a system directory; now at the file in the prefix\n".encode())
             remove_empty(created)
     except LayoutError as exc:
         raise BuildError(str(exc)) from None

@@ -115,6 +115,34 @@ def reroot_system_layout(destdir: Path, staged: Path) -> list[str]:
     return moves
 
 
+# Absolute link targets a build wrote while installing under a system directory, and where those files are now
+# (relative to the prefix), most specific first. /usr/local/man is the BSD place of man pages (share/man).
+SYSTEM_TARGETS = (("/usr/local/man/", "share/man/"), ("/usr/local/", ""), ("/usr/", ""))
+
+
+def retarget_symlinks(staged: Path, prefix: str) -> list[str]:
+    """Point the absolute symlinks into a system directory (`SYSTEM_TARGETS`) whose files were moved into the
+    prefix at the moved files (`prefix` + path), when the file is there; return the links changed. Links to files
+    the prefix does not have (the platform's own /usr/bin/env) are left for the packer to judge."""
+    changed: list[str] = []
+    for path in sorted(staged.rglob("*")):
+        if not path.is_symlink():
+            continue
+        target = os.readlink(path)
+        for system, relative in SYSTEM_TARGETS:
+            if not target.startswith(system):
+                continue
+            moved = relative + target.removeprefix(system)
+            parts = moved.split("/")
+            if ".." in parts or not (staged / moved).exists():
+                break
+            path.unlink()
+            os.symlink(f"{prefix}/{moved}", path)
+            changed.append(path.relative_to(staged).as_posix())
+            break
+    return changed
+
+
 def has_install_rule(srcdir: Path) -> bool:
     """Whether the top Makefile (the one make reads first) or a file it includes has an `install` rule."""
     for name in ("GNUmakefile", "makefile", "Makefile"):

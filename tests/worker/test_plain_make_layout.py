@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import tarfile
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 from pkgc.core.buildspec import BuildSpec, PackageRequest, plan_builds
 from pkgc.core.platform import detect_platform
 from pkgc.core.recipe import BuildInstructions, PatchSeries, Recipe, SourceVersion
+from pkgc.core.relocation import PLACEHOLDER
 from pkgc.core.toolchain import load_toolchain
 from pkgc.worker.builder import BuildError, run_build
 from pkgc.worker.buildroot import make_root
@@ -146,11 +148,15 @@ def test_man_pages_installed_into_usr_local_man_itself_land_in_the_prefix(tmp_pa
     makefile = (  # wwl's and shapetools' shape: the binary honours PREFIX, the man page goes to /usr/local/man
         "tool: tool.c\n\t$(CC) $(CFLAGS) -o tool tool.c\n"
         "install: tool\n\tinstall -D -m 755 tool $(DESTDIR)$(PREFIX)/bin/tool\n\tinstall tool.1 /usr/local/man/man1/tool.1\n"
+        "\tln -s /usr/local/man/man1/tool.1 /usr/local/man/man1/alias.1\n"
     )
     staged, log = _build(tmp_path, root, {"Makefile": makefile, "tool.c": TOOL_C, "tool.1": ".TH TOOL 1\n"})
     assert (staged / "bin" / "tool").is_file(), log[-2000:]
     assert (staged / "share" / "man" / "man1" / "tool.1").read_text() == ".TH TOOL 1\n"
     assert "into /usr/local itself" in log
+    assert os.readlink(staged / "share" / "man" / "man1" / "alias.1") == f"{PLACEHOLDER}/share/man/man1/tool.1", (
+        "a link to where the file was is a link to where it is (the packer makes it relative)"
+    )
 
 
 def test_a_make_install_that_copies_into_the_tree_falls_back_to_the_built_executables(
