@@ -52,6 +52,7 @@ _REASONS = [
     (r"looks for libraries in", "RUNPATH outside its prefix"),
     (r"which is neither in the artifact", "needs a library outside its dependencies and the base list"),
     (r"outside its prefix", "installed outside its prefix"),
+    (r"is a symlink to .* outside the package's prefix", "a symlink out of its prefix"),
     (r"no recipe can be generated", "no recipe can be generated"),
     (r"dependency \S+ failed to build", "a dependency failed"),
 ]
