@@ -97,9 +97,11 @@ def test_catalog_update_against_the_aws_farm_serves_generated_recipes(aws_farm: 
     assert pointer is not None and pointer.packages == 11 and pointer.blob in updated.stdout
     assert aws_farm.ports.blobs.exists(pointer.blob)
 
-    time.sleep(1.1)  # the warm container's pointer TTL
     with aws_farm.api() as api:
-        details = api.get("/v1/packages/libcbor")
+        # The warm container sees it once its pointer TTL (1 s) and the service's recipe TTL (2 s) have passed.
+        deadline = time.monotonic() + 6
+        while (details := api.get("/v1/packages/libcbor")).status_code == 404 and time.monotonic() < deadline:
+            time.sleep(0.25)
         assert details.status_code == 200, details.text
         assert details.json()["origin"] == "generated"
         assert details.json()["homepage"] == "https://github.com/PJK/libcbor"
