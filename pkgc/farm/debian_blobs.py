@@ -174,6 +174,7 @@ class BlobDebianCatalog:
         self._checked_at: float | None = None
         self._copy: _Copy | None = None
         self._refused: CatalogPointer | None = None  # the last pointer whose blob was refused: not fetched again
+        self._retired: Path | None = None  # the file of the copy used before this one
         self.downloads = 0  # how many blobs were fetched (tests, and the logs' story)
 
     # -- the GeneratedRecipes port ------------------------------------------------------------------------
@@ -286,11 +287,15 @@ class BlobDebianCatalog:
             inflated.unlink(missing_ok=True)
 
     def _switch(self, copy: _Copy | None) -> None:
-        """Use `copy` from now on and delete the file of the copy used before (an open reader keeps its inode)."""
+        """Use `copy` from now on. The file of the copy used until now is kept until the next switch (a request
+        that took it a moment ago may still open it); the one before it is deleted, so at most two are on disk."""
         previous = self._copy
         self._copy = copy
-        if previous is not None and (copy is None or previous.catalog.path != copy.catalog.path):
-            previous.catalog.path.unlink(missing_ok=True)
+        if previous is None or (copy is not None and previous.catalog.path == copy.catalog.path):
+            return
+        retired, self._retired = self._retired, previous.catalog.path
+        if retired is not None and (copy is None or retired != copy.catalog.path):
+            retired.unlink(missing_ok=True)
 
     def _directory(self) -> Path:
         if self._cache_dir is None:

@@ -120,7 +120,8 @@ def test_reads_the_pointer_once_per_ttl_and_downloads_only_when_it_changed(
     clock.now += 1
     assert "serd" in names(catalog) and len(names(catalog)) == 11, "after the TTL: the new index"
     assert blobs.pointer_reads == 2 and blobs.downloaded == [first.blob, second.blob]
-    assert sorted(p.name for p in cache.iterdir()) == [f"{second.sha256}.sqlite"], "the previous copy is deleted"
+    kept = sorted(p.name for p in cache.iterdir())
+    assert kept == sorted([f"{first.sha256}.sqlite", f"{second.sha256}.sqlite"]), "the previous copy is kept a while"
 
     clock.now += 600
     assert catalog.identity("serd") is not None and catalog.pointer() == second
@@ -130,6 +131,12 @@ def test_reads_the_pointer_once_per_ttl_and_downloads_only_when_it_changed(
     clock.now += 60
     assert catalog.pointer() is not None and catalog.pointer().updated_at == 9999.0  # type: ignore[union-attr]
     assert len(blobs.downloaded) == 2, "a new time on the same blob is not a new index"
+
+    third = publish(blobs, tmp_path, "\n\n".join(STANZAS[5:7]))
+    clock.now += 60
+    assert names(catalog) == ["libtar", "loadwatch"]
+    kept = sorted(p.name for p in cache.iterdir())
+    assert kept == sorted([f"{second.sha256}.sqlite", f"{third.sha256}.sqlite"]), "the one before is deleted"
 
 
 def test_a_corrupt_blob_is_refused_in_one_line_and_the_previous_copy_stays(
