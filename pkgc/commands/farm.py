@@ -145,10 +145,12 @@ def catalog_update(
 
     from pkgc.client.embedded import farm_home
     from pkgc.core.errors import UsageError
-    from pkgc.farm.bootstrap import FarmConfig
+    from pkgc.farm.bootstrap import BACKENDS, FarmConfig
     from pkgc.farm.catalog_update import update_catalog
     from pkgc.farm.debian_catalog import fetch_sources_text
 
+    if backend is not None and backend.strip().lower() not in BACKENDS:
+        raise UsageError(f"--backend: unknown farm backend {backend[:40]!r}", hint="use local or aws")
     config = FarmConfig.from_env(home=farm_home(), backend=backend)
     if from_file is not None:
         try:

@@ -270,3 +270,19 @@ def test_the_composition_root_chooses_the_blob_catalog_for_aws(tmp_path: Path) -
         FarmConfig.from_env({**env, "PKGC_FARM_DEBIAN_CACHE": "relative/dir"})
     with pytest.raises(UsageError, match="PKGC_FARM_DEBIAN_POINTER_SECONDS"):
         FarmConfig.from_env({**env, "PKGC_FARM_DEBIAN_POINTER_SECONDS": "forever"})
+
+
+def test_catalog_update_refuses_an_unknown_backend_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import user_env
+
+    refused = subprocess.run(
+        [sys.executable, "-m", "pkgc", "farm", "catalog", "update", "--backend", "gcp", "--from", str(FIXTURE)],
+        env=user_env(tmp_path), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
+        "error: --backend: unknown farm backend 'gcp' (use local or aws)"
+    ], refused.stderr
+    assert not (tmp_path / "farm" / "debian").exists(), "nothing was written"
