@@ -109,8 +109,8 @@ def _sha256_of(path: Path) -> str:
 
 def publish_index(blobs: BlobStore, index: Path, packages: int, *, now: float | None = None) -> CatalogPointer:
     """Store `index` (an index.sqlite written by `write_index`) gzipped as an immutable blob, then point the
-    catalog at it. The blob is written before the pointer, so a reader never follows a pointer to nothing; an
-    index already stored (same bytes) is not uploaded again. Returns the pointer written."""
+    catalog at it. The blob is written before the pointer, so a reader never follows a pointer to nothing; the
+    same index gives the same bytes and name. Returns the pointer written."""
     with tempfile.TemporaryDirectory(prefix="pkgc-debian-publish-") as work:
         packed = Path(work) / "index.sqlite.gz"
         # mtime=0: the same index always gives the same bytes, hence the same name.
@@ -122,8 +122,8 @@ def publish_index(blobs: BlobStore, index: Path, packages: int, *, now: float | 
             shutil.copyfileobj(source, out, _CHUNK)
         digest = _sha256_of(packed)
         name = debian_blob_name(digest)
-        if not blobs.exists(name):
-            blobs.put_named(name, packed.read_bytes())
+        # Written even if a blob of this name exists: the same bytes again, and a damaged copy is repaired.
+        blobs.put_named(name, packed.read_bytes())
     pointer = CatalogPointer(
         blob=name, sha256=digest, packages=packages, updated_at=time.time() if now is None else now
     )
@@ -236,7 +236,7 @@ class BlobDebianCatalog:
                 self._copy = _Copy(pointer, current.catalog)  # same index, maybe a newer time or count
             else:  # someone removed the copy: fetch it again
                 self._load(pointer)
-        elif self._refused is None or self._refused.sha256 != pointer.sha256:
+        elif pointer != self._refused:  # a refused blob is tried again only when the pointer is written again
             self._load(pointer)
         self._checked_at = self._clock()
 

@@ -65,11 +65,11 @@ class DownBlobs(DirectoryBlobStore):
         raise FarmUnavailable(f"S3 GetObject of bucket/{name}: connection refused")
 
 
-def publish(blobs: DirectoryBlobStore, tmp_path: Path, text: str) -> CatalogPointer:
+def publish(blobs: DirectoryBlobStore, tmp_path: Path, text: str, now: float = 1234.5) -> CatalogPointer:
     parsed = parse_index(text)
     index = tmp_path / f"index-{len(parsed.packages)}.sqlite"
     write_index(parsed, index)
-    return publish_index(blobs, index, len(parsed.packages), now=1234.5)
+    return publish_index(blobs, index, len(parsed.packages), now=now)
 
 
 @pytest.fixture
@@ -162,6 +162,12 @@ def test_a_corrupt_blob_is_refused_in_one_line_and_the_previous_copy_stays(
     assert catalog.recipe("serd") is None and blobs.downloaded.count(bad.blob) == 1, (
         "a refused blob is not fetched again"
     )
+    repaired = publish(blobs, tmp_path, FIXTURE.read_text(), now=2000.0)  # the operator runs the update again
+    assert repaired.blob == bad.blob
+    clock.now += 60
+    assert catalog.recipe("serd") is not None, "published again: the repaired blob is taken"
+    assert catalog.pointer() == repaired
+    good = repaired
 
     blobs.put_named(POINTER_NAME, b'{"blob": "../../etc/passwd", "sha256": "x"}')
     clock.now += 60
