@@ -377,14 +377,21 @@ def seed_debian_catalog(farm_home: Path, extra_stanzas: str = "") -> list[str]:
         pytest.fail(f"{excerpt} is missing: run 'python -m pkgc.worker.prefetch' (bash .ci/run does)", pytrace=False)
     text = excerpt.read_text(encoding="utf-8")
     load_index_text(farm_home, extra_stanzas + "\n\n" + text)
-    cache = farm_home / "sources"
+    seed_debian_sources(farm_home / "sources", text)
+    return list(GENERATED_TEST_PACKAGES)
+
+
+def seed_debian_sources(cache: Path, text: str) -> None:
+    """Put the prefetched orig and Debian tarballs of the stanzas in `text` (a Sources excerpt) into a farm's or a
+    worker's source cache. Fails naming the command to run if one was not prefetched."""
+    from pkgc.worker.prefetch import default_dir
+
     cache.mkdir(parents=True, exist_ok=True)
     sums = re.findall(r"^ ([0-9a-f]{64}) \d+ \S+\.(?:orig|debian)\.tar\.\w+$", text, re.M)
     for sha in sums:
         if not (default_dir() / sha).is_file():
             pytest.fail(f"{sha} not prefetched: run 'python -m pkgc.worker.prefetch'", pytrace=False)
         shutil.copyfile(default_dir() / sha, cache / sha)
-    return list(GENERATED_TEST_PACKAGES)
 
 
 def require_bubblewrap() -> str:

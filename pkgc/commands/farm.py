@@ -1,5 +1,6 @@
-"""`pkgc farm up|status|stop|reset`, `pkgc farm catalog update` and `pkgc farm token create|list|revoke`: the embedded farm on this machine;
-`pkgc farm deploy`: the farm on AWS; `pkgc farm publish`: recipes into the configured farm's catalog."""
+"""`pkgc farm up|status|stop|reset` and `pkgc farm token create|list|revoke`: the embedded farm on this machine;
+`pkgc farm deploy`: the farm on AWS; `pkgc farm publish`: recipes into the configured farm's catalog;
+`pkgc farm catalog update`: the Debian catalog of the embedded farm or (PKGC_FARM_BACKEND=aws) the AWS farm."""
 
 from __future__ import annotations
 
@@ -114,8 +115,8 @@ def reset(yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for co
 
 
 catalog_app = typer.Typer(
-    help="The Debian source catalog of the embedded farm: every source package apt's configuration reaches, each "
-    "with a recipe generated on demand.",
+    help="The Debian source catalog of the farm (the embedded farm, or the AWS farm with PKGC_FARM_BACKEND=aws): "
+    "every source package apt's configuration reaches, each with a recipe generated on demand.",
     no_args_is_help=True,
 )
 app.add_typer(catalog_app, name="catalog")
@@ -127,39 +128,47 @@ def catalog_update(
     from_file: Path | None = typer.Option(
         None, "--from", help="Load this Sources index (decompressed) instead of fetching it through apt."
     ),
+    backend: str | None = typer.Option(
+        None,
+        "--backend",
+        help="local (the embedded farm) or aws (the PKGC_AWS_* variables and your AWS credentials); "
+        "default: PKGC_FARM_BACKEND, else local.",
+    ),
 ) -> None:
     """Fetch Debian's Sources index through apt (deb-src entries derived from apt's deb entries; apt checks the
-    signed InRelease) into the farm's own state, and list every source package in the farm's catalog.
+    signed InRelease) and make it the farm's Debian catalog: 'pkgc search' lists every source package.
 
+    The embedded farm keeps it in its home. An AWS farm keeps it in its bucket (catalog/debian/: an immutable
+    blob and the pointer to it), written with your AWS credentials; its API uses it within a minute.
     Separate from `pkgc install`, so that the quick start never waits for this download."""
+    import tempfile
+
     from pkgc.client.embedded import farm_home
     from pkgc.core.errors import UsageError
-    from pkgc.farm.debian_catalog import load_index_text, update_index
+    from pkgc.farm.bootstrap import BACKENDS, FarmConfig
+    from pkgc.farm.catalog_update import update_catalog
+    from pkgc.farm.debian_catalog import fetch_sources_text
 
-    home = farm_home()
+    if backend is not None and backend.strip().lower() not in BACKENDS:
+        raise UsageError(f"--backend: unknown farm backend {backend[:40]!r}", hint="use local or aws")
+    config = FarmConfig.from_env(home=farm_home(), backend=backend)
     if from_file is not None:
         try:
             text = from_file.read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
             raise UsageError(f"cannot read {from_file}: {exc.strerror}") from None
-        stored, skipped = load_index_text(home, text)
-    else:
-        stored, skipped = update_index(home)
-    _refresh_snapshot(home)
+    elif config.backend == "local":
+        text = fetch_sources_text(config.paths.home / "debian" / "apt")
+    else:  # apt's lists for one upload: nothing of them is kept
+        with tempfile.TemporaryDirectory(prefix="pkgc-debian-apt-") as state:
+            text = fetch_sources_text(Path(state))
+    update = update_catalog(config, text)
     _forget_catalog_freshness(ctx.obj)
+    where = f"; the AWS farm uses {update.blob} within a minute" if update.blob else ""
     console().print(
-        f"Debian catalog: {stored} source packages ({skipped} skipped); 'pkgc search' lists them", markup=False
+        f"Debian catalog: {update.stored} source packages ({update.skipped} skipped){where}; 'pkgc search' lists them",
+        markup=False,
     )
-
-
-def _refresh_snapshot(home: Path) -> None:
-    """Rewrite the farm's catalog snapshot with the new index (a running farm reads it within seconds)."""
-    from pkgc.farm.bootstrap import FarmConfig, farm_service
-    from pkgc.farm.paths import FarmPaths
-
-    if not FarmPaths(home).database.is_file():
-        return  # the farm's first start writes the snapshot
-    farm_service(FarmConfig.local(home)).write_catalog_snapshot()
 
 
 token_app = typer.Typer(

@@ -37,7 +37,7 @@ from pkgc.farm.adapters.local import (
 from pkgc.farm.adapters.local_tokens import SqliteTokenStore
 from pkgc.farm.aws_settings import AwsSettings
 from pkgc.farm.paths import FarmPaths
-from pkgc.farm.ports import BacklogMetrics, BlobStore, FarmPorts, InstanceProtection
+from pkgc.farm.ports import BacklogMetrics, BlobStore, FarmPorts, GeneratedRecipes, InstanceProtection
 from pkgc.farm.service import FarmService
 from pkgc.farm.work import BuildLifecycle
 
@@ -46,6 +46,7 @@ MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4's limit (pkgc/farm/adapters/aws.py 
 BACKENDS: tuple[Backend, ...] = ("local", "aws")
 LOCAL_WAIT_POLL_SECONDS = 0.1  # a SQLite read: cheap, and a finished build is seen at once
 AWS_WAIT_POLL_SECONDS = 1.0  # a DynamoDB read per poll per waiting client: about 1 s, as the issue asks
+LAMBDA_DEBIAN_CACHE = "/tmp/pkgc-debian-catalog"  # a Lambda container's /tmp is private to it
 
 
 def _seconds_setting(env: Mapping[str, str], name: str, lowest: float, highest: float) -> float | None:
@@ -74,6 +75,11 @@ class FarmConfig:
     # inside API Gateway's 29 s integration timeout). PKGC_FARM_WAIT_POLL_SECONDS / PKGC_FARM_WAIT_MAX_SECONDS.
     wait_poll_seconds: float | None = None
     wait_max_seconds: float | None = None
+    # aws: the Debian catalog (pkgc/farm/debian_blobs.py) is a blob the API copies into `debian_cache` (None: a
+    # Lambda's /tmp/pkgc-debian-catalog, else a private temporary directory per process), re-reading its pointer
+    # at most every `debian_pointer_seconds` (None: 60 s). PKGC_FARM_DEBIAN_CACHE / PKGC_FARM_DEBIAN_POINTER_SECONDS.
+    debian_cache: Path | None = None
+    debian_pointer_seconds: float | None = None
 
     @classmethod
     def local(cls, home: Path) -> FarmConfig:
@@ -101,7 +107,19 @@ class FarmConfig:
         settings = AwsSettings.from_env(env)
         if not settings.queues:
             raise UsageError("PKGC_AWS_QUEUES must name at least one platform's queue: {platform: queue URL}")
-        return cls(backend="aws", aws=settings, wait_poll_seconds=wait_poll, wait_max_seconds=wait_max)
+        cache_text = env.get("PKGC_FARM_DEBIAN_CACHE", "").strip()
+        if cache_text and not cache_text.startswith("/"):
+            raise UsageError(f"PKGC_FARM_DEBIAN_CACHE must be an absolute directory, not {cache_text[:100]!r}")
+        if not cache_text and env.get("AWS_LAMBDA_FUNCTION_NAME"):
+            cache_text = LAMBDA_DEBIAN_CACHE  # a Lambda's /tmp is its own and lasts as long as its container
+        return cls(
+            backend="aws",
+            aws=settings,
+            wait_poll_seconds=wait_poll,
+            wait_max_seconds=wait_max,
+            debian_cache=Path(cache_text) if cache_text else None,
+            debian_pointer_seconds=_seconds_setting(env, "PKGC_FARM_DEBIAN_POINTER_SECONDS", 0.0, 3600.0),
+        )
 
     @property
     def wait_poll(self) -> float:
@@ -177,20 +195,35 @@ def close_ports(ports: FarmPorts, checkpoint: str = "PASSIVE") -> None:
         checkpoint_farm_database(ports.engine, checkpoint)
 
 
+def generated_recipes(config: FarmConfig, blobs: BlobStore) -> GeneratedRecipes:
+    """The Debian catalog of the configured farm: the index file in the embedded farm's home, or (AWS) the index
+    blob its pointer names, copied into a local cache (`pkgc farm catalog update` writes either)."""
+    if config.backend == "local":
+        from pkgc.farm.debian_catalog import DebianCatalog, index_path
+
+        return DebianCatalog(index_path(config.paths.home))
+    from pkgc.farm.debian_blobs import DEFAULT_POINTER_TTL, BlobDebianCatalog
+
+    ttl = config.debian_pointer_seconds
+    return BlobDebianCatalog(blobs, config.debian_cache, ttl=DEFAULT_POINTER_TTL if ttl is None else ttl)
+
+
 def farm_service(
-    config: FarmConfig, *, ports: FarmPorts | None = None, engine: Engine | None = None
+    config: FarmConfig,
+    *,
+    ports: FarmPorts | None = None,
+    engine: Engine | None = None,
+    generated: GeneratedRecipes | None = None,
 ) -> FarmService:
-    """The farm's API use cases over the configured ports."""
+    """The farm's API use cases over the configured ports. `generated`: a Debian catalog to use instead of the
+    configured one (`pkgc farm catalog update` writes the snapshot from the index it has just published)."""
     ports = ports if ports is not None else open_ports(config, engine=engine)
     if config.backend == "aws":
         platforms = [Platform.parse(name) for name in config.platforms()]
     else:  # the embedded farm's workers build natively: its own machine's platform only
         platforms = [detect_platform()]
-    generated = None
-    if config.backend == "local":  # the Debian catalog kept in the farm's home (`pkgc farm catalog update`)
-        from pkgc.farm.debian_catalog import DebianCatalog, index_path
-
-        generated = DebianCatalog(index_path(config.paths.home))
+    if generated is None:
+        generated = generated_recipes(config, ports.blobs)
     return FarmService(
         generated=generated,
         catalog=ports.catalog,

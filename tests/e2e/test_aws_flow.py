@@ -38,8 +38,8 @@ from pkgc.farm.bootstrap import FarmConfig, farm_service, open_ports
 from pkgc.farm.ports import BuildRecord, FarmPorts
 from pkgc.farm.token_admin import create_token
 from pkgc.recipes import bundled_recipe_dir
-from pkgc.worker.prefetch import seed_cache
-from tests.conftest import require_bubblewrap, subprocess_env, user_env
+from pkgc.worker.prefetch import debian_excerpt, default_dir, seed_cache
+from tests.conftest import require_bubblewrap, seed_debian_sources, subprocess_env, user_env
 from tests.moto_server import MotoServer, make_aws_settings
 
 pytestmark = pytest.mark.e2e
@@ -137,11 +137,13 @@ class AwsFlow:
         assert url.startswith("http://127.0.0.1:"), f"the bridge did not start: {url!r}"
         return url
 
-    def start_worker(self, name: str) -> subprocess.Popen[str]:
+    def start_worker(self, name: str, debian_sources: str = "") -> subprocess.Popen[str]:
         """A worker process with the AWS adapters, in a session of its own (so that it can be killed with its
-        build, as when its instance dies)."""
+        build, as when its instance dies); `debian_sources`: a Sources excerpt whose tarballs it has cached."""
         workdir = self.tmp / f"worker-{name}"
         seed_cache(workdir / "sources", ["hello"])
+        if debian_sources:
+            seed_debian_sources(workdir / "sources", debian_sources)
         env = subprocess_env(
             {
                 **self.farm_env,
@@ -281,6 +283,33 @@ def test_install_hello_through_the_lambda_api_a_worker_and_s3(make_flow: Callabl
         assert "X-Amz-Signature=" in path, "a presigned URL"
         assert not any(name.lower() == "authorization" for name in headers), "no credentials sent to S3"
         assert flow.token not in json.dumps(headers), "the token goes to the API only"
+
+
+def test_install_a_generated_package_through_the_aws_farm(make_flow: Callable[..., AwsFlow]) -> None:
+    """The Debian catalog on AWS: the operator's `pkgc farm catalog update` (PKGC_FARM_BACKEND=aws, a real
+    process) publishes the index to S3; the API Lambda generates libevdevplus's recipe from it, a worker builds it
+    (cmake, detected from the tree) and the client installs it."""
+    flow = make_flow()
+    excerpt = debian_excerpt(default_dir())
+    if not excerpt.is_file():
+        pytest.fail(f"{excerpt} is missing: run 'python -m pkgc.worker.prefetch' (bash .ci/run does)", pytrace=False)
+    operator = subprocess_env({**flow.farm_env, "HOME": str(flow.tmp / "operator")})
+    updated = subprocess.run(
+        [sys.executable, "-m", "pkgc", "farm", "catalog", "update", "--from", str(excerpt)],
+        env=operator, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert updated.returncode == 0 and "catalog/debian/" in updated.stdout, updated.stderr
+    flow.start_worker("debian", debian_sources=excerpt.read_text(encoding="utf-8"))
+    prefix = flow.tmp / "prefix"
+
+    installed = flow.pkgc("install", "libevdevplus", "--wait", "--prefix", str(prefix))
+
+    assert installed.returncode == 0, f"{installed.stderr}\n{flow.worker_logs()}"
+    assert (prefix / "lib" / "libevdevPlus.so").exists()
+    info = flow.pkgc("info", "libevdevplus", "--json", "--prefix", str(prefix))
+    assert info.returncode == 0 and json.loads(info.stdout)["origin"] == "generated", info.stderr
+    (record,) = flow.ports.builds.builds_of("libevdevplus")
+    assert record.status == BuildStatus.READY and record.spec["recipe_content"]["origin"] == "generated"
 
 
 def test_twenty_concurrent_identical_resolves_make_one_build_and_one_job(make_flow: Callable[..., AwsFlow]) -> None:

@@ -1,0 +1,167 @@
+"""The Debian catalog of an AWS farm, on the session's moto server: `pkgc farm catalog update --from FILE` (a real
+process, PKGC_FARM_BACKEND=aws) publishes the index blob and its pointer to S3 and rewrites the snapshot; the API
+Lambda (`api_handler` behind the loopback API Gateway bridge) then answers `/v1/packages/<generated package>` with a
+generated recipe, lists it in `/v1/catalog`, plans a build of it, and the client's `pkgc search`/`pkgc info` find
+it. `BlobDebianCatalog` over `S3BlobStore` refuses a corrupt blob and keeps the copy in use."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pkgc.core.debian import parse_index
+from pkgc.core.platform import detect_platform
+from pkgc.farm import aws_lambda
+from pkgc.farm.bootstrap import FarmConfig, farm_service, open_ports
+from pkgc.farm.debian_blobs import POINTER_NAME, BlobDebianCatalog, publish_index, read_pointer
+from pkgc.farm.debian_catalog import write_index
+from pkgc.farm.ports import FarmPorts
+from pkgc.farm.token_admin import create_token
+from pkgc.recipes import bundled_recipe_dir
+from tests.apigw_bridge import Bridge
+from tests.conftest import subprocess_env, user_env
+from tests.moto_server import MotoServer, make_aws_settings
+
+FIXTURE = Path(__file__).parent.parent / "fixtures" / "debian" / "Sources"
+_HERE = detect_platform()
+# A platform of this module's own on the shared moto server (its queue names are fresh anyway).
+PLATFORM = f"{_HERE.os}-{_HERE.arch}-{_HERE.libc}-2.{uuid.uuid4().int % 10**4}"
+
+
+@dataclass
+class AwsFarm:
+    env: dict[str, str]
+    ports: FarmPorts
+    token: str
+    bridge: Bridge
+    tmp: Path
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.bridge.url, timeout=60, trust_env=False)
+
+    def pkgc(self, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pkgc", *args], env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+
+
+@pytest.fixture
+def aws_farm(
+    moto_server: MotoServer, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[AwsFarm]:
+    """A farm on moto with the curated hello and an API container already warm (it has read the empty pointer)."""
+    settings = make_aws_settings(moto_server, (PLATFORM,))
+    env = {
+        **aws_env,
+        **settings.to_env(),
+        "PKGC_FARM_DEBIAN_POINTER_SECONDS": "1",  # a warm container sees a new index within a second
+        "PKGC_FARM_DEBIAN_CACHE": str(tmp_path / "lambda-tmp"),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    config = FarmConfig.from_env(env)
+    ports = open_ports(config)
+    hello = (bundled_recipe_dir() / "hello.toml").read_text()
+    assert farm_service(config, ports=ports).publish_recipes([("hello.toml", hello)]) == []
+    assert ports.tokens is not None
+    token = create_token(ports.tokens, "debian-test").secret
+    aws_lambda.forget_container()
+    bridge = Bridge(aws_lambda.api_handler).start()
+    try:
+        yield AwsFarm(env, ports, token, bridge, tmp_path)
+    finally:
+        bridge.shutdown()
+        aws_lambda.forget_container()
+
+
+def test_catalog_update_against_the_aws_farm_serves_generated_recipes(aws_farm: AwsFarm) -> None:
+    with aws_farm.api() as api:
+        assert api.get("/v1/packages/libcbor").status_code == 404, "before the update: unknown"
+        assert [p["name"] for p in api.get("/v1/catalog").json()["packages"]] == ["hello"]
+
+    operator = subprocess_env({**aws_farm.env, "HOME": str(aws_farm.tmp / "operator")})
+    updated = aws_farm.pkgc(operator, "farm", "catalog", "update", "--from", str(FIXTURE))
+    assert updated.returncode == 0, updated.stderr
+    assert "Debian catalog: 11 source packages (0 skipped)" in updated.stdout
+    pointer = read_pointer(aws_farm.ports.blobs)
+    assert pointer is not None and pointer.packages == 11 and pointer.blob in updated.stdout
+    assert aws_farm.ports.blobs.exists(pointer.blob)
+
+    with aws_farm.api() as api:
+        # The warm container sees it once its pointer TTL (1 s) and the service's recipe TTL (2 s) have passed.
+        deadline = time.monotonic() + 6
+        while (details := api.get("/v1/packages/libcbor")).status_code == 404 and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert details.status_code == 200, details.text
+        assert details.json()["origin"] == "generated"
+        assert details.json()["homepage"] == "https://github.com/PJK/libcbor"
+        assert api.get("/v1/packages/hello").json()["origin"] == "curated"
+        listed = {p["name"] for p in api.get("/v1/catalog").json()["packages"]}
+        assert {"hello", "libcbor", "serd", "libtar"} <= listed and len(listed) == 12
+        assert [r["name"] for r in api.get("/v1/packages", params={"q": "libcbor"}).json()["results"]] == ["libcbor"]
+        planned = api.post(
+            "/v1/resolve",
+            json={"packages": [{"name": "libcbor"}]},
+            headers={"Authorization": f"Bearer {aws_farm.token}"},
+        )
+        assert planned.status_code == 200, planned.text
+        (build,) = planned.json()["builds"]
+        assert build["name"] == "libcbor" and build["status"] == "queued"
+    record = aws_farm.ports.builds.get(build["key"])
+    assert record is not None and record.spec["recipe_content"]["origin"] == "generated"
+    job = aws_farm.ports.queues.for_platform(PLATFORM).receive(visibility_timeout=5, wait=5)
+    assert job is not None and job.body == build["key"], "the generated package's build went to the workers"
+
+    user = user_env(aws_farm.tmp / "user", PKGC_FARM=aws_farm.bridge.url)
+    found = aws_farm.pkgc(user, "search", "libcbor", "--json")
+    assert found.returncode == 0, found.stderr
+    assert [r["name"] for r in json.loads(found.stdout)] == ["libcbor"]
+    info = aws_farm.pkgc(user, "info", "libcbor", "--json")
+    assert info.returncode == 0 and json.loads(info.stdout)["origin"] == "generated", info.stderr
+
+
+def test_catalog_update_needs_the_aws_settings(aws_farm: AwsFarm) -> None:
+    env = subprocess_env({"HOME": str(aws_farm.tmp / "nobody"), "PKGC_FARM_BACKEND": "aws"})
+    refused = aws_farm.pkgc(env, "farm", "catalog", "update", "--from", str(FIXTURE))
+    assert refused.returncode == 2, refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and "PKGC_AWS_" in refused.stderr
+
+
+def test_the_blob_catalog_over_s3_refuses_a_corrupt_blob(aws_farm: AwsFarm, caplog: pytest.LogCaptureFixture) -> None:
+    blobs = aws_farm.ports.blobs
+    stanzas = FIXTURE.read_text().strip().split("\n\n")
+    first = parse_index("\n\n".join(stanzas[:2]))
+    write_index(first, aws_farm.tmp / "first.sqlite")
+    publish_index(blobs, aws_farm.tmp / "first.sqlite", len(first.packages))
+    now = [0.0]
+    catalog = BlobDebianCatalog(blobs, aws_farm.tmp / "cache", ttl=10, clock=lambda: now[0])
+    assert sorted(row[0] for row in catalog.packages()) == ["ddate", "exuberant-ctags"]
+
+    everything = parse_index(FIXTURE.read_text())
+    write_index(everything, aws_farm.tmp / "all.sqlite")
+    pointer = publish_index(blobs, aws_farm.tmp / "all.sqlite", len(everything.packages))
+    packed = blobs.get_bytes(pointer.blob)
+    assert packed is not None
+    blobs.put_named(pointer.blob, packed[:-100])  # the object damaged after its pointer was written
+    now[0] += 10
+    with caplog.at_level(logging.WARNING, logger="pkgc.farm.debian_blobs"):
+        assert sorted(row[0] for row in catalog.packages()) == ["ddate", "exuberant-ctags"]
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert line.startswith(f"Debian catalog: refused {pointer.blob}") and "sha256" in line
+
+    blobs.put_named(pointer.blob, packed)  # a new pointer to a good blob is taken
+    write_index(parse_index("\n\n".join(stanzas[2:4])), aws_farm.tmp / "two.sqlite")
+    publish_index(blobs, aws_farm.tmp / "two.sqlite", 2)
+    now[0] += 10
+    assert sorted(row[0] for row in catalog.packages()) == ["libcbor", "libevdevplus"]
+    assert blobs.get_bytes(POINTER_NAME) is not None
