@@ -334,7 +334,8 @@ class FarmService:
         return cached[1]
 
     def search(self, term: str) -> list[PackageSummary]:
-        """Exact name first, then name prefix, then substring of name or summary."""
+        """Ranked as the client's offline search: exact name, name prefix, name substring, then summary
+        substring; shorter names first within a tier."""
         needle = term.strip().lower()
         if len(needle) > 100:
             raise UsageError("search term is longer than 100 characters")
@@ -345,12 +346,14 @@ class FarmService:
                 rank = 0
             elif name.startswith(needle):
                 rank = 1
-            elif needle in name or needle in summary:
+            elif needle in name:
                 rank = 2
+            elif needle in summary:
+                rank = 3
             else:
                 continue
             ranked.append((rank, name, package))
-        return [item for _, _, item in sorted(ranked, key=lambda r: (r[0], r[1]))]
+        return [item for _, _, item in sorted(ranked, key=lambda r: (r[0], len(r[1]), r[1]))]
 
     def catalog_snapshot(self) -> list[PackageSummary]:
         return self._catalog().packages
