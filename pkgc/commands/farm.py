@@ -115,7 +115,8 @@ def reset(yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for co
 
 catalog_app = typer.Typer(
     help="The Debian source catalog of the embedded farm: every source package apt's configuration reaches, each "
-    "with a recipe generated on demand.",
+    "with a recipe generated on demand. The farm loads it by itself in the background when it starts without one "
+    "(output in <farm home>/debian/update.log; PKGC_DEBIAN_CATALOG_AUTOLOAD=0 turns that off).",
     no_args_is_help=True,
 )
 app.add_typer(catalog_app, name="catalog")
@@ -131,9 +132,12 @@ def catalog_update(
     """Fetch Debian's Sources index through apt (deb-src entries derived from apt's deb entries; apt checks the
     signed InRelease) into the farm's own state, and list every source package in the farm's catalog.
 
-    Separate from `pkgc install`, so that the quick start never waits for this download."""
+    Separate from `pkgc install`, so that the quick start never waits for this download; the embedded farm runs the
+    same update in the background when it starts without a catalog. Run this to load it now, to retry after a
+    failed load (`pkgc search` says when one failed), or to refresh it."""
     from pkgc.client.embedded import farm_home
     from pkgc.core.errors import UsageError
+    from pkgc.farm.catalog_autoload import record_update
     from pkgc.farm.debian_catalog import load_index_text, update_index
 
     home = farm_home()
@@ -142,10 +146,17 @@ def catalog_update(
             text = from_file.read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
             raise UsageError(f"cannot read {from_file}: {exc.strerror}") from None
-        stored, skipped = load_index_text(home, text)
+
+        def load() -> tuple[int, int]:
+            return load_index_text(home, text)
     else:
-        stored, skipped = update_index(home)
-    _refresh_snapshot(home)
+
+        def load() -> tuple[int, int]:
+            return update_index(home)
+
+    # Under the update lock the farm's own background load takes too (one at a time), its end recorded as the
+    # catalog's state (loaded, or failed with why) for `pkgc search` to tell.
+    stored, skipped = record_update(home, load, after=lambda: _refresh_snapshot(home))
     _forget_catalog_freshness(ctx.obj)
     console().print(
         f"Debian catalog: {stored} source packages ({skipped} skipped); 'pkgc search' lists them", markup=False

@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -187,12 +188,17 @@ def farm_service(
     else:  # the embedded farm's workers build natively: its own machine's platform only
         platforms = [detect_platform()]
     generated = None
+    debian_state = None
     if config.backend == "local":  # the Debian catalog kept in the farm's home (`pkgc farm catalog update`)
+        from pkgc.farm.catalog_autoload import catalog_state
         from pkgc.farm.debian_catalog import DebianCatalog, index_path
 
-        generated = DebianCatalog(index_path(config.paths.home))
+        home = config.paths.home
+        generated = DebianCatalog(index_path(home))
+        debian_state = partial(catalog_state, home)  # loading, loaded, failed: read live from the home
     return FarmService(
         generated=generated,
+        debian_state=debian_state,
         catalog=ports.catalog,
         builds=ports.builds,
         queues=ports.queues,
