@@ -73,7 +73,7 @@ def sync_if_stale(
     """
     current = time.time() if now is None else now
     synced = cache.synced_at(source)
-    if synced is not None and 0 <= current - synced < max_age and not _debian_loading(cache):
+    if synced is not None and 0 <= current - synced < max_age and not _debian_unsettled(cache):
         return Freshness()
     try:
         update_catalog(farm(), cache, source)
@@ -84,11 +84,12 @@ def sync_if_stale(
     return Freshness()
 
 
-def _debian_loading(cache: CatalogCache) -> bool:
-    """While the farm loads its Debian catalog the copy is asked again every time (one conditional request): the
-    newcomer told "try again in a minute" must find the packages then, not after `catalog_max_age`."""
+def _debian_unsettled(cache: CatalogCache) -> bool:
+    """While the farm's Debian catalog loads, or after its load failed, the copy is asked again every time (one
+    conditional request): the newcomer told "try again in a minute" must find the packages then, not after
+    `catalog_max_age`; and after a failure, asking starts a stopped farm, whose start tries the load again."""
     state = cache.debian_state()
-    return state is not None and state.get("state") == "loading"
+    return state is not None and state.get("state") in ("loading", "failed")
 
 
 def debian_hint(state: Mapping[str, Any] | None, now: float | None = None) -> str | None:

@@ -190,7 +190,7 @@ class Farm:
         return CatalogResponse(packages=packages, debian=self.state), self.etag
 
 
-def test_the_copy_keeps_the_state_and_is_asked_again_while_loading(tmp_path: Path) -> None:
+def test_the_copy_keeps_the_state_and_is_asked_again_while_loading_or_failed(tmp_path: Path) -> None:
     cache = CatalogCache(tmp_path / "catalog.sqlite")
     farm = Farm(["hello"], DebianCatalogState(state="loading", since=1_700_000_000), '"a"')
     update_catalog(farm, cache, "embedded")
@@ -207,7 +207,11 @@ def test_the_copy_keeps_the_state_and_is_asked_again_while_loading(tmp_path: Pat
     assert cache.debian_state() == {"state": "loaded", "packages": 1}
     sync_if_stale(lambda: farm, cache, "embedded", max_age=3600)
     assert farm.asked == 3, "loaded: a fresh copy is not asked again"
-    assert str(no_match("nothing", cache)) == "no package matches 'nothing'"
+    assert str(no_match("nothing", cache)) == "no package matches 'nothing'", "loaded: no hint"
+    farm.state, farm.etag = DebianCatalogState(state="failed", error="no network"), '"f"'
+    update_catalog(farm, cache, "embedded")
+    sync_if_stale(lambda: farm, cache, "embedded", max_age=3600)
+    assert farm.asked == 5, "failed: asked again (a stopped farm's next start tries the load again)"
 
     farm.state, farm.etag = None, '"c"'  # a farm that reports no state: none is kept
     update_catalog(farm, cache, "embedded")
