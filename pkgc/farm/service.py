@@ -358,7 +358,7 @@ class FarmService:
 
     def search(self, term: str) -> list[PackageSummary]:
         """Ranked as the client's offline search: exact name, name prefix, name substring, then summary
-        substring; shorter names first within a tier."""
+        substring; in name order within a tier."""
         needle = term.strip().lower()
         if len(needle) > 100:
             raise UsageError("search term is longer than 100 characters")
@@ -376,7 +376,7 @@ class FarmService:
             else:
                 continue
             ranked.append((rank, name, package))
-        return [item for _, _, item in sorted(ranked, key=lambda r: (r[0], len(r[1]), r[1]))]
+        return [item for _, _, item in sorted(ranked, key=lambda r: (r[0], r[1]))]
 
     def catalog_snapshot(self) -> list[PackageSummary]:
         return self._catalog().packages

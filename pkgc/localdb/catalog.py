@@ -150,9 +150,9 @@ class CatalogCache:
             return int(connection.execute("SELECT count(*) FROM packages").fetchone()[0])
 
     def search(self, term: str, limit: int = 50) -> list[CatalogEntry]:
-        """Ranked: the exact name, names starting with the term, names containing it, then full-text matches of
-        words in names and summaries (BM25). Shorter names first within a tier: "cbor" puts libcbor before
-        libcbor-extra-tools. A substring scan of 34,000 names costs a few milliseconds; the summary tier is FTS."""
+        """Ranked: the exact name, names starting with the term, names containing it ("cbor" finds libcbor), each
+        name tier in name order, then full-text matches of words in names and summaries (BM25). A substring scan of
+        34,000 names costs a few milliseconds; the summary tier is FTS."""
         needle = term.strip().lower()
         found: dict[str, CatalogEntry] = {}
         connection = self._connect()
@@ -169,7 +169,7 @@ class CatalogCache:
                 if len(found) < limit:
                     take(
                         "SELECT name, summary, latest FROM packages WHERE name LIKE ? ESCAPE '\\' "
-                        "ORDER BY length(name), name LIMIT ?",
+                        "ORDER BY name LIMIT ?",
                         pattern,
                         limit,
                     )

@@ -55,7 +55,8 @@ def test_search_ranks_exact_name_then_prefix_then_summary(tmp_path: Path) -> Non
 
 
 def test_search_ranks_exact_prefix_substring_then_summary_words(tmp_path: Path) -> None:
-    """"cbor" finds libcbor (a substring of its name), after the names that start with it, before summary hits."""
+    """"cbor" finds libcbor (a substring of its name), after the names that start with it, before summary hits;
+    name order within a tier."""
     cache = CatalogCache(tmp_path / "catalog.sqlite")
     entries = [
         CatalogEntry("libcbor-tools", "tools around the library", "1.0"),
@@ -69,7 +70,7 @@ def test_search_ranks_exact_prefix_substring_then_summary_words(tmp_path: Path) 
     ]
     cache.replace(entries, '"v"', "embedded")
     names = [e.name for e in cache.search("cbor")]
-    assert names == ["cbor", "cbor2", "cborg-longer", "libcbor", "tinycbor", "libcbor-tools", "jsonish"]
+    assert names == ["cbor", "cbor2", "cborg-longer", "libcbor", "libcbor-tools", "tinycbor", "jsonish"]
     assert [e.name for e in cache.search("CBOR", limit=3)] == ["cbor", "cbor2", "cborg-longer"]
     assert [e.name for e in cache.search("xyz")] == []
     assert [e.name for e in cache.search("%")] == [], "LIKE's wildcards in the term are literal"

@@ -144,16 +144,16 @@ def _row(text: str, source: str) -> tuple[str, str, str, str]:
 
 
 def test_the_farms_search_ranks_like_the_clients(catalog: CountingCatalog) -> None:
-    """Exact name, name prefix, name substring, then summary; shorter names first within a tier."""
+    """Exact name, name prefix, name substring, then summary; name order within a tier."""
     service = farm(catalog)
     hello = next(text for source, text in recipes() if source == "hello.toml")
     service.publish_recipes(
         [
-            ("a.toml", renamed(hello, "libcbor-tools", "tools")),
+            ("a.toml", renamed(hello, "tinycbor", "tools")),
             ("b.toml", renamed(hello, "libcbor", "a library")),
             ("c.toml", renamed(hello, "cbor2", "a codec")),
             ("d.toml", renamed(hello, "cbor", "the exact one")),
             ("e.toml", renamed(hello, "jsonish", "JSON to CBOR")),
         ]
     )
-    assert [p.name for p in service.search("CBOR")] == ["cbor", "cbor2", "libcbor", "libcbor-tools", "jsonish"]
+    assert [p.name for p in service.search("CBOR")] == ["cbor", "cbor2", "libcbor", "tinycbor", "jsonish"]
