@@ -31,11 +31,15 @@ def up(workers: int = typer.Option(0, help="Worker processes (default: one per c
 
 @app.command("status")
 def status(as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
-    """Say whether the embedded farm runs, where, with which workers, and whether they keep failing."""
+    """Say whether the embedded farm runs, where, with which workers, whether they keep failing, and where its
+    Debian catalog is (loaded, loading, failed and why)."""
     from pkgc.client.embedded import farm_home, health, read_state
+    from pkgc.farm.debian_state import describe
+    from pkgc.farm.debian_state import read_state as read_debian_state
 
     home = farm_home()
     state = read_state(home)
+    debian = read_debian_state(home)
     answer = None
     if state and "url" in state:
         with _loopback_client() as http:
@@ -44,7 +48,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print the result 
     failing = running and answer is not None and answer.get("workers") == "failing"
     if as_json:
         shown = state if running and state else {}
-        print(json.dumps({"running": running, "home": str(home), **shown, "workers_failing": failing}))
+        document = {"running": running, "home": str(home), **shown, "workers_failing": failing}
+        print(json.dumps({**document, "debian_catalog": debian}))
         return
     if not running or state is None:
         console().print(f"embedded farm is not running (home {home})")
@@ -53,6 +58,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print the result 
     if failing:
         line += f"; workers failing: they keep exiting at start, see {home}/farm.log"
     console().print(line)
+    console().print(describe(debian), markup=False, highlight=False)
     _print_skipped_recipes(state)
 
 

@@ -32,14 +32,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from pkgc.core.errors import ConflictError, PkgcError, UsageError
-from pkgc.core.protocol import MAX_SHORT_TEXT_LENGTH, DebianCatalogState
-from pkgc.core.text import visible
-from pkgc.farm.debian_catalog import DebianCatalog, fetch_sources_text, index_path, load_index_text
+from pkgc.core.protocol import DebianCatalogState
+from pkgc.farm.debian_catalog import fetch_sources_text, index_path, load_index_text
+from pkgc.farm.debian_state import debian_dir, lock_path, log_path, one_line, read_state, state_path
 
 AUTOLOAD_ENV = "PKGC_DEBIAN_CATALOG_AUTOLOAD"
 SOURCES_FILE_ENV = "PKGC_DEBIAN_SOURCES_FILE"
 _OFF = ("0", "false", "no", "off")
-_INTERRUPTED = "the last update stopped before it finished"
 
 
 def autoload_enabled(env: Mapping[str, str]) -> bool:
@@ -48,25 +47,7 @@ def autoload_enabled(env: Mapping[str, str]) -> bool:
 
 
 def _debian(home: Path) -> Path:
-    return home / "debian"
-
-
-def lock_path(home: Path) -> Path:
-    return _debian(home) / "update.lock"
-
-
-def state_path(home: Path) -> Path:
-    return _debian(home) / "update.json"
-
-
-def log_path(home: Path) -> Path:
-    return _debian(home) / "update.log"
-
-
-def one_line(text: str, limit: int = MAX_SHORT_TEXT_LENGTH) -> str:
-    """`text` as one line a terminal shows inertly, at most `limit` characters (the protocol's short text)."""
-    line = visible(" ".join(text.split()))
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+    return debian_dir(home)
 
 
 # -- the lock ------------------------------------------------------------------------------------------------------
@@ -85,30 +66,7 @@ def try_lock(home: Path) -> IO[str] | None:
     return handle
 
 
-def update_running(home: Path) -> bool:
-    """Whether an update holds the lock (a probe: a shared lock taken and dropped at once)."""
-    try:
-        handle = lock_path(home).open("r")
-    except OSError:
-        return False
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
-
-
 # -- the recorded state --------------------------------------------------------------------------------------------
-
-
-def _read_record(home: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(state_path(home).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _write_record(home: Path, record: dict[str, Any]) -> None:
@@ -119,44 +77,9 @@ def _write_record(home: Path, record: dict[str, Any]) -> None:
     os.replace(temporary, target)
 
 
-def _number(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) and 0 <= value < 1e11 else None
-
-
-_counts: dict[tuple[str, int, int], int] = {}
-
-
-def _package_count(index: Path) -> tuple[int, float] | None:
-    """(source packages, when written) of the index, counted once per index file (an update replaces it)."""
-    try:
-        info = index.stat()
-    except OSError:
-        return None
-    key = (str(index), info.st_ino, info.st_mtime_ns)
-    if key not in _counts:
-        _counts.clear()
-        _counts[key] = DebianCatalog(index).count()
-    return _counts[key], info.st_mtime
-
-
 def catalog_state(home: Path) -> DebianCatalogState:
-    """What the farm's Debian catalog is now: loading (an update holds the lock), loaded (an index exists), failed
-    (the last update said why, or was killed), or absent. Read live, so it is never staler than the files."""
-    record = _read_record(home)
-    if update_running(home):
-        since = _number(record.get("since")) if record.get("state") == "loading" else None
-        return DebianCatalogState(state="loading", since=since if since is not None else time.time())
-    counted = _package_count(index_path(home))
-    if counted is not None:
-        return DebianCatalogState(state="loaded", since=counted[1], packages=counted[0])
-    if record.get("state") == "failed":
-        return DebianCatalogState(
-            state="failed", since=_number(record.get("at")), error=one_line(str(record.get("error") or "unknown"))
-        )
-    if record.get("state") == "loading":  # its lock is free: the process died
-        error = one_line(f"{_INTERRUPTED} (see {log_path(home)})")
-        return DebianCatalogState(state="failed", since=_number(record.get("since")), error=error)
-    return DebianCatalogState(state="absent")
+    """What the farm's Debian catalog is now (`debian_state.read_state`), as the protocol sends it."""
+    return DebianCatalogState.model_validate(read_state(home))
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -183,7 +106,7 @@ def record_update(
     if handle is None:
         raise ConflictError(
             "the Debian catalog is being loaded already",
-            hint=f"wait for it to finish (its output: {log_path(home)})",
+            hint=f"wait for it to finish; its output goes to {log_path(home)}",
         )
     try:
         _write_record(home, {"state": "loading", "since": time.time(), "pid": os.getpid()})

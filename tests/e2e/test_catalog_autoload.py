@@ -108,6 +108,9 @@ def test_a_newcomers_search_first_says_loading_then_finds_the_package(newcomer: 
     assert error_lines(nothing.stderr) == ["error: no package matches 'no-such-package-anywhere'"], "loaded: no hint"
     log = (home / "debian" / "update.log").read_text()
     assert "loaded 11 source packages" in log, log
+    status = pkgc("farm", "status")
+    assert "Debian catalog: 11 source packages (loaded " in status.stdout, status.stdout
+    assert json.loads(pkgc("farm", "status", "--json").stdout)["debian_catalog"]["packages"] == 11
 
     # The next start finds the index: it loads nothing again.
     assert pkgc("farm", "stop").returncode == 0
@@ -134,6 +137,8 @@ def test_a_failed_load_is_reported_and_tried_again_at_the_next_start(newcomer: t
     log = (home / "debian" / "update.log").read_text()
     assert log.count("loading the Debian catalog of") == 1, "not retried in a loop"
     assert "failed: " in log
+    status = pkgc("farm", "status").stdout
+    assert "Debian catalog: loading failed at " in status and "No such file or directory" in status, status
 
     sources.write_text(FIXTURE.read_text(encoding="utf-8"))
     assert pkgc("farm", "stop").returncode == 0

@@ -21,15 +21,13 @@ from pkgc.farm.catalog_autoload import (
     autoload_enabled,
     catalog_state,
     failure_reason,
-    lock_path,
     record_update,
     sources_text,
     start_autoload,
-    state_path,
     try_lock,
-    update_running,
 )
 from pkgc.farm.debian_catalog import index_path, load_index_text
+from pkgc.farm.debian_state import describe, lock_path, read_state, state_path, update_running
 from pkgc.localdb.catalog import CatalogCache
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "debian" / "Sources"
@@ -257,3 +255,16 @@ def test_a_farms_state_is_validated(document: dict[str, object]) -> None:
 
     with pytest.raises(ValidationError):
         CatalogResponse.model_validate({"packages": [], "debian": document})
+
+
+def test_farm_status_says_each_state_in_one_line(tmp_path: Path) -> None:
+    assert describe(read_state(tmp_path)) == "Debian catalog: not loaded ('pkgc farm catalog update' loads it)"
+    at = time.mktime((2026, 11, 29, 7, 40, 0, 0, 0, -1))
+    failed = {"state": "failed", "since": at, "error": "apt-get update failed"}
+    assert describe(failed) == (
+        "Debian catalog: loading failed at 2026-11-29 07:40: apt-get update failed ('pkgc farm catalog update' tries "
+        "again)"
+    )
+    assert describe({"state": "loading", "since": at}) == "Debian catalog: loading since 2026-11-29 07:40"
+    stored, _ = load_index_text(tmp_path, FIXTURE.read_text(encoding="utf-8"))
+    assert describe(read_state(tmp_path)).startswith(f"Debian catalog: {stored} source packages (loaded ")
