@@ -165,14 +165,14 @@ class CatalogCache:
 
             take("SELECT name, summary, latest FROM packages WHERE name = ?", needle)
             escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            for pattern in (escaped + "%", "%" + escaped + "%"):  # prefix, then substring
-                if len(found) < limit:
-                    take(
-                        "SELECT name, summary, latest FROM packages WHERE name LIKE ? ESCAPE '\\' "
-                        "ORDER BY name LIMIT ?",
-                        pattern,
-                        limit,
-                    )
+            # Prefixes, then other substrings, in one scan of the names (LIKE cannot use an index here anyway).
+            take(
+                "SELECT name, summary, latest FROM packages WHERE name LIKE ? ESCAPE '\\' "
+                "ORDER BY name LIKE ? ESCAPE '\\' DESC, name LIMIT ?",
+                "%" + escaped + "%",
+                escaped + "%",
+                limit,
+            )
             words = _WORD.findall(needle)
             if words and len(found) < limit:
                 query = " ".join(f'"{word}"*' for word in words)
