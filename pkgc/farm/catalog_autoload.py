@@ -46,17 +46,13 @@ def autoload_enabled(env: Mapping[str, str]) -> bool:
     return env.get(AUTOLOAD_ENV, "1").strip().lower() not in _OFF
 
 
-def _debian(home: Path) -> Path:
-    return debian_dir(home)
-
-
 # -- the lock ------------------------------------------------------------------------------------------------------
 
 
 def try_lock(home: Path) -> IO[str] | None:
     """The update lock (an open file holding flock), or None if an update holds it. Close-on-exec, so no other
     process inherits it unless handed over explicitly (`pass_fds`)."""
-    _debian(home).mkdir(parents=True, exist_ok=True)
+    debian_dir(home).mkdir(parents=True, exist_ok=True)
     handle = lock_path(home).open("a")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -169,7 +165,7 @@ def sources_text(home: Path, env: Mapping[str, str]) -> str:
             return path.read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
             raise UsageError(f"cannot read {SOURCES_FILE_ENV}={path}: {exc.strerror}") from None
-    return fetch_sources_text(_debian(home) / "apt")
+    return fetch_sources_text(debian_dir(home) / "apt")
 
 
 def refresh_snapshot(home: Path) -> None:

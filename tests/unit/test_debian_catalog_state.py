@@ -268,3 +268,35 @@ def test_farm_status_says_each_state_in_one_line(tmp_path: Path) -> None:
     assert describe({"state": "loading", "since": at}) == "Debian catalog: loading since 2026-11-29 07:40"
     stored, _ = load_index_text(tmp_path, FIXTURE.read_text(encoding="utf-8"))
     assert describe(read_state(tmp_path)).startswith(f"Debian catalog: {stored} source packages (loaded ")
+
+
+def test_a_state_change_makes_the_farm_read_the_snapshot_again_at_once() -> None:
+    """The update rewrites the snapshot, then its state turns "loaded": the next /v1/catalog must list the new
+    packages, not serve the snapshot the farm read before (it rereads only every `recipe_ttl` otherwise)."""
+    from pkgc.core.platform import Platform
+    from pkgc.farm.adapters.memory import MemoryBlobStore, MemoryBuildStore, MemoryCatalogStore, MemoryQueueRouter
+    from pkgc.farm.service import FarmService, encode_catalog
+
+    catalog = MemoryCatalogStore()
+    state = DebianCatalogState(state="loading", since=time.time())
+    service = FarmService(
+        catalog=catalog,
+        builds=MemoryBuildStore(),
+        queues=MemoryQueueRouter(),
+        blobs=MemoryBlobStore(),
+        platform=Platform.parse("linux-x86_64-glibc-2.36"),
+        recipe_ttl=3600.0,
+        debian_state=lambda: state,
+    )
+    service.write_catalog_snapshot()
+    before, loading_etag = service.catalog_document()
+    assert CatalogResponse.model_validate_json(before).packages == []
+    assert service.catalog_document()[1] == loading_etag, "unchanged: the same ETag"
+    # Another process (the update) rewrites the snapshot, then its state changes.
+    catalog.write_snapshot(encode_catalog([], [("libtar", "Debian source package", "1.2.20", "")]))
+    assert CatalogResponse.model_validate_json(service.catalog_document()[0]).packages == [], "within the TTL"
+    state = DebianCatalogState(state="loaded", packages=1, since=time.time())
+    body, etag = service.catalog_document()
+    document = CatalogResponse.model_validate_json(body)
+    assert [p.name for p in document.packages] == ["libtar"] and document.debian == state
+    assert etag != loading_etag
