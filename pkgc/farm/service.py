@@ -381,10 +381,12 @@ class FarmService:
     def catalog_snapshot(self) -> list[PackageSummary]:
         return self._catalog().packages
 
-    def catalog_document(self) -> tuple[bytes, str]:
-        """The /v1/catalog body (the stored snapshot's bytes, with the Debian catalog's live state when this farm
-        reports one) and its ETag (derived from both, so a client's copy follows the state too)."""
-        if self.debian_state is None:
+    def catalog_document(self, *, with_debian: bool = False) -> tuple[bytes, str]:
+        """The /v1/catalog body (the stored snapshot's bytes; `with_debian`: with the Debian catalog's live state
+        when this farm reports one) and its ETag (derived from both, so a client's copy follows the state too).
+        The state is sent only to clients that ask: the protocol's models refuse unknown fields, so an older client
+        would refuse a document holding it."""
+        if self.debian_state is None or not with_debian:
             view = self._catalog()
             return view.data, view.etag
         state = self.debian_state().model_dump_json(exclude_none=True).encode()

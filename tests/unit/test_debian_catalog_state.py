@@ -289,14 +289,15 @@ def test_a_state_change_makes_the_farm_read_the_snapshot_again_at_once() -> None
         debian_state=lambda: state,
     )
     service.write_catalog_snapshot()
-    before, loading_etag = service.catalog_document()
+    before, loading_etag = service.catalog_document(with_debian=True)
     assert CatalogResponse.model_validate_json(before).packages == []
-    assert service.catalog_document()[1] == loading_etag, "unchanged: the same ETag"
+    assert service.catalog_document(with_debian=True)[1] == loading_etag, "unchanged: the same ETag"
     # Another process (the update) rewrites the snapshot, then its state changes.
     catalog.write_snapshot(encode_catalog([], [("libtar", "Debian source package", "1.2.20", "")]))
-    assert CatalogResponse.model_validate_json(service.catalog_document()[0]).packages == [], "within the TTL"
+    assert CatalogResponse.model_validate_json(service.catalog_document(with_debian=True)[0]).packages == [], "TTL"
     state = DebianCatalogState(state="loaded", packages=1, since=time.time())
-    body, etag = service.catalog_document()
+    body, etag = service.catalog_document(with_debian=True)
     document = CatalogResponse.model_validate_json(body)
     assert [p.name for p in document.packages] == ["libtar"] and document.debian == state
     assert etag != loading_etag
+    assert b"debian" not in service.catalog_document()[0], "not asked for (an older client): not sent"
