@@ -2,8 +2,10 @@
 
 Without this, the catalog came only from `pkgc farm catalog update`, which a newcomer does not know: a fresh
 machine searched the curated recipes alone. Now a farm that starts with no index starts the update in the
-background (`python -m pkgc.farm.catalog_autoload`: a detached process, its output in `<home>/debian/update.log`)
-and goes on serving; the update writes the index, rewrites the catalog snapshot and records how it ended.
+background (`python -m pkgc.farm.catalog_autoload`: a process of its own session, its output in
+`<home>/debian/update.log`) and goes on serving; the update writes the index, rewrites the catalog snapshot and
+records how it ended. It stops when its farm stops, as the workers do (`pkgc farm stop` leaves nothing writing in the
+farm's home), and the next start begins it again.
 
 One update at a time, whoever starts it (this, or `pkgc farm catalog update`): `<home>/debian/update.lock` is held
 (flock) for the update's whole life. The supervisor takes it before it starts the process and hands the locked file
@@ -20,9 +22,12 @@ that Sources file instead of fetching through apt (a test of the autoload itself
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -33,7 +38,7 @@ from typing import IO, Any
 
 from pkgc.core.errors import ConflictError, PkgcError, UsageError
 from pkgc.core.protocol import DebianCatalogState
-from pkgc.farm.debian_catalog import fetch_sources_text, index_path, load_index_text
+from pkgc.farm.debian_catalog import CatalogUpdateFailed, fetch_sources_text, index_path, load_index_text
 from pkgc.farm.debian_state import debian_dir, lock_path, log_path, one_line, read_state, state_path
 
 AUTOLOAD_ENV = "PKGC_DEBIAN_CATALOG_AUTOLOAD"
@@ -136,13 +141,13 @@ def start_autoload(home: Path, env: Mapping[str, str]) -> str | None:
         try:
             process = subprocess.Popen(
                 [sys.executable, "-P", "-m", "pkgc.farm.catalog_autoload", "--home", str(home),
-                 "--lock-fd", str(handle.fileno())],
+                 "--lock-fd", str(handle.fileno()), "--supervisor", str(os.getpid())],
                 cwd=home,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 pass_fds=(handle.fileno(),),
-                start_new_session=True,  # detached: a Ctrl-C meant for the farm's client does not stop it
+                start_new_session=True,  # a Ctrl-C meant for the farm's client does not stop it; the farm's end does
                 env=dict(env),
             )  # fmt: skip
         finally:
@@ -178,6 +183,28 @@ def refresh_snapshot(home: Path) -> None:
         farm_service(FarmConfig.local(home)).write_catalog_snapshot()
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+class FarmStopped(CatalogUpdateFailed):
+    """The farm that started this update stopped: the update stops too (its next start begins it again)."""
+
+
+def _stop_with_farm(supervisor: int) -> None:
+    """Stop (SIGTERM, then FarmStopped in the main thread) when the farm that started us stops, as its workers do:
+    after `pkgc farm stop` nothing of the farm's may go on writing in its home (the user may be deleting it). The
+    exception unwinds through subprocess.run, which kills apt-get, and is recorded as the catalog's state."""
+
+    def stopped(signum: int, frame: object) -> None:
+        raise FarmStopped("the farm stopped before the Debian catalog was loaded; its next start loads it")
+
+    signal.signal(signal.SIGTERM, stopped)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != supervisor:  # it died before the prctl
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _say(message: str) -> None:
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} pkgc debian catalog: {message}", flush=True)
 
@@ -186,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pkgc.farm.catalog_autoload")
     parser.add_argument("--home", type=Path, required=True)
     parser.add_argument("--lock-fd", type=int, default=None, help="the update lock, held and handed over")
+    parser.add_argument("--supervisor", type=int, default=None, help="the farm's pid: stop when it stops")
     args = parser.parse_args(argv)
     home: Path = args.home.absolute()
     lock = os.fdopen(args.lock_fd, "a") if args.lock_fd is not None else None
@@ -193,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     _say(f"loading the Debian catalog of {home} from {source}")
     started = time.monotonic()
     try:
+        if args.supervisor is not None:
+            _stop_with_farm(args.supervisor)
         stored, skipped = record_update(
             home,
             lambda: load_index_text(home, sources_text(home, os.environ)),

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import user_env
+from tests.conftest import processes_with_arguments, user_env
 
 pytestmark = pytest.mark.e2e
 
@@ -146,3 +146,25 @@ def test_a_failed_load_is_reported_and_tried_again_at_the_next_start(newcomer: t
     found = until(lambda: succeeded(pkgc("search", "libtar", "--json")))
     assert json.loads(found.stdout)[0]["name"] == "libtar"
     assert (home / "debian" / "update.log").read_text().count("loading the Debian catalog of") == 2
+
+
+def test_the_load_stops_with_its_farm_and_the_next_start_begins_it_again(newcomer: tuple[Pkgc, Path, Path]) -> None:
+    pkgc, sources, home = newcomer
+    os.mkfifo(sources)  # nobody writes: the load waits until the farm stops
+
+    def updaters() -> list[int]:
+        return processes_with_arguments(b"pkgc.farm.catalog_autoload", str(home).encode(), skip_zombies=True)
+
+    assert "is loading" in pkgc("search", "libtar").stderr
+    assert len(updaters()) == 1
+    assert pkgc("farm", "stop").returncode == 0
+    until(lambda: subprocess.CompletedProcess([], 0) if not updaters() else None, limit=30)
+    debian = json.loads(pkgc("farm", "status", "--json").stdout)["debian_catalog"]
+    assert debian["state"] == "failed" and "the farm stopped before" in debian["error"], debian
+
+    # The next start (asked for by the search: the copy says "failed") begins the load again.
+    again = pkgc("search", "libtar")
+    assert "is loading" in again.stderr, again.stderr
+    feed(sources, FIXTURE.read_text(encoding="utf-8"))
+    found = until(lambda: succeeded(pkgc("search", "libtar", "--json")))
+    assert json.loads(found.stdout)[0]["name"] == "libtar"
