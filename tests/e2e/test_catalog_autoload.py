@@ -97,6 +97,9 @@ def test_a_newcomers_search_first_says_loading_then_finds_the_package(newcomer: 
     assert install.returncode == 3, install.stderr
     assert "unknown package 'libtar' (the farm's Debian catalog is still loading" in install.stderr
     assert "loading the Debian catalog in the background" in (home / "farm.log").read_text()
+    beside = pkgc("farm", "catalog", "update", "--from", str(FIXTURE))
+    assert beside.returncode == 7, beside.stderr
+    assert error_lines(beside.stderr)[0].startswith("error: the Debian catalog is being loaded already"), beside.stderr
 
     feed(sources, FIXTURE.read_text(encoding="utf-8"))
     found = until(lambda: succeeded(pkgc("search", "libtar", "--json")))
