@@ -3,7 +3,8 @@
 A fresh HOME, no farm running: `pkgc search libtar` starts the embedded farm, whose start begins loading the Debian
 catalog in the background. The source of the index is the fixture Sources file through PKGC_DEBIAN_SOURCES_FILE
 (loopback only), read through a FIFO that the test fills when it chooses, so "still loading" is a state the test
-holds, not a race it hopes to win. Then the failure path: a Sources file that does not exist.
+holds, not a race it hopes to win. Then the failure path (a Sources file that does not exist: failed with why, tried
+again at the next farm start, not in a loop), and a load that stops with its farm and begins again at the next start.
 """
 
 from __future__ import annotations
