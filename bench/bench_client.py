@@ -216,6 +216,7 @@ def main() -> int:
             "XDG_CACHE_HOME": str(root / "cache"),
             "PKGC_FARM_HOME": str(farm_home),
             "PKGC_FETCH_LOOPBACK_ONLY": "1",
+            "PKGC_DEBIAN_CATALOG_AUTOLOAD": "0",  # no Debian catalog download: nothing leaves loopback
             "NO_PROXY": "127.0.0.1,localhost",
             "no_proxy": "127.0.0.1,localhost",
             "NO_COLOR": "1",

@@ -105,6 +105,7 @@ def embedded_farm(label: str, tree: Path, root: Path) -> EmbeddedFarm:
         XDG_CONFIG_HOME=str(root / "config"),
         PKGC_FARM_HOME=str(root / "farm"),
         PKGC_FETCH_LOOPBACK_ONLY="1",
+        PKGC_DEBIAN_CATALOG_AUTOLOAD="0",  # no Debian catalog download: nothing leaves loopback
         NO_PROXY="127.0.0.1,localhost",
     )
     return EmbeddedFarm(label, tree, root, env)

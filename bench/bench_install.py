@@ -116,6 +116,7 @@ class Sandbox:
         self.base: dict[str, str] = {
             k: v for k, v in os.environ.items() if k not in ("PKGC_FARM", "PKGC_PREFIX", "PKGC_FARM_HOME")
         }
+        self.base["PKGC_DEBIAN_CATALOG_AUTOLOAD"] = "0"  # no Debian catalog download: nothing leaves loopback
         for name in ("home", "data", "cache", "config"):
             (root / name).mkdir(parents=True, exist_ok=True)
         self.base.update(

@@ -83,6 +83,11 @@ def make_tarball(path: Path, top: str, files: dict[str, bytes]) -> str:
 # Proxy settings of the developer's shell must not reach the processes the tests start: loopback traffic (the farm,
 # the source server) sent to a proxy that is down, slow or logging fails the tests for reasons unrelated to pkgc.
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+# The embedded farm loads Debian's catalog through apt when it starts without one: never in the tests (they stay on
+# loopback), unless a test turns it on with a local Sources file (tests/e2e/test_catalog_autoload.py). Also set here
+# for farms a test starts with this process's own environment.
+DEBIAN_AUTOLOAD = "PKGC_DEBIAN_CATALOG_AUTOLOAD"
+os.environ[DEBIAN_AUTOLOAD] = "0"
 LOOPBACK_NO_PROXY = "127.0.0.1,localhost,::1"
 
 
@@ -95,6 +100,7 @@ def subprocess_env(settings: Mapping[str, str]) -> dict[str, str]:
         if not k.startswith(("PKGC_", "XDG_", "LC_", "LANG")) and k.upper() not in (*PROXY_VARIABLES, "NO_PROXY")
     }
     env.update(NO_PROXY=LOOPBACK_NO_PROXY, no_proxy=LOOPBACK_NO_PROXY)
+    env[DEBIAN_AUTOLOAD] = "0"  # a farm started without a Debian catalog would fetch one through apt: off-loopback
     env.update(settings)
     return env
 

@@ -78,6 +78,7 @@ def base_environment(root: Path) -> dict[str, str]:
         XDG_DATA_HOME=str(root / "data"),
         XDG_CACHE_HOME=str(root / "cache"),
         PKGC_FARM_HOME=str(root / "farm"),
+        PKGC_DEBIAN_CATALOG_AUTOLOAD="0",  # its private farm builds the curated recipes only
         NO_COLOR="1",
         NO_PROXY="127.0.0.1,localhost,::1",
         no_proxy="127.0.0.1,localhost,::1",

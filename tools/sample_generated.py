@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         "XDG_DATA_HOME": str(root / "data"),
         "XDG_CACHE_HOME": str(root / "cache"),
         "PKGC_FARM_HOME": str(home),
+        "PKGC_DEBIAN_CATALOG_AUTOLOAD": "0",  # this script loads the catalog it samples itself
         "NO_COLOR": "1",
     }
     (root / "home").mkdir(parents=True, exist_ok=True)

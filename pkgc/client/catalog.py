@@ -36,7 +36,8 @@ def update_catalog(farm: Any, cache: CatalogCache, source: str) -> UpdateResult:
         cache.touch(source)
         return UpdateResult(False, cache.count())
     entries = [CatalogEntry(p.name, p.summary, p.latest) for p in document.packages]
-    return UpdateResult(True, cache.replace(entries, etag, source))
+    debian = document.debian.model_dump(exclude_none=True) if document.debian is not None else None
+    return UpdateResult(True, cache.replace(entries, etag, source, debian))
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def sync_if_stale(
     """
     current = time.time() if now is None else now
     synced = cache.synced_at(source)
-    if synced is not None and 0 <= current - synced < max_age:
+    if synced is not None and 0 <= current - synced < max_age and not _debian_unsettled(cache):
         return Freshness()
     try:
         update_catalog(farm(), cache, source)
@@ -81,6 +82,39 @@ def sync_if_stale(
             raise FarmUnavailable(f"no local catalog yet, and {exc.message}", hint=exc.hint) from None
         return Freshness(offline=True, warning=stale_warning(cache, current))
     return Freshness()
+
+
+def _debian_unsettled(cache: CatalogCache) -> bool:
+    """While the farm's Debian catalog loads, or after its load failed, the copy is asked again every time (one
+    conditional request): the newcomer told "try again in a minute" must find the packages then, not after
+    `catalog_max_age`; and after a failure, asking starts a stopped farm, whose start tries the load again."""
+    state = cache.debian_state()
+    return state is not None and state.get("state") in ("loading", "failed")
+
+
+def debian_hint(state: Mapping[str, Any] | None, now: float | None = None) -> str | None:
+    """What to tell a user whose search found nothing, from the farm's Debian catalog state: wait for it to load,
+    or how to load it. None when it is loaded or the farm keeps no Debian catalog (nothing more to find there)."""
+    if state is None:
+        return None
+    kind = state.get("state")
+    since = state.get("since")
+    if kind == "loading":
+        ago = ""
+        if isinstance(since, int | float):
+            ago = f" (started {_age(max(0.0, (time.time() if now is None else now) - since))} ago)"
+        return f"the farm's Debian catalog is loading{ago}; try again in a minute"
+    if kind == "absent":
+        return "the farm's Debian catalog is not loaded; 'pkgc farm catalog update' loads it"
+    if kind == "failed":
+        error = str(state.get("error") or "no reason recorded")
+        return f"loading the farm's Debian catalog failed: {error}; 'pkgc farm catalog update' tries again"
+    return None
+
+
+def no_match(term: str, cache: CatalogCache) -> NotFound:
+    """The one-line answer of a search that found nothing (exit 3, as `pkgc info` of an unknown package)."""
+    return NotFound(f"no package matches '{term.strip()}'", hint=debian_hint(cache.debian_state()))
 
 
 def check_term(term: str) -> None:

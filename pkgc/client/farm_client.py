@@ -251,9 +251,10 @@ class FarmClient:
         return answer
 
     def catalog(self, etag: str | None) -> tuple[CatalogResponse | None, str | None]:
-        """The whole catalog, or (None, etag) when it has not changed since `etag`."""
+        """The whole catalog, or (None, etag) when it has not changed since `etag`; with the farm's Debian catalog
+        state when it keeps one (`debian=1`: a farm that does not know the parameter ignores it)."""
         headers = {"If-None-Match": etag} if etag else {}
-        response = self._request("GET", f"{API_PREFIX}/catalog", headers=headers)
+        response = self._request("GET", f"{API_PREFIX}/catalog", headers=headers, params={"debian": "1"})
         if response.status_code == 304:
             return None, etag
         new_etag = response.headers.get("ETag")

@@ -32,11 +32,15 @@ def up(workers: int = typer.Option(0, help="Worker processes (default: one per c
 
 @app.command("status")
 def status(as_json: bool = typer.Option(False, "--json", help="Print the result as JSON.")) -> None:
-    """Say whether the embedded farm runs, where, with which workers, and whether they keep failing."""
+    """Say whether the embedded farm runs, where, with which workers, whether they keep failing, and where its
+    Debian catalog is (loaded, loading, failed and why)."""
     from pkgc.client.embedded import farm_home, health, read_state
+    from pkgc.farm.debian_state import describe
+    from pkgc.farm.debian_state import read_state as read_debian_state
 
     home = farm_home()
     state = read_state(home)
+    debian = read_debian_state(home)
     answer = None
     if state and "url" in state:
         with _loopback_client() as http:
@@ -45,7 +49,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print the result 
     failing = running and answer is not None and answer.get("workers") == "failing"
     if as_json:
         shown = state if running and state else {}
-        print(json.dumps({"running": running, "home": str(home), **shown, "workers_failing": failing}))
+        document = {"running": running, "home": str(home), **shown, "workers_failing": failing}
+        print(json.dumps({**document, "debian_catalog": debian}))
         return
     if not running or state is None:
         console().print(f"embedded farm is not running (home {home})")
@@ -54,6 +59,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print the result 
     if failing:
         line += f"; workers failing: they keep exiting at start, see {home}/farm.log"
     console().print(line)
+    console().print(describe(debian), markup=False, highlight=False)
     _print_skipped_recipes(state)
 
 
@@ -116,7 +122,9 @@ def reset(yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for co
 
 catalog_app = typer.Typer(
     help="The Debian source catalog of the farm (the embedded farm, or the AWS farm with PKGC_FARM_BACKEND=aws): "
-    "every source package apt's configuration reaches, each with a recipe generated on demand.",
+    "every source package apt's configuration reaches, each with a recipe generated on demand. The embedded farm "
+    "loads it by itself in the background when it starts without one (output in <farm home>/debian/update.log; "
+    "PKGC_DEBIAN_CATALOG_AUTOLOAD=0 turns that off).",
     no_args_is_help=True,
 )
 app.add_typer(catalog_app, name="catalog")
@@ -138,31 +146,45 @@ def catalog_update(
     """Fetch Debian's Sources index through apt (deb-src entries derived from apt's deb entries; apt checks the
     signed InRelease) and make it the farm's Debian catalog: 'pkgc search' lists every source package.
 
-    The embedded farm keeps it in its home. An AWS farm keeps it in its bucket (catalog/debian/: an immutable
-    blob and the pointer to it), written with your AWS credentials; its API uses it within a minute.
+    The embedded farm keeps it in its home, and runs the same update in the background when it starts without a
+    catalog: run this to load it now, to retry after a failed load (`pkgc search` says when one failed), or to
+    refresh it. An AWS farm keeps it in its bucket (catalog/debian/: an immutable blob and the pointer to it),
+    written with your AWS credentials; its API uses it within a minute.
     Separate from `pkgc install`, so that the quick start never waits for this download."""
     import tempfile
 
     from pkgc.client.embedded import farm_home
     from pkgc.core.errors import UsageError
     from pkgc.farm.bootstrap import BACKENDS, FarmConfig
-    from pkgc.farm.catalog_update import update_catalog
-    from pkgc.farm.debian_catalog import fetch_sources_text
+    from pkgc.farm.catalog_autoload import record_update, refresh_snapshot
+    from pkgc.farm.catalog_update import CatalogUpdate, update_catalog
+    from pkgc.farm.debian_catalog import fetch_sources_text, load_index_text
 
     if backend is not None and backend.strip().lower() not in BACKENDS:
         raise UsageError(f"--backend: unknown farm backend {backend[:40]!r}", hint="use local or aws")
     config = FarmConfig.from_env(home=farm_home(), backend=backend)
+    text: str | None = None
     if from_file is not None:
         try:
             text = from_file.read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
             raise UsageError(f"cannot read {from_file}: {exc.strerror}") from None
-    elif config.backend == "local":
-        text = fetch_sources_text(config.paths.home / "debian" / "apt")
-    else:  # apt's lists for one upload: nothing of them is kept
-        with tempfile.TemporaryDirectory(prefix="pkgc-debian-apt-") as state:
-            text = fetch_sources_text(Path(state))
-    update = update_catalog(config, text)
+    if config.backend == "local":
+        home = config.paths.home
+
+        def load() -> tuple[int, int]:
+            source = text if text is not None else fetch_sources_text(home / "debian" / "apt")
+            return load_index_text(home, source)
+
+        # Under the update lock the farm's own background load takes too (one at a time), its end recorded as the
+        # catalog's state (loaded, or failed with why) for `pkgc search` to tell.
+        stored, skipped = record_update(home, load, after=lambda: refresh_snapshot(home))
+        update = CatalogUpdate(stored, skipped)
+    else:
+        if text is None:  # apt's lists for one upload: nothing of them is kept
+            with tempfile.TemporaryDirectory(prefix="pkgc-debian-apt-") as state:
+                text = fetch_sources_text(Path(state))
+        update = update_catalog(config, text)
     _forget_catalog_freshness(ctx.obj)
     where = f"; the AWS farm uses {update.blob} within a minute" if update.blob else ""
     console().print(

@@ -15,8 +15,11 @@ def search(
     limit: int = typer.Option(50, "--limit", min=1, max=100000, help="At most this many results."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Search package names and summaries: exact name first, then name prefix, then summary words."""
-    from pkgc.client.catalog import check_term, search_catalog, sync_if_stale
+    """Search package names and summaries: exact name, then name prefix, then name substring, then summary words.
+
+    With --json, a JSON array of {name, summary, latest} (best first). Nothing found: exit 3, one line on stderr
+    saying so (and whether the farm's Debian catalog is still loading or how to load it); --json prints [] too."""
+    from pkgc.client.catalog import check_term, no_match, search_catalog, sync_if_stale
 
     app: AppContext = ctx.obj
     check_term(term)
@@ -27,6 +30,8 @@ def search(
     found = search_catalog(cache, term, limit)
     if as_json:
         print(json.dumps([entry.__dict__ for entry in found]))
-        return
-    # Plain print: results can be many, and rich's rendering would cost more than the search.
-    print("\n".join(f"{entry.name} {entry.latest} - {entry.summary}" for entry in found))
+    elif found:
+        # Plain print: results can be many, and rich's rendering would cost more than the search.
+        print("\n".join(f"{entry.name} {entry.latest} - {entry.summary}" for entry in found))
+    if not found:
+        raise no_match(term, cache)

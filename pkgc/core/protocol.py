@@ -315,10 +315,23 @@ class PackageDetails(Strict):
     origin: Literal["curated", "generated"] = "curated"  # generated: made from the Debian source catalog
 
 
+class DebianCatalogState(Strict):
+    """Where the farm's Debian catalog is: absent, loading since `since`, loaded (`packages` at `since`), or failed
+    (`error`, one line, at `since`). The client tells a user whose search found nothing whether to wait or what to
+    run. `since` is seconds since the epoch."""
+
+    state: Literal["absent", "loading", "loaded", "failed"]
+    since: float | None = Field(default=None, ge=0, lt=1e11)
+    packages: int | None = Field(default=None, ge=0, le=MAX_CATALOG_PACKAGES)
+    error: ShortText | None = None
+
+
 class CatalogResponse(Strict):
-    """Every package in one document, for clients that search offline; served with an ETag."""
+    """Every package in one document, for clients that search offline; served with an ETag. `debian` is only sent
+    by a farm that keeps a Debian catalog (the embedded one)."""
 
     packages: list[PackageSummary] = Field(max_length=MAX_CATALOG_PACKAGES)
+    debian: DebianCatalogState | None = None
 
 
 class BuildsResponse(Strict):

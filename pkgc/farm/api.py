@@ -215,8 +215,9 @@ def create_app(
 
     @app.get(f"{API_PREFIX}/catalog", response_model=CatalogResponse)
     def catalog(request: Request) -> Response:
-        # The stored snapshot, as written when recipes were published: no catalog scan per request.
-        body, etag = service.catalog_document()
+        # The stored snapshot, as written when recipes were published: no catalog scan per request. `debian=1`: with
+        # the Debian catalog's state (asked for by clients that know the field; older ones would refuse it).
+        body, etag = service.catalog_document(with_debian=request.query_params.get("debian") == "1")
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers={"ETag": etag})
         return Response(body, media_type="application/json", headers={"ETag": etag})

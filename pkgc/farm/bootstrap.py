@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -224,8 +225,14 @@ def farm_service(
         platforms = [detect_platform()]
     if generated is None:
         generated = generated_recipes(config, ports.blobs)
+    debian_state = None
+    if config.backend == "local":  # the embedded farm's background load: loading, loaded, failed, read live
+        from pkgc.farm.catalog_autoload import catalog_state
+
+        debian_state = partial(catalog_state, config.paths.home)
     return FarmService(
         generated=generated,
+        debian_state=debian_state,
         catalog=ports.catalog,
         builds=ports.builds,
         queues=ports.queues,

@@ -34,6 +34,7 @@ from pkgc.farm.access import AccessPolicy
 from pkgc.farm.adapters.local import check_farm_database, checkpoint_farm_database, open_farm_database
 from pkgc.farm.api import create_app
 from pkgc.farm.bootstrap import FarmConfig, blob_files, farm_access, farm_service, open_ports
+from pkgc.farm.catalog_autoload import start_autoload
 from pkgc.farm.lifecycle import (
     DEFAULT_LOG_MAX_BYTES,
     RestartPolicy,
@@ -315,6 +316,11 @@ def serve(home: Path, workers: int, port: int, idle_timeout: float = DEFAULT_IDL
     skipped = publish_recipes(service)
     for recipe in skipped:  # farm.log: where the user looks when a package is missing
         _say(f"skipped recipe {recipe.file}: {recipe.error}")
+    # After the start's snapshot is written (the update rewrites it when done), before the API answers (so that
+    # the first /v1/catalog already says "loading"); never waited for.
+    autoload = start_autoload(paths.home, os.environ)
+    if autoload is not None:
+        _say(autoload)
     port = port or _free_port()
     pool = WorkerPool(paths, workers)
 

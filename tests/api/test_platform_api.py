@@ -16,7 +16,7 @@ from pkgc.client.farm_client import FarmClient
 from pkgc.core.buildspec import BuildSpec
 from pkgc.core.errors import UsageError
 from pkgc.core.platform import Platform, detect_cpu_levels, detect_platform
-from pkgc.core.protocol import ClientPlatform, PackageRequestModel
+from pkgc.core.protocol import CatalogResponse, ClientPlatform, DebianCatalogState, PackageRequestModel
 from pkgc.farm.api import create_app
 from pkgc.farm.embedded import build_service, publish_recipes
 from pkgc.farm.paths import FarmPaths
@@ -143,7 +143,7 @@ def test_details_show_the_cpu_targets_of_the_client_architecture(http: TestClien
 def test_the_catalog_is_the_stored_snapshot_with_an_etag_of_its_bytes(http: TestClient, service: FarmService) -> None:
     stored = service.catalog.read_snapshot()
     assert stored is not None
-    first = http.get("/v1/catalog")
+    first = http.get("/v1/catalog")  # not asked for the Debian catalog's state (an older client): the bytes as stored
     assert first.status_code == 200 and first.content == stored
     assert first.headers["ETag"] == '"' + hashlib.sha256(stored).hexdigest()[:32] + '"'
     again = http.get("/v1/catalog", headers={"If-None-Match": first.headers["ETag"]})
@@ -151,3 +151,23 @@ def test_the_catalog_is_the_stored_snapshot_with_an_etag_of_its_bytes(http: Test
     for _ in range(20):
         assert http.get("/v1/packages", params={"q": "hello"}).json()["results"][0]["name"] == "hello"
     assert service.catalog.scans == 0, "no request scans the catalog"  # type: ignore[attr-defined]
+
+
+def test_the_embedded_catalog_carries_the_debian_catalogs_live_state(
+    http: TestClient, service: FarmService, tmp_path: Path
+) -> None:
+    """The snapshot's bytes with the state spliced in; the ETag follows the state, so a client's copy does too."""
+    stored = service.catalog.read_snapshot()
+    assert stored is not None
+    asked = {"debian": "1"}
+    first = http.get("/v1/catalog", params=asked)
+    assert first.status_code == 200
+    assert first.content == stored[:-1] + b',"debian":{"state":"absent"}}'
+    assert CatalogResponse.model_validate_json(first.content).debian == DebianCatalogState(state="absent")
+    assert http.get("/v1/catalog", params=asked, headers={"If-None-Match": first.headers["ETag"]}).status_code == 304
+    (tmp_path / "debian").mkdir()
+    (tmp_path / "debian" / "update.json").write_text('{"state": "failed", "at": 1700000000, "error": "no network"}')
+    changed = http.get("/v1/catalog", params=asked, headers={"If-None-Match": first.headers["ETag"]})
+    assert changed.status_code == 200 and changed.headers["ETag"] != first.headers["ETag"]
+    state = CatalogResponse.model_validate_json(changed.content).debian
+    assert state == DebianCatalogState(state="failed", since=1700000000, error="no network")

@@ -421,7 +421,8 @@ def test_pkgc_farm_publish_through_the_lambda_api_with_an_admin_token(make_flow:
         )  # fmt: skip
 
     before = pkgc("search", "salute", token=flow.token)
-    assert before.returncode == 0 and before.stdout.strip() == "", before.stderr  # and the catalog copy is fresh
+    assert before.returncode == 3 and before.stdout.strip() == "", before.stderr  # and the catalog copy is fresh
+    assert before.stderr.strip() == "error: no package matches 'salute'", "no Debian catalog on AWS: no hint"
 
     refused = pkgc("farm", "publish", str(salute), token=flow.token)
     assert refused.returncode == 11, refused.stderr

@@ -37,7 +37,9 @@ def test_update_then_search_offline(farm: FarmEnv, tmp_path: Path) -> None:
     assert {"zlib", "lz4"} <= set(words)
     plain = pkgc("search", "hello", extra=offline)
     assert plain.returncode == 0 and plain.stdout.splitlines()[0].startswith("hello 2.10 - ")
-    assert json.loads(pkgc("search", "no-such-thing-anywhere", "--json", extra=offline).stdout) == []
+    nothing = pkgc("search", "no-such-thing-anywhere", "--json", extra=offline)
+    assert nothing.returncode == 3 and json.loads(nothing.stdout) == [], "nothing found: exit 3, still JSON"
+    assert "error: no package matches 'no-such-thing-anywhere'" in nothing.stderr
 
 
 def test_info_shows_versions_options_builds_and_installed(farm: FarmEnv) -> None:

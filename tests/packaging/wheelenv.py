@@ -19,6 +19,7 @@ def clean_env(**extra: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith(("PKGC_", "PYTHON", "XDG_", "PIP_REQUIRE_VIRTUALENV")) and k != "VIRTUAL_ENV"
     }
+    env["PKGC_DEBIAN_CATALOG_AUTOLOAD"] = "0"  # the tests' farms never fetch Debian's catalog (off-loopback)
     env.update(extra)
     return env
 

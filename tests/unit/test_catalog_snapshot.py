@@ -141,3 +141,19 @@ def test_a_store_without_a_snapshot_gets_one_written_once(catalog: CountingCatal
 def _row(text: str, source: str) -> tuple[str, str, str, str]:
     recipe = parse_recipe(text, source=source)
     return recipe.name, text, recipe.summary, recipe.newest_version().version
+
+
+def test_the_farms_search_ranks_like_the_clients(catalog: CountingCatalog) -> None:
+    """Exact name, name prefix, name substring, then summary; name order within a tier."""
+    service = farm(catalog)
+    hello = next(text for source, text in recipes() if source == "hello.toml")
+    service.publish_recipes(
+        [
+            ("a.toml", renamed(hello, "tinycbor", "tools")),
+            ("b.toml", renamed(hello, "libcbor", "a library")),
+            ("c.toml", renamed(hello, "cbor2", "a codec")),
+            ("d.toml", renamed(hello, "cbor", "the exact one")),
+            ("e.toml", renamed(hello, "jsonish", "JSON to CBOR")),
+        ]
+    )
+    assert [p.name for p in service.search("CBOR")] == ["cbor", "cbor2", "libcbor", "tinycbor", "jsonish"]
