@@ -3,7 +3,10 @@
 Each HTTP request becomes an API Gateway v1 proxy event as the `{proxy+}` resource of infra/api.yaml delivers it
 (path without the stage, single- and multi-value headers and query parameters, the body as text or base64), the
 handler is called in this process (as Lambda calls it in a container) and its proxy response is written back.
-Like API Gateway, it gives up on an invocation after 29 s with a 504. Loopback only.
+Like API Gateway, it gives up on an invocation after 29 s with a 504; like Lambda, it refuses a response larger than
+6 MB (API Gateway answers 502); like API Gateway, it turns a base64 response body back into bytes only when the
+request's first Accept type matches the API's BinaryMediaTypes (read from infra/api.yaml), and otherwise passes the
+base64 text on. Loopback only.
 
     python -m tests.apigw_bridge          # prints the URL (http://127.0.0.1:PORT/farm) on stdout, serves until killed
 
@@ -15,30 +18,62 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import fnmatch
 import http.server
+import json
+import re
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 INTEGRATION_TIMEOUT = 29.0  # API Gateway's REST integration timeout
 STAGE = "farm"
 TEXT_TYPES = ("application/json", "text/", "application/x-www-form-urlencoded")
+LAMBDA_RESPONSE_LIMIT = 6 * 1024 * 1024  # a synchronous invocation's response payload, in bytes
+
+
+def binary_media_types(template: Path = Path(__file__).resolve().parents[1] / "infra" / "api.yaml") -> list[str]:
+    """The REST API's BinaryMediaTypes as infra/api.yaml deploys them."""
+    found = re.search(r"^\s*BinaryMediaTypes:\s*\[(.*)\]\s*$", template.read_text(), re.M)
+    return [item.strip().strip("\"'") for item in found.group(1).split(",")] if found else []
+
+
+def returns_binary(accept: str, types: list[str]) -> bool:
+    """API Gateway's rule for a proxy response marked base64: binary when the request's first Accept type matches
+    a binary media type (`*` wildcards allowed on either side)."""
+    first = (accept.split(",")[0].split(";")[0].strip().lower()) or "*/*"
+    return matches_binary(first, types)
+
+
+def matches_binary(media_type: str, types: list[str]) -> bool:
+    """Whether a media type is one of the API's binary types (a type there may have `*` wildcards: `*/*` is all)."""
+    value = media_type.split(";")[0].strip().lower()
+    return any(fnmatch.fnmatchcase(value, t.lower()) for t in types)
+
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
-def rest_event(method: str, target: str, headers: dict[str, list[str]], body: bytes) -> dict[str, Any]:
-    """The API Gateway REST proxy event of one request (`target`: the path under the stage, with its query)."""
+def rest_event(
+    method: str, target: str, headers: dict[str, list[str]], body: bytes, binary_types: list[str] | None = None
+) -> dict[str, Any]:
+    """The API Gateway REST proxy event of one request (`target`: the path under the stage, with its query). With
+    `binary_types` (the API's BinaryMediaTypes) a body is base64 exactly when its Content-Type is one of them, as
+    API Gateway delivers it; without, when it is not text."""
     parts = urlsplit(target)
     path = parts.path or "/"
     query: dict[str, list[str]] = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         query.setdefault(name, []).append(value)
     content_type = next(iter(headers.get("content-type", [])), "")
-    textual = not body or content_type.startswith(TEXT_TYPES)
+    if binary_types is not None:
+        textual = not body or not matches_binary(content_type or "application/json", binary_types)
+    else:
+        textual = not body or content_type.startswith(TEXT_TYPES)
     return {
         "resource": "/{proxy+}" if path != "/" else "/",
         "path": path,
@@ -86,6 +121,7 @@ class Bridge(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", port), _RequestHandler)
         self.handler = handler
         self.invocations = 0
+        self.binary_types = binary_media_types()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="lambda")
 
     @property
@@ -123,15 +159,20 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
         headers: dict[str, list[str]] = {}
         for name, value in self.headers.items():
             headers.setdefault(name.lower(), []).append(value)
-        response = self.server.call(rest_event(self.command, self.path[len(prefix) :] or "/", headers, body))
+        target = self.path[len(prefix) :] or "/"
+        response = self.server.call(rest_event(self.command, target, headers, body, self.server.binary_types))
         if response is None:
             self._write(504, {"content-type": ["application/json"]}, b'{"message": "Endpoint request timed out"}')
             return
         out: dict[str, list[str]] = {k.lower(): [v] for k, v in (response.get("headers") or {}).items()}
         for name, values in (response.get("multiValueHeaders") or {}).items():
             out[name.lower()] = list(values)
+        if len(json.dumps(response).encode()) > LAMBDA_RESPONSE_LIMIT:
+            self._write(502, {"content-type": ["application/json"]}, b'{"message": "Internal server error"}')
+            return
         raw = response.get("body") or ""
-        data = base64.b64decode(raw) if response.get("isBase64Encoded") else raw.encode()
+        binary = response.get("isBase64Encoded") and returns_binary(self.headers.get("accept", ""), self.server.binary_types)
+        data = base64.b64decode(raw) if binary else raw.encode()
         self._write(int(response["statusCode"]), out, data)
 
     def _write(self, status: int, headers: dict[str, list[str]], data: bytes) -> None:

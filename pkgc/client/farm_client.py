@@ -176,8 +176,15 @@ class FarmClient:
                     received += chunk
                     if len(received) > MAX_ANSWER_BYTES:
                         raise self._invalid(path, f"the answer is larger than {MAX_ANSWER_BYTES // (1 << 20)} MiB")
+                # `received` is already decoded (iter_bytes undoes a gzip Content-Encoding): the rebuilt answer
+                # must not say it is still encoded, or reading it would decode it a second time.
+                headers = [
+                    (name, value)
+                    for name, value in streamed.headers.multi_items()
+                    if name.lower() not in ("content-encoding", "content-length")
+                ]
                 response = httpx.Response(
-                    streamed.status_code, headers=streamed.headers, content=bytes(received), request=streamed.request
+                    streamed.status_code, headers=headers, content=bytes(received), request=streamed.request
                 )
         except httpx.HTTPError as exc:
             raise FarmUnavailable(f"cannot reach the farm at {self.base_url}: {exc}") from None

@@ -7,7 +7,9 @@ input; a 500 means a bug.
 
 from __future__ import annotations
 
+import gzip
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,40 @@ MAX_BODY_BYTES = 64 * 1024
 # before it is parsed. So this one route takes up to MAX_PUBLISH_BODY_BYTES (1 MiB: any single recipe, JSON-escaped,
 # fits several times over) and the client publishes a larger set in several requests (pkgc/client/publish.py);
 # publishing a recipe again is harmless, so a publication cut short is finished by running it again.
+
+
+GZIP_MIN_BYTES = 1024  # smaller documents gain nothing from compression
+
+
+def accepts_gzip(header: str) -> bool:
+    """Whether an Accept-Encoding header accepts gzip (`gzip` or `*`, without `q=0`)."""
+    for item in header.split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "*"):
+            quality = params.strip().lower().removeprefix("q=").strip()
+            try:
+                return not params.strip() or float(quality) > 0
+            except ValueError:
+                return False
+    return False
+
+
+_compressed: dict[str, bytes] = {}
+_compressed_lock = threading.Lock()
+
+
+def compressed(etag: str, body: bytes) -> bytes:
+    """`body` gzipped (deterministically: no timestamp), kept for the last two ETags (the live one and the one a
+    slow reader may still be fetching) so each catalog document is compressed once per process."""
+    with _compressed_lock:
+        found = _compressed.get(etag)
+    if found is None:
+        found = gzip.compress(body, compresslevel=6, mtime=0)
+        with _compressed_lock:
+            _compressed[etag] = found
+            while len(_compressed) > 2:
+                del _compressed[next(iter(_compressed))]
+    return found
 
 def _media_type(name: str) -> str:
     if name.endswith(".tar.zst"):
@@ -219,8 +255,16 @@ def create_app(
         # the Debian catalog's state (asked for by clients that know the field; older ones would refuse it).
         body, etag = service.catalog_document(with_debian=request.query_params.get("debian") == "1")
         if request.headers.get("if-none-match") == etag:
-            return Response(status_code=304, headers={"ETag": etag})
-        return Response(body, media_type="application/json", headers={"ETag": etag})
+            return Response(status_code=304, headers={"ETag": etag, "Vary": "Accept-Encoding"})
+        if len(body) >= GZIP_MIN_BYTES and accepts_gzip(request.headers.get("accept-encoding", "")):
+            # The whole Debian catalog is about 6 MB of JSON, over a Lambda's 6 MB response limit once escaped;
+            # gzipped it is under 1 MB. Compressed once per document (its ETag), not per request.
+            return Response(
+                compressed(etag, body),
+                media_type="application/json",
+                headers={"ETag": etag, "Content-Encoding": "gzip", "Vary": "Accept-Encoding"},
+            )
+        return Response(body, media_type="application/json", headers={"ETag": etag, "Vary": "Accept-Encoding"})
 
     @app.get(f"{API_PREFIX}/packages/{{name}}/builds", response_model=BuildsResponse)
     def builds_of(name: str) -> BuildsResponse:

@@ -153,6 +153,24 @@ def test_the_catalog_is_the_stored_snapshot_with_an_etag_of_its_bytes(http: Test
     assert service.catalog.scans == 0, "no request scans the catalog"  # type: ignore[attr-defined]
 
 
+def test_the_catalog_goes_gzipped_to_clients_that_accept_it(http: TestClient, service: FarmService) -> None:
+    """The whole Debian catalog is over a Lambda's 6 MB response limit as JSON and under 1 MB gzipped."""
+    stored = service.catalog.read_snapshot()
+    assert stored is not None and len(stored) > 1024
+    zipped = http.get("/v1/catalog", headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers["content-encoding"] == "gzip" and zipped.content == stored  # httpx undid the gzip
+    assert zipped.headers["vary"] == "Accept-Encoding"
+    assert int(zipped.headers["content-length"]) < len(stored) / 2, "it is smaller on the wire"
+    for refused in ("identity", "gzip;q=0", "br", "deflate, gzip;q=0"):
+        plain = http.get("/v1/catalog", headers={"Accept-Encoding": refused})
+        assert "content-encoding" not in plain.headers and plain.content == stored, refused
+    assert zipped.headers["ETag"] == http.get("/v1/catalog", headers={"Accept-Encoding": "identity"}).headers["ETag"]
+    client = farm_client(http, HERE)
+    document, etag = client.catalog(None)
+    assert document is not None and etag, "the client reads the gzipped answer"
+    assert "hello" in [p.name for p in document.packages]
+
+
 def test_the_embedded_catalog_carries_the_debian_catalogs_live_state(
     http: TestClient, service: FarmService, tmp_path: Path
 ) -> None:

@@ -165,3 +165,47 @@ def test_the_blob_catalog_over_s3_refuses_a_corrupt_blob(aws_farm: AwsFarm, capl
     now[0] += 10
     assert sorted(row[0] for row in catalog.packages()) == ["libcbor", "libevdevplus"]
     assert blobs.get_bytes(POINTER_NAME) is not None
+
+
+def _synthetic_sources(count: int) -> str:
+    """A Sources index the size of Debian's (34,000 packages), made up: names, versions and sums are fake."""
+
+    def stanza(i: int) -> str:
+        name = f"synthetic-package-{i:05d}"
+        return (
+            f"Package: {name}\nBinary: {name}, lib{name}-dev\nVersion: 1.{i}-1\nSection: utils\n"
+            f"Homepage: https://example.org/projects/{name}\nDirectory: pool/main/s/{name}\nFormat: 3.0 (quilt)\n"
+            f"Checksums-Sha256:\n {'a' * 64} 1000 {name}_1.{i}.orig.tar.gz\n {'b' * 64} 100 {name}_1.{i}-1.debian.tar.xz\n"
+        )
+
+    return "\n".join(stanza(i) for i in range(count))
+
+
+def test_the_whole_catalog_fits_a_lambda_response(aws_farm: AwsFarm) -> None:
+    """Debian's 34,000 packages make a catalog document of about 6 MB, over a Lambda's 6 MB response limit (API
+    Gateway then answers 502): the API sends it gzipped to clients that accept gzip (every pkgc does), as binary
+    media (infra/api.yaml's BinaryMediaTypes, which the bridge applies as API Gateway does)."""
+    from pkgc.farm.debian_catalog import DebianCatalog
+    from tests.apigw_bridge import LAMBDA_RESPONSE_LIMIT
+
+    index = aws_farm.tmp / "big.sqlite"
+    write_index(parse_index(_synthetic_sources(34_000)), index)
+    config = FarmConfig.from_env(aws_farm.env)
+    farm_service(config, ports=aws_farm.ports, generated=DebianCatalog(index)).write_catalog_snapshot()
+    snapshot = aws_farm.ports.catalog.read_snapshot()
+    assert snapshot is not None and len(snapshot) > LAMBDA_RESPONSE_LIMIT, "the document really is that large"
+
+    with aws_farm.api() as api:
+        deadline = time.monotonic() + 6  # the warm container rereads the snapshot within its recipe TTL (2 s)
+        while len((answer := api.get("/v1/catalog", params={"debian": "1"})).content) < 1_000_000:
+            assert time.monotonic() < deadline, answer.text[:300]
+            time.sleep(0.25)
+        assert answer.status_code == 200 and answer.headers["content-encoding"] == "gzip"
+        assert len(answer.json()["packages"]) == 34_001
+        plain = api.get("/v1/catalog", headers={"Accept-Encoding": "identity"})
+        assert plain.status_code == 502, "uncompressed, the same document is more than a Lambda can answer"
+
+    user = user_env(aws_farm.tmp / "user", PKGC_FARM=aws_farm.bridge.url)
+    found = aws_farm.pkgc(user, "search", "synthetic-package-33999", "--json")
+    assert found.returncode == 0, found.stderr
+    assert [r["name"] for r in json.loads(found.stdout)][:1] == ["synthetic-package-33999"]
