@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import fcntl
 import json
 import os
 import signal
@@ -40,6 +39,7 @@ from pkgc.core.errors import ConflictError, PkgcError, UsageError
 from pkgc.core.protocol import DebianCatalogState
 from pkgc.farm.debian_catalog import CatalogUpdateFailed, fetch_sources_text, index_path, load_index_text
 from pkgc.farm.debian_state import debian_dir, lock_path, log_path, one_line, read_state, state_path
+from pkgc.farm.filelock import try_exclusive
 
 AUTOLOAD_ENV = "PKGC_DEBIAN_CATALOG_AUTOLOAD"
 SOURCES_FILE_ENV = "PKGC_DEBIAN_SOURCES_FILE"
@@ -57,14 +57,7 @@ def autoload_enabled(env: Mapping[str, str]) -> bool:
 def try_lock(home: Path) -> IO[str] | None:
     """The update lock (an open file holding flock), or None if an update holds it. Close-on-exec, so no other
     process inherits it unless handed over explicitly (`pass_fds`)."""
-    debian_dir(home).mkdir(parents=True, exist_ok=True)
-    handle = lock_path(home).open("a")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        return None
-    return handle
+    return try_exclusive(lock_path(home))
 
 
 # -- the recorded state --------------------------------------------------------------------------------------------

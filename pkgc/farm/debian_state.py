@@ -11,7 +11,6 @@ output.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import sqlite3
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pkgc.core.text import visible
+from pkgc.farm.filelock import is_locked
 
 MAX_ERROR = 200  # the protocol's short text
 INTERRUPTED = "the last update stopped before it finished"
@@ -51,18 +51,8 @@ def one_line(text: str, limit: int = MAX_ERROR) -> str:
 
 
 def update_running(home: Path) -> bool:
-    """Whether an update holds the lock (a probe: a shared lock taken and dropped at once)."""
-    try:
-        handle = lock_path(home).open("r")
-    except OSError:
-        return False
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
+    """Whether an update holds the lock."""
+    return is_locked(lock_path(home))
 
 
 def read_record(home: Path) -> dict[str, Any]:

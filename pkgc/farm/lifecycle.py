@@ -7,7 +7,6 @@ counts as failing, when the log is rotated) can be tested without processes.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import sqlite3
@@ -15,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+from pkgc.farm.filelock import is_locked, try_exclusive
 
 SUPERVISOR_MODULE = "pkgc.farm.embedded"
 LOCK_NAME = "farm.lock"
@@ -106,29 +107,12 @@ def try_lock_home(home: Path) -> IO[str] | None:
     The kernel drops the lock when the process dies, however it dies, so a lock never goes stale. The file is
     opened close-on-exec, so workers do not inherit it and cannot keep a dead supervisor's home locked.
     """
-    home.mkdir(parents=True, exist_ok=True)
-    handle = (home / LOCK_NAME).open("a")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        return None
-    return handle
+    return try_exclusive(home / LOCK_NAME)
 
 
 def home_is_locked(home: Path) -> bool:
-    """Whether a live supervisor holds the home's lock (a probe: it takes and drops a shared lock)."""
-    try:
-        handle = (home / LOCK_NAME).open("a")
-    except OSError:
-        return False
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
+    """Whether a live supervisor holds the home's lock."""
+    return is_locked(home / LOCK_NAME)
 
 
 # -- state of a farm ------------------------------------------------------------------------------------------------
