@@ -355,3 +355,21 @@ def test_the_composition_root_hands_the_presign_lifetime_to_the_blob_store(
     for bad in ("0", "-5", "ten", str(8 * 24 * 3600)):
         with pytest.raises(UsageError, match="PKGC_AWS_PRESIGN_SECONDS"):
             FarmConfig.from_env({**env, "PKGC_AWS_PRESIGN_SECONDS": bad})
+
+
+def test_an_unchanged_catalog_snapshot_is_not_transferred_again(moto_server: MotoServer, aws_env: dict[str, str]) -> None:
+    """The service rereads the snapshot every few seconds; with all of Debian it is about 6 MB, so the adapter asks
+    S3 with the ETag it has (If-None-Match) and S3's 304 transfers nothing."""
+    settings = make_aws_settings(moto_server)
+    ports = aws_ports(settings)
+    statuses: list[int] = []
+    ports.catalog._blobs._client.meta.events.register(  # type: ignore[attr-defined]
+        "after-call.s3.GetObject", lambda http_response, **_: statuses.append(http_response.status_code)
+    )
+    assert ports.catalog.read_snapshot() is None
+    ports.catalog.write_snapshot(b'{"packages": []}' * 1000)
+    assert ports.catalog.read_snapshot() == b'{"packages": []}' * 1000
+    assert ports.catalog.read_snapshot() == b'{"packages": []}' * 1000
+    ports.catalog.write_snapshot(b'{"packages": [1]}')
+    assert ports.catalog.read_snapshot() == b'{"packages": [1]}'
+    assert statuses == [404, 200, 304, 200], "the second read of an unchanged snapshot was a 304"

@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -538,6 +539,10 @@ class DynamoCatalogStore:
         self._client = client
         self._table = table
         self._blobs = blobs
+        # The last snapshot read, with its S3 ETag: the service rereads the snapshot every few seconds, and with all
+        # of Debian it is about 6 MB, so a reread asks S3 for it only if it changed (a 304 costs no transfer).
+        self._snapshot: tuple[str, bytes] | None = None
+        self._snapshot_lock = threading.Lock()
 
     def put_recipe(self, name: str, text: str, summary: str, latest: str) -> None:
         with _aws_call(f"DynamoDB PutItem on table {self._table}"):
@@ -581,7 +586,12 @@ class DynamoCatalogStore:
         self._blobs.put_named(CATALOG_SNAPSHOT, data)
 
     def read_snapshot(self) -> bytes | None:
-        return self._blobs.get_bytes(CATALOG_SNAPSHOT)
+        with self._snapshot_lock:
+            known = self._snapshot
+        found = self._blobs.get_if_changed(CATALOG_SNAPSHOT, known)
+        with self._snapshot_lock:
+            self._snapshot = found
+        return found[1] if found is not None else None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -801,6 +811,20 @@ class S3BlobStore:
                 answer = self._client.get_object(Bucket=self._bucket, Key=name)
                 return bytes(answer["Body"].read())
         except ClientError:
+            return None
+
+    def get_if_changed(self, name: str, known: tuple[str, bytes] | None) -> tuple[str, bytes] | None:
+        """(ETag, bytes) of a mutable object, or `known` itself when S3 says the object still has that ETag (a
+        conditional GET: 304, nothing transferred); None when there is no such object."""
+        _check_blob_name(name)
+        condition = {"IfNoneMatch": known[0]} if known is not None else {}
+        try:
+            with _aws_call(self._what("GetObject", name), allow=frozenset({"NoSuchKey", "404", "304", "NotModified"})):
+                answer = self._client.get_object(Bucket=self._bucket, Key=name, **condition)
+                return str(answer.get("ETag", "")), bytes(answer["Body"].read())
+        except ClientError as exc:
+            if _error_code(exc) in ("304", "NotModified"):
+                return known
             return None
 
     def download_to(self, name: str, path: Path) -> bool:
