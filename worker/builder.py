@@ -271,8 +271,7 @@ def run_build(
             detected = detect_in_tree(srcdir, workdir / "series")
         except NoBuildSystem as exc:
             raise BuildError(str(exc)) from None
-        topdir = srcdir  # debian/install names paths from the top of the tree
-        srcdir = srcdir / detected.subdir if detected.subdir else srcdir
+        srcdir = srcdir / detected.subdir if detected.subdir else srcdir  # topdir stays: debian/install's base
         log.write(f"pkgc: build system {detected.system} ({detected.reason})\n".encode())
         build = dataclasses.replace(
             spec.build, system=detected.system, bootstrap=detected.bootstrap + spec.build.bootstrap
@@ -340,16 +339,9 @@ def run_build(
         if direct_bound and any(direct.iterdir()):
             moved = merge_into(direct, staged)
             log.write(f"pkgc: the build wrote {moved} entries into the prefix itself (not DESTDIR); kept them\n".encode())
-        prune_empty_dirs(usr_local)
-        if local_bound and any(usr_local.iterdir()):
-            moved = 0
-            if (usr_local / "man").is_dir():  # /usr/local/man is the prefix's share/man
-                moved += merge_into(usr_local / "man", staged / "share" / "man")
-                (usr_local / "man").rmdir()
-            moved += merge_into(usr_local, staged)
-            log.write(f"pkgc: the build wrote {moved} entries into /usr/local itself; moved into the prefix\n".encode())
         if generated:
-            for move in reroot_system_layout(destdir, staged):
+            prune_empty_dirs(usr_local)
+            for move in reroot_system_layout(destdir, staged, usr_local if local_bound else None):
                 log.write(f"pkgc: the build installed under {move}; moved into the prefix\n".encode())
             if spec.build.system == "make" and not skip_install and not any(p.is_file() for p in staged.rglob("*")):
                 # `make install` ran but put nothing anywhere (damapper copies into the tree's own bin/)

@@ -89,22 +89,30 @@ def merge_into(source: Path, target: Path) -> int:
     return moved
 
 
-def reroot_system_layout(destdir: Path, staged: Path) -> list[str]:
-    """Move trees a build installed under `usr/local/`, `usr/` (and `etc/`) of DESTDIR, or under `usr/` inside the
-    prefix, into the prefix itself; return what was moved, for the log. What is left outside the prefix stays (the
-    caller refuses it)."""
+def reroot_system_layout(destdir: Path, staged: Path, usr_local: Path | None = None) -> list[str]:
+    """Move trees a build installed under `usr/` or `usr/local/` (below DESTDIR or below the prefix), into
+    `/usr/local` itself (`usr_local`: the directory the sandbox showed there) and under DESTDIR's `etc/` into the
+    prefix; a `man/` directly under a usr/local tree is the BSD place of man pages, the prefix's `share/man/`.
+    Returns what was moved, for the log. What is left outside the prefix stays (the caller refuses it)."""
     moves: list[str] = []
     candidates = [
-        (staged / "usr" / "local", "the prefix's usr/local"),
-        (staged / "usr", "the prefix's usr"),
-        (destdir / "usr" / "local", "/usr/local"),
-        (destdir / "usr", "/usr"),
+        (staged / "usr" / "local", "the prefix's usr/local", True),
+        (staged / "usr", "the prefix's usr", False),
+        (destdir / "usr" / "local", "/usr/local", True),
+        *([(usr_local, "/usr/local itself (not DESTDIR)", True)] if usr_local is not None else []),
+        (destdir / "usr", "/usr", False),
     ]
-    for base, label in candidates:
+    for base, label, local in candidates:
         if not base.is_dir() or base.is_symlink():
             continue
-        count = merge_into(base, staged)
-        base.rmdir()
+        count = 0
+        man = base / "man"
+        if local and man.is_dir() and not man.is_symlink():
+            count += merge_into(man, staged / "share" / "man")
+            man.rmdir()
+        count += merge_into(base, staged)
+        if base != usr_local:
+            base.rmdir()
         if count:
             moves.append(f"{label} ({count} entries)")
     etc = destdir / "etc"
