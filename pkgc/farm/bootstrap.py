@@ -230,14 +230,11 @@ def farm_service(
         from pkgc.farm.catalog_autoload import catalog_state
 
         debian_state = partial(catalog_state, config.paths.home)
-    return FarmService(
+    return FarmService.from_ports(
+        ports,
+        platforms[0],
         generated=generated,
         debian_state=debian_state,
-        catalog=ports.catalog,
-        builds=ports.builds,
-        queues=ports.queues,
-        blobs=ports.blobs,
-        platform=platforms[0],
         build_platforms=tuple(platforms[1:]),
         poll_interval=config.wait_poll,
         max_wait=config.wait_max,

@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from pkgc.core.buildspec import BuildSpec, PackageRequest, plan_builds
 from pkgc.core.debian import GENERATED_MARK
@@ -42,7 +43,15 @@ from pkgc.core.protocol import (
 from pkgc.core.recipe import Recipe, parse_recipe
 from pkgc.core.text import visible
 from pkgc.core.versions import Version
-from pkgc.farm.ports import BlobStore, BuildRecord, BuildStore, CatalogStore, GeneratedRecipes, QueueRouter
+from pkgc.farm.ports import (
+    BlobStore,
+    BuildRecord,
+    BuildStore,
+    CatalogStore,
+    FarmPorts,
+    GeneratedRecipes,
+    QueueRouter,
+)
 from pkgc.farm.work import send_when_dependencies_finish
 
 log = logging.getLogger(__name__)
@@ -194,6 +203,14 @@ class FarmService:
     _catalog_view: _CatalogView | None = None
 
     # -- platforms -----------------------------------------------------------------------------------------
+    @classmethod
+    def from_ports(cls, ports: FarmPorts, platform: Platform, **settings: Any) -> FarmService:
+        """The service over a deployment's ports (as `BuildLifecycle.from_ports` is for the workers' use cases)."""
+        return cls(
+            catalog=ports.catalog, builds=ports.builds, queues=ports.queues, blobs=ports.blobs, platform=platform,
+            **settings,
+        )  # fmt: skip
+
     @property
     def platforms(self) -> tuple[Platform, ...]:
         """Every build platform this farm builds for, the default first."""

@@ -235,12 +235,9 @@ def test_the_service_generates_recipes_from_the_blob_catalog(blobs: CountingBlob
     """An AWS-shaped farm service: a curated catalog in memory, the Debian catalog from the blob store."""
     publish(blobs, tmp_path, FIXTURE.read_text())
     ports = memory_ports()
-    service = FarmService(
-        catalog=ports.catalog,
-        builds=ports.builds,
-        queues=ports.queues,
-        blobs=ports.blobs,
-        platform=detect_platform(),
+    service = FarmService.from_ports(
+        ports,
+        detect_platform(),
         generated=BlobDebianCatalog(blobs, tmp_path / "cache", clock=Clock()),
     )
     service.write_catalog_snapshot()

@@ -235,12 +235,9 @@ def test_catalog_store_and_service(tmp_path: Path, index_text: str) -> None:
     assert identity is not None and identity.startswith(GENERATED_MARK)
     assert catalog.recipe("nothing") is None and catalog.identity("nothing") is None
     ports = memory_ports()
-    service = FarmService(
-        catalog=ports.catalog,
-        builds=ports.builds,
-        queues=ports.queues,
-        blobs=ports.blobs,
-        platform=detect_platform(),
+    service = FarmService.from_ports(
+        ports,
+        detect_platform(),
         generated=catalog,
     )
     service.publish_recipe(

@@ -57,12 +57,9 @@ class Farm:
 
 
 def _farm(ports: FarmPorts, clock: Clock) -> Farm:
-    service = FarmService(
-        catalog=ports.catalog,
-        builds=ports.builds,
-        queues=ports.queues,
-        blobs=ports.blobs,
-        platform=detect_platform(),
+    service = FarmService.from_ports(
+        ports,
+        detect_platform(),
         clock=clock,
     )
     assert publish_recipes(service) == []

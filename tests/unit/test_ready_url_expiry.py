@@ -30,12 +30,9 @@ def ready_farm(tmp_path: Path, url_lifetime: float | None) -> tuple[FarmService,
     """A farm whose hello build is ready (a worker's claim and publish through the lifecycle)."""
     clock = Clock()
     ports = memory_ports(clock=clock, url_lifetime=url_lifetime)
-    service = FarmService(
-        catalog=ports.catalog,
-        builds=ports.builds,
-        queues=ports.queues,
-        blobs=ports.blobs,
-        platform=detect_platform(),
+    service = FarmService.from_ports(
+        ports,
+        detect_platform(),
         clock=clock,
     )
     assert publish_recipes(service) == []

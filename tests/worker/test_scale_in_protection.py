@@ -74,8 +74,7 @@ class FakeBuildWorker(Worker):
 def farm_with_jobs(*bodies: dict[str, Any]) -> tuple[FarmPorts, list[str]]:
     """An in-memory farm with one queued job per resolve body (hello with other options: independent builds)."""
     ports = memory_ports()
-    service = FarmService(
-        catalog=ports.catalog, builds=ports.builds, queues=ports.queues, blobs=ports.blobs, platform=detect_platform()
+    service = FarmService.from_ports(ports, detect_platform()
     )
     assert publish_recipes(service) == []
     keys = [service.resolve(ResolveRequest.model_validate({"packages": [body]})).requested[0] for body in bodies]

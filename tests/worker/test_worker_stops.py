@@ -70,8 +70,7 @@ def memory_worker(
     tmp_path: Path, seconds: str, queue_wrapper: type | None = None
 ) -> tuple[Worker, FarmPorts, str, JobQueue, list[str]]:
     ports = memory_ports()
-    service = FarmService(
-        catalog=ports.catalog, builds=ports.builds, queues=ports.queues, blobs=ports.blobs, platform=detect_platform()
+    service = FarmService.from_ports(ports, detect_platform()
     )
     key = resolve(service, napper_recipe(tmp_path / "sources", seconds))
     queue: JobQueue = ports.queues.for_platform(str(detect_platform()))
