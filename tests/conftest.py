@@ -66,13 +66,14 @@ def greet_source(version: str) -> dict[str, bytes]:
 
 
 def make_tarball(path: Path, top: str, files: dict[str, bytes]) -> str:
-    """Write a .tar.gz with one top directory; return its sha256."""
+    """Write a .tar.gz with one top directory (`top`; "" puts the files at the top, as some upstream tarballs and
+    every Debian series do); return its sha256."""
     import hashlib
 
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         for name, data in files.items():
-            info = tarfile.TarInfo(f"{top}/{name}")
+            info = tarfile.TarInfo(f"{top}/{name}" if top else name)
             info.size = len(data)
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))

@@ -3,8 +3,6 @@ Makefile gets the install prefix on its command line), or fails saying no build 
 
 from __future__ import annotations
 
-import io
-import tarfile
 import time
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from pkgc.core.platform import detect_platform
 from pkgc.core.recipe import BuildInstructions, Recipe, SourceVersion
 from pkgc.worker.builder import BuildError, run_build
 from pkgc.worker.sandbox import Sandbox, bubblewrap_path
+from tests.conftest import make_tarball
 
 MAKEFILE = (
     "PREFIX ?= /usr/local\n"
@@ -24,12 +23,7 @@ MAKEFILE = (
 
 
 def _tarball(path: Path, files: dict[str, str]) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(f"demo-1.0/{name}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    make_tarball(path, "demo-1.0", {name: text.encode() for name, text in files.items()})
     return path
 
 

@@ -9,9 +9,7 @@ They build in the hermetic sandbox on a real build root, as the farm's worker bu
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,18 +25,13 @@ from pkgc.worker.builder import BuildError, run_build
 from pkgc.worker.buildroot import make_root
 from pkgc.worker.layout import has_install_rule, install_listed_files
 from pkgc.worker.sandbox import Sandbox, bubblewrap_path
+from tests.conftest import make_tarball
 
 TOOL_C = '#include <stdio.h>\nint main(void) { puts("tool works"); return 0; }\n'
 
 
 def _tarball(path: Path, top: str, files: dict[str, str]) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(f"{top}/{name}" if top else name)
-            info.size = len(data)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(data))
+    make_tarball(path, top, {name: text.encode() for name, text in files.items()})
     return path
 
 

@@ -5,9 +5,7 @@ into the staging directory packed as relative links, and the smoke-test runner."
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-import tarfile
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from pkgc.worker.builder import BuildError, build_commands, expand_arguments, ru
 from pkgc.worker.patching import PatchError, check_patch_paths, header_names, parse_series
 from pkgc.worker.sandbox import CommandFailed, Sandbox, bubblewrap_path
 from pkgc.worker.smoke import SmokeFailed, run_smoke_tests, smoke_environment
+from tests.conftest import make_tarball
 
 PLATFORM = Platform("linux", "x86_64", "glibc", "2.36")
 SHA = "a" * 64
@@ -42,13 +41,7 @@ def spec_of(text: str, files: dict[str, str] | None = None, others: dict[str, Re
 
 
 def tarball(path: Path, top: str, files: dict[str, str]) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, body in files.items():
-            data = body.encode()
-            info = tarfile.TarInfo(f"{top}/{name}" if top else name)
-            info.size = len(data)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(data))
+    make_tarball(path, top, {name: body.encode() for name, body in files.items()})
     return path
 
 
