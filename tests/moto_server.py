@@ -11,18 +11,23 @@ so nothing a developer has configured can send a request to a real account.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:  # boto3 is imported by the tests that use AWS, not by every test session
+    import httpx
+
     from pkgc.farm.aws_settings import AwsSettings
+    from pkgc.farm.ports import FarmPorts
+    from tests.apigw_bridge import Bridge
 
 REGION = "us-east-1"
 LOOPBACK_NO_PROXY = "127.0.0.1,localhost,::1"
@@ -155,3 +160,56 @@ def make_aws_settings(
 def aws_settings(moto_server: MotoServer, aws_env: dict[str, str]) -> AwsSettings:
     """A farm's worth of fresh AWS resources on the session's moto (one platform, redrive after 5 receives)."""
     return make_aws_settings(moto_server)
+
+
+@dataclass
+class LambdaFarm:
+    """A farm on moto with its API Lambda behind the loopback API Gateway bridge (see `lambda_farm_on`)."""
+
+    env: dict[str, str]
+    ports: FarmPorts
+    token: str
+    bridge: Bridge = field(repr=False)
+
+    def api(self) -> httpx.Client:
+        import httpx
+
+        return httpx.Client(base_url=self.bridge.url, timeout=60, trust_env=False)
+
+
+@contextlib.contextmanager
+def lambda_farm_on(
+    moto: MotoServer,
+    aws_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    platform: str,
+    *,
+    token_name: str,
+    max_receive_count: int = 5,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[LambdaFarm]:
+    """Fresh AWS resources for `platform`, the Lambda's environment set in this process, the curated hello
+    published, an admin token, and a cold API container behind a started bridge (shut down afterwards)."""
+    from pkgc.farm import aws_lambda
+    from pkgc.farm.bootstrap import FarmConfig, farm_service, open_ports
+    from pkgc.farm.token_admin import create_token
+    from pkgc.recipes import bundled_recipe_dir
+    from tests.apigw_bridge import Bridge
+
+    settings = make_aws_settings(moto, (platform,), max_receive_count=max_receive_count)
+    env = {**aws_env, **settings.to_env(), **(extra_env or {})}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    config = FarmConfig.from_env(env)
+    ports = open_ports(config)
+    hello = (bundled_recipe_dir() / "hello.toml").read_text()
+    assert farm_service(config, ports=ports).publish_recipes([("hello.toml", hello)]) == []
+    assert ports.tokens is not None
+    token = create_token(ports.tokens, token_name).secret
+    aws_lambda.forget_container()
+    bridge = Bridge(aws_lambda.api_handler).start()
+    try:
+        yield LambdaFarm(env, ports, token, bridge)
+    finally:
+        bridge.shutdown()
+        aws_lambda.forget_container()

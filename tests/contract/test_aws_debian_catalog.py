@@ -16,21 +16,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from pkgc.core.debian import parse_index
 from pkgc.core.platform import detect_platform
-from pkgc.farm import aws_lambda
-from pkgc.farm.bootstrap import FarmConfig, farm_service, open_ports
+from pkgc.farm.bootstrap import FarmConfig, farm_service
 from pkgc.farm.debian_blobs import POINTER_NAME, BlobDebianCatalog, publish_index, read_pointer
 from pkgc.farm.debian_catalog import write_index
-from pkgc.farm.ports import FarmPorts
-from pkgc.farm.token_admin import create_token
-from pkgc.recipes import bundled_recipe_dir
-from tests.apigw_bridge import Bridge
 from tests.conftest import subprocess_env, user_env
-from tests.moto_server import MotoServer, make_aws_settings
+from tests.moto_server import LambdaFarm, MotoServer, lambda_farm_on
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "debian" / "Sources"
 _HERE = detect_platform()
@@ -39,15 +33,8 @@ PLATFORM = f"{_HERE.os}-{_HERE.arch}-{_HERE.libc}-2.{uuid.uuid4().int % 10**4}"
 
 
 @dataclass
-class AwsFarm:
-    env: dict[str, str]
-    ports: FarmPorts
-    token: str
-    bridge: Bridge
+class AwsFarm(LambdaFarm):
     tmp: Path
-
-    def api(self) -> httpx.Client:
-        return httpx.Client(base_url=self.bridge.url, timeout=60, trust_env=False)
 
     def pkgc(self, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -60,28 +47,12 @@ def aws_farm(
     moto_server: MotoServer, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> Iterator[AwsFarm]:
     """A farm on moto with the curated hello and an API container already warm (it has read the empty pointer)."""
-    settings = make_aws_settings(moto_server, (PLATFORM,))
-    env = {
-        **aws_env,
-        **settings.to_env(),
+    extra = {
         "PKGC_FARM_DEBIAN_POINTER_SECONDS": "1",  # a warm container sees a new index within a second
         "PKGC_FARM_DEBIAN_CACHE": str(tmp_path / "lambda-tmp"),
     }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    config = FarmConfig.from_env(env)
-    ports = open_ports(config)
-    hello = (bundled_recipe_dir() / "hello.toml").read_text()
-    assert farm_service(config, ports=ports).publish_recipes([("hello.toml", hello)]) == []
-    assert ports.tokens is not None
-    token = create_token(ports.tokens, "debian-test").secret
-    aws_lambda.forget_container()
-    bridge = Bridge(aws_lambda.api_handler).start()
-    try:
-        yield AwsFarm(env, ports, token, bridge, tmp_path)
-    finally:
-        bridge.shutdown()
-        aws_lambda.forget_container()
+    with lambda_farm_on(moto_server, aws_env, monkeypatch, PLATFORM, token_name="debian-test", extra_env=extra) as farm:
+        yield AwsFarm(farm.env, farm.ports, farm.token, farm.bridge, tmp_path)
 
 
 def test_catalog_update_against_the_aws_farm_serves_generated_recipes(aws_farm: AwsFarm) -> None:

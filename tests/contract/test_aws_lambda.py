@@ -7,21 +7,15 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 
 from pkgc.core.platform import detect_platform
 from pkgc.core.protocol import BuildStatus
 from pkgc.farm import aws_lambda
-from pkgc.farm.bootstrap import FarmConfig, farm_service, open_ports
-from pkgc.farm.ports import FarmPorts
-from pkgc.farm.token_admin import create_token
-from pkgc.recipes import bundled_recipe_dir
-from tests.apigw_bridge import Bridge, rest_event
-from tests.moto_server import MotoServer, make_aws_settings
+from tests.apigw_bridge import rest_event
+from tests.moto_server import LambdaFarm, MotoServer, lambda_farm_on
 
 _HERE = detect_platform()
 # A platform of this test session's own (the moto server and its CloudWatch metrics are shared by the session):
@@ -29,38 +23,15 @@ _HERE = detect_platform()
 PLATFORM = f"{_HERE.os}-{_HERE.arch}-{_HERE.libc}-1.{uuid.uuid4().int % 10**4}.{uuid.uuid4().int % 10**4}"
 
 
-@dataclass
-class LambdaFarm:
-    env: dict[str, str]
-    ports: FarmPorts
-    token: str
-    bridge: Bridge
-
-    def api(self) -> httpx.Client:
-        return httpx.Client(base_url=self.bridge.url, timeout=60, trust_env=False)
-
-
 @pytest.fixture
 def lambda_farm(
     moto_server: MotoServer, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[LambdaFarm]:
-    settings = make_aws_settings(moto_server, (PLATFORM,), max_receive_count=2)
-    env = {**aws_env, **settings.to_env(), "PKGC_FARM_WAIT_POLL_SECONDS": "0.2"}
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    config = FarmConfig.from_env(env)
-    ports = open_ports(config)
-    hello = (bundled_recipe_dir() / "hello.toml").read_text()
-    assert farm_service(config, ports=ports).publish_recipes([("hello.toml", hello)]) == []
-    assert ports.tokens is not None
-    token = create_token(ports.tokens, "lambda-test").secret
-    aws_lambda.forget_container()
-    bridge = Bridge(aws_lambda.api_handler).start()
-    try:
-        yield LambdaFarm(env, ports, token, bridge)
-    finally:
-        bridge.shutdown()
-        aws_lambda.forget_container()
+    extra = {"PKGC_FARM_WAIT_POLL_SECONDS": "0.2"}
+    with lambda_farm_on(
+        moto_server, aws_env, monkeypatch, PLATFORM, token_name="lambda-test", max_receive_count=2, extra_env=extra
+    ) as farm:
+        yield farm
 
 
 def _resolve_body() -> dict[str, Any]:
