@@ -96,6 +96,22 @@ WORDS = [
 ]
 TERM = "compression"
 
+# The floor of any client built on the libraries the brief names: a fresh interpreter that imports typer, httpx (with
+# httpcore, which every request loads) and pydantic the way pkgc's CLI does (trio and httpx's own CLI kept out,
+# pydantic's plugins off), then builds and uses one one-field pydantic validator. No pkgc code and no work: whatever
+# pkgc does comes on top of this.
+LIBRARY_FLOOR = """
+import os, sys
+sys.modules.setdefault("trio", None)
+sys.modules.setdefault("httpx._main", None)
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+import typer, httpx, httpcore
+from pydantic import BaseModel
+class Answer(BaseModel):
+    key: str
+Answer.model_validate_json(b'{"key": "k"}')
+"""
+
 
 def timed(argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> float:
     started = time.perf_counter()
@@ -291,6 +307,12 @@ def main() -> int:
                 )
             )
             floor = [timed([sys.executable, "-c", "pass"], env) for _ in range(runs)]
+            # The libraries' floor, alternating with the two baselines as the rows above do.
+            library_floor = same([sys.executable, "-c", LIBRARY_FLOOR])
+            floors = [
+                ("install", *compare(library_floor, pip_install, env, runs)),
+                ("info", *compare(library_floor, pip_list, env, runs)),
+            ]
         finally:
             subprocess.run([pkgc_cmd, "farm", "stop"], env=env, capture_output=True, timeout=120, check=False)
     print(
@@ -305,6 +327,16 @@ def main() -> int:
         print(
             f"{name:<58} {statistics.median(mine):>8.3f} {statistics.median(other):>8.3f} {ratio:>6.2f}x "
             f"{target:>6.2f}x  {verdict}"
+        )
+    # Where the libraries' floor is above a row's target, no client that imports them can meet that target,
+    # whatever it does after its imports.
+    print("floor: python + typer, httpx, httpcore and pydantic (one model), no pkgc code, alternating with pip:")
+    for (kind, library, baseline), (_name, mine, _other, target) in zip(floors, (rows[0], rows[2]), strict=True):
+        ratio = statistics.median(library) / statistics.median(baseline)
+        print(
+            f"  floor {statistics.median(library):.3f}s vs {'pip install' if kind == 'install' else 'pip list'} "
+            f"{statistics.median(baseline):.3f}s = {ratio:.2f}x (the {kind} target is {target:.2f}x); "
+            f"pkgc {kind} is {statistics.median(mine) - statistics.median(library):.3f}s above the floor"
         )
     print("samples (pkgc | other):")
     for name, mine, other, _target in rows:

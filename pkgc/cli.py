@@ -38,6 +38,11 @@ sys.modules.setdefault("trio", None)  # type: ignore[arg-type]
 # those are installed, only to offer `httpx` as a command; pkgc never runs it. A None entry makes httpx take its
 # fallback, as if its CLI extras were absent.
 sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+# pydantic hands every validator it builds to the plugins of any installed distribution that declares one (an entry
+# point), after scanning the metadata of every installed distribution for them (about 5 ms on a short command). How
+# pkgc validates the farm's answers must not depend on what else happens to be installed beside it, so plugins are
+# off for pkgc and the farm processes it starts, unless the user sets pydantic's own switch otherwise.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 _app = typer.Typer(
     name="pkgc",
