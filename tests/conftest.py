@@ -14,7 +14,7 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -65,9 +65,9 @@ def greet_source(version: str) -> dict[str, bytes]:
     return {"greet.c": c, "Makefile": makefile, "notes.txt": f"notes of {version}\n".encode()}
 
 
-def make_tarball(path: Path, top: str, files: dict[str, bytes]) -> str:
+def make_tarball(path: Path, top: str, files: dict[str, bytes], executable: Iterable[str] = ()) -> str:
     """Write a .tar.gz with one top directory (`top`; "" puts the files at the top, as some upstream tarballs and
-    every Debian series do); return its sha256."""
+    every Debian series do), the `executable` ones mode 0755 (a configure script); return its sha256."""
     import hashlib
 
     buffer = io.BytesIO()
@@ -75,7 +75,7 @@ def make_tarball(path: Path, top: str, files: dict[str, bytes]) -> str:
         for name, data in files.items():
             info = tarfile.TarInfo(f"{top}/{name}" if top else name)
             info.size = len(data)
-            info.mode = 0o644
+            info.mode = 0o755 if name in set(executable) else 0o644
             tar.addfile(info, io.BytesIO(data))
     path.write_bytes(buffer.getvalue())
     return hashlib.sha256(buffer.getvalue()).hexdigest()

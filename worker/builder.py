@@ -281,7 +281,6 @@ def run_build(
             build = dataclasses.replace(
                 build, make_args=prefix_args + build.make_args, install_args=prefix_args + build.install_args
             )
-            skip_install = not has_install_rule(srcdir)
         spec = dataclasses.replace(spec, build=build)
     destdir = workdir / "stage"
     destdir.mkdir()
@@ -323,7 +322,10 @@ def run_build(
     log.write(f"pkgc: building {spec.label} key {spec.key}\npkgc: {sandbox.describe()}\n".encode())
     log.write(f"pkgc: CFLAGS={env['CFLAGS']}\npkgc: LDFLAGS={env['LDFLAGS']}\n".encode())
     for argv in build_commands(spec, srcdir, destdir, values):
-        if skip_install and argv[:2] == ["make", "install"]:
+        # A generated recipe's Makefile (plain, or the one configure has just written: dtach's) may have no install
+        # rule; it is read when `make install` comes up, so configure's output counts.
+        if generated and argv[:2] == ["make", "install"] and not has_install_rule(srcdir):
+            skip_install = True
             log.write(b"pkgc: the Makefile has no install rule; installing what debian/install lists instead\n")
             listed = install_listed_files(topdir, workdir / "series", staged, build_dir=srcdir)
             if not listed:
@@ -343,7 +345,9 @@ def run_build(
             prune_empty_dirs(usr_local)
             for move in reroot_system_layout(destdir, staged, usr_local if local_bound else None):
                 log.write(f"pkgc: the build installed under {move}; moved into the prefix\n".encode())
-            if spec.build.system == "make" and not skip_install and not any(p.is_file() for p in staged.rglob("*")):
+            if spec.build.system in ("make", "autotools") and not skip_install and not any(
+                p.is_file() for p in staged.rglob("*")
+            ):
                 # `make install` ran but put nothing anywhere (damapper copies into the tree's own bin/)
                 listed = install_listed_files(topdir, workdir / "series", staged, build_dir=srcdir)
                 if listed:

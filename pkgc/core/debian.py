@@ -32,11 +32,13 @@ GENERATED_MARK = "\x00generated:"  # the prefix of a generated recipe's identity
 
 # Build-Depends that the platform provides or that only Debian's own packaging needs: dropped, never dependencies.
 # Test harnesses count as packaging: the farm does not run upstream test suites (a smoke test checks the result),
-# and autopkgtest or a virtual X server would pull a large closure into every build that names them.
+# and autopkgtest or a virtual X server would pull a large closure into every build that names them. So does
+# bash-completion: builds ask it (pkg-config) only where completion scripts go, and install them under the prefix's
+# share/bash-completion without it (datamash, jo).
 _PACKAGING = re.compile(
     r"^(debhelper(-compat)?|dh-.*|dpkg-dev|dpkg|quilt|cdbs|build-essential|fakeroot|lintian|po-debconf|"
     r"debconf|lsb-release|chrpath|help2man|devscripts|gem2deb|javahelper|gnome-pkg-tools|pkg-kde-tools|"
-    r"autopkgtest|xvfb|xauth|xfonts-base|valgrind|locales|locales-all)$"
+    r"autopkgtest|xvfb|xauth|xfonts-base|valgrind|locales|locales-all|bash-completion)$"
 )
 # Names that mean a platform tool even though no toolchain entry lists them verbatim.
 _TOOL_ALIASES = {

@@ -276,7 +276,7 @@ def test_platform_and_foreign_binaries_are_not_dependencies() -> None:
             "Version": "1.0-1",
             "Directory": "pool/main/d/demo",
             "Build-Depends": "libltdl-dev, libfl-dev, libpython3.11-dev, python3-pytest, libtest-simple-perl, "
-            "pybuild-plugin-pyproject, ghc-prof, libz-dev",
+            "pybuild-plugin-pyproject, ghc-prof, libz-dev, bash-completion",
         }
     )
     owners = {
@@ -288,12 +288,14 @@ def test_platform_and_foreign_binaries_are_not_dependencies() -> None:
         "pybuild-plugin-pyproject": "dh-python",
         "ghc-prof": "ghc",
         "libz-dev": "zlib",
+        "bash-completion": "bash-completion",
     }
     mapped = map_build_depends(package, owners.get, TOOLCHAIN)
     assert mapped.tools == ("autotools", "flex", "python"), "a platform tool's own library is that tool"
     assert mapped.runtime == ("zlib",) and mapped.build == ()
     assert "python3-pytest (not on the platform)" in mapped.dropped
     assert "ghc-prof (not on the platform)" in mapped.dropped
+    assert "bash-completion (Debian packaging)" in mapped.dropped, "where completions go, not a library"
 
 
 def test_dependency_cycles_are_cut_where_they_close() -> None:

@@ -30,8 +30,8 @@ from tests.conftest import make_tarball
 TOOL_C = '#include <stdio.h>\nint main(void) { puts("tool works"); return 0; }\n'
 
 
-def _tarball(path: Path, top: str, files: dict[str, str]) -> Path:
-    make_tarball(path, top, {name: text.encode() for name, text in files.items()})
+def _tarball(path: Path, top: str, files: dict[str, str], executable: tuple[str, ...] = ()) -> Path:
+    make_tarball(path, top, {name: text.encode() for name, text in files.items()}, executable)
     return path
 
 
@@ -55,9 +55,14 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
 
 
 def _build(
-    tmp_path: Path, root: Path | None, files: dict[str, str], series: dict[str, str] | None = None, top: str = "tool-1.0"
+    tmp_path: Path,
+    root: Path | None,
+    files: dict[str, str],
+    series: dict[str, str] | None = None,
+    top: str = "tool-1.0",
+    executable: tuple[str, ...] = (),
 ) -> Any:
-    archive = _tarball(tmp_path / "tool.tar.gz", top, files)
+    archive = _tarball(tmp_path / "tool.tar.gz", top, files, executable)
     series_archive = _tarball(tmp_path / "tool.debian.tar.gz", "", series) if series is not None else None
     workdir = tmp_path / "work"
     workdir.mkdir()
@@ -116,6 +121,17 @@ def test_a_makefile_without_install_rule_or_debian_list_installs_its_top_level_e
     makefile = "tool: tool.c\n\t$(CC) $(CFLAGS) -o tool tool.c\n"
     staged, _log = _build(tmp_path, root, {"Makefile": makefile, "tool.c": TOOL_C, "helper.sh": "#!/bin/sh\n"})
     assert [p.name for p in (staged / "bin").iterdir()] == ["tool"], "only the ELF executable the build made"
+
+
+def test_a_configure_script_whose_makefile_has_no_install_rule_installs_the_built_executables(
+    tmp_path: Path, root: Path | None
+) -> None:
+    # dtach's shape: its configure writes a Makefile that builds the program and has no install rule.
+    configure = "#!/bin/sh\nprintf 'tool: tool.c\\n\\t$(CC) $(CFLAGS) -o tool tool.c\\n' > Makefile\n"
+    staged, log = _build(tmp_path, root, {"configure": configure, "tool.c": TOOL_C}, executable=("configure",))
+    assert "build system autotools" in log, log[-2000:]
+    assert [p.name for p in (staged / "bin").iterdir()] == ["tool"], log[-2000:]
+    assert "no install rule" in log
 
 
 def test_a_go_module_with_a_wrapper_makefile_is_reported_as_go(tmp_path: Path, root: Path | None) -> None:
