@@ -205,6 +205,14 @@ def build_environment(spec: BuildSpec, workdir: Path, depsdir: Path | None) -> d
         env["CMAKE_PREFIX_PATH"] = str(depsdir)
     env["CPPFLAGS"] = cppflags
     env["LDFLAGS"] = ldflags
+    if spec.build.system == "auto":
+        # A generated recipe's Makefile may call the compiler without CPPFLAGS or LDFLAGS (sl: `gcc -O -o sl sl.c
+        # -lncurses`). gcc and ld also read these, after the command line's own options: the dependencies' headers
+        # and libraries are found, and a program linked without any -rpath still finds its libraries in the prefix.
+        env["LD_RUN_PATH"] = f"{PLACEHOLDER}/lib"
+        if depsdir is not None:
+            env["CPATH"] = f"{depsdir}/include"
+            env["LIBRARY_PATH"] = f"{depsdir}/lib"
     return env
 
 
@@ -268,7 +276,8 @@ def run_build(
     topdir = srcdir
     if generated:
         try:
-            detected = detect_in_tree(srcdir, workdir / "series")
+            patched = spec.source.series is not None or bool(spec.source.patches)
+            detected = detect_in_tree(srcdir, workdir / "series", patched=patched)
         except NoBuildSystem as exc:
             raise BuildError(str(exc)) from None
         srcdir = srcdir / detected.subdir if detected.subdir else srcdir  # topdir stays: debian/install's base

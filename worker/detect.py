@@ -81,9 +81,47 @@ def debian_source_directory(series_dir: Path) -> str | None:
     return None
 
 
-def detect_in_tree(srcdir: Path, series_dir: Path | None = None) -> DetectedSystem:
+_AUTOTOOLS_INPUTS = ("configure.ac", "configure.in", "aclocal.m4", "acinclude.m4")
+
+
+def autotools_input_newer_than_configure(srcdir: Path) -> str | None:
+    """An autoconf or automake input newer than the shipped `configure` (a Debian patch changed it), or None.
+
+    make would then regenerate configure, aclocal.m4 or Makefile.in with the exact automake version that made the
+    tarball (sharutils: aclocal-1.14), which the platform does not have, and fail; Debian regenerates them with
+    dh_autoreconf, and so does the farm: `autoreconf` first, with the platform's own autotools.
+    """
+    built = (srcdir / "configure").stat().st_mtime
+    candidates = [srcdir / name for name in _AUTOTOOLS_INPUTS]
+    candidates += sorted((srcdir / "m4").glob("*.m4")) if (srcdir / "m4").is_dir() else []
+    candidates += sorted(srcdir.glob("Makefile.am")) + sorted(srcdir.glob("*/Makefile.am"))
+    for path in candidates:
+        if path.is_file() and not path.is_symlink() and path.stat().st_mtime > built:
+            return str(path.relative_to(srcdir))
+    return None
+
+
+def after_patches(found: DetectedSystem, srcdir: Path) -> DetectedSystem:
+    """`found` for a tree that patches have changed: a shipped configure whose inputs a patch made newer is
+    regenerated first (see `autotools_input_newer_than_configure`)."""
+    if found.system != "autotools" or found.bootstrap:
+        return found
+    changed = autotools_input_newer_than_configure(srcdir)
+    if changed is None:
+        return found
+    reason = f"{found.reason}, but a patch made {changed} newer: autoreconf first"
+    return dataclasses.replace(found, bootstrap=(AUTORECONF,), tools=("autotools",), reason=reason)
+
+
+def detect_in_tree(srcdir: Path, series_dir: Path | None = None, *, patched: bool = False) -> DetectedSystem:
     """The build system at the top of the tree or, when there is none there, in the subdirectory debian/rules
-    names (`--sourcedirectory`) or in `src/` (rp-pppoe keeps its configure in src/)."""
+    names (`--sourcedirectory`) or in `src/` (rp-pppoe keeps its configure in src/). `patched`: patches were
+    applied to the tree (see `after_patches`)."""
+    found = _detect_in_tree(srcdir, series_dir)
+    return after_patches(found, srcdir / found.subdir) if patched else found
+
+
+def _detect_in_tree(srcdir: Path, series_dir: Path | None) -> DetectedSystem:
     try:
         return detect_build_system(srcdir)
     except NoBuildSystem as top:

@@ -8,8 +8,10 @@ They build in the hermetic sandbox on a real build root, as the farm's worker bu
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,9 @@ from pkgc.core.platform import detect_platform
 from pkgc.core.recipe import BuildInstructions, PatchSeries, Recipe, SourceVersion
 from pkgc.core.relocation import PLACEHOLDER
 from pkgc.core.toolchain import load_toolchain
-from pkgc.worker.builder import BuildError, run_build
+from pkgc.worker.builder import BuildError, build_environment, run_build
 from pkgc.worker.buildroot import make_root
+from pkgc.worker.detect import AUTORECONF, detect_in_tree
 from pkgc.worker.layout import has_install_rule, install_listed_files
 from pkgc.worker.sandbox import Sandbox, bubblewrap_path
 from tests.conftest import make_tarball
@@ -61,15 +64,22 @@ def _build(
     series: dict[str, str] | None = None,
     top: str = "tool-1.0",
     executable: tuple[str, ...] = (),
+    deps: dict[str, bytes] | None = None,
 ) -> Any:
     archive = _tarball(tmp_path / "tool.tar.gz", top, files, executable)
     series_archive = _tarball(tmp_path / "tool.debian.tar.gz", "", series) if series is not None else None
     workdir = tmp_path / "work"
     workdir.mkdir()
+    depsdir = None
+    if deps is not None:  # the unpacked dependencies, as the worker lays them out in its work directory
+        depsdir = workdir / "deps"
+        for name, data in deps.items():
+            (depsdir / name).parent.mkdir(parents=True, exist_ok=True)
+            (depsdir / name).write_bytes(data)
     sandbox = Sandbox(workdir, bwrap=bubblewrap_path(), deadline=time.monotonic() + 120, root=root)
     with (tmp_path / "build.log").open("wb") as log:
         staged = run_build(
-            _spec(series_archive), workdir=workdir, source_archive=archive, depsdir=None, sandbox=sandbox, jobs=1,
+            _spec(series_archive), workdir=workdir, source_archive=archive, depsdir=depsdir, sandbox=sandbox, jobs=1,
             log=log, series_archive=series_archive,
         )  # fmt: skip
     return staged, (tmp_path / "build.log").read_text(errors="replace")
@@ -132,6 +142,57 @@ def test_a_configure_script_whose_makefile_has_no_install_rule_installs_the_buil
     assert "build system autotools" in log, log[-2000:]
     assert [p.name for p in (staged / "bin").iterdir()] == ["tool"], log[-2000:]
     assert "no install rule" in log
+
+
+def test_a_makefile_that_passes_no_flags_still_finds_the_dependencies_headers_and_libraries(
+    tmp_path: Path, root: Path | None
+) -> None:
+    # sl's shape: `gcc -O -o sl sl.c -lncurses`, neither $(CPPFLAGS) nor $(LDFLAGS) on its command line.
+    library = tmp_path / "lib"
+    library.mkdir()
+    (library / "dep.c").write_text('const char *dep_greeting(void) { return "from the dependency"; }\n')
+    subprocess.run(["gcc", "-c", "-o", str(library / "dep.o"), str(library / "dep.c")], check=True)
+    subprocess.run(["ar", "rcs", str(library / "libtooldep.a"), str(library / "dep.o")], check=True)
+    tool_c = (
+        '#include <stdio.h>\n#include <tooldep.h>\n'
+        "int main(void) { puts(dep_greeting()); return TOOLDEP_STATUS; }\n"
+    )
+    makefile = (
+        "tool: tool.c\n\tgcc -O -o tool tool.c -ltooldep\n"
+        "install: tool\n\tinstall -D -m 755 tool $(DESTDIR)$(PREFIX)/bin/tool\n"
+    )
+    deps = {
+        "include/tooldep.h": b"#define TOOLDEP_STATUS 0\nconst char *dep_greeting(void);\n",
+        "lib/libtooldep.a": (library / "libtooldep.a").read_bytes(),
+    }
+    staged, log = _build(tmp_path, root, {"Makefile": makefile, "tool.c": tool_c}, deps=deps)
+    built = subprocess.run([str(staged / "bin" / "tool")], capture_output=True, text=True, check=True)
+    assert built.stdout == "from the dependency\n", log[-2000:]
+
+
+def test_a_generated_build_gives_gcc_and_ld_the_paths_through_the_environment_and_a_curated_one_does_not(
+    tmp_path: Path,
+) -> None:
+    generated = build_environment(_spec(), tmp_path, tmp_path / "deps")
+    assert generated["CPATH"] == f"{tmp_path}/deps/include"
+    assert generated["LIBRARY_PATH"] == f"{tmp_path}/deps/lib"
+    assert generated["LD_RUN_PATH"] == f"{PLACEHOLDER}/lib", "a program linked without -rpath finds the prefix"
+    curated = dataclasses.replace(_spec(), build=BuildInstructions("make"))
+    assert not {"CPATH", "LIBRARY_PATH", "LD_RUN_PATH"} & set(build_environment(curated, tmp_path, tmp_path / "deps"))
+
+
+def test_a_patched_autotools_input_newer_than_configure_means_autoreconf_first(tmp_path: Path) -> None:
+    # sharutils' shape: Debian patches configure.ac; make would regenerate with aclocal-1.14, which nobody has.
+    for name in ("configure", "configure.ac", "Makefile.am", "m4/extra.m4"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("")
+        os.utime(tmp_path / name, (1_000_000, 1_000_000))
+    assert detect_in_tree(tmp_path, patched=True).bootstrap == (), "nothing newer than configure: use it as is"
+    os.utime(tmp_path / "m4" / "extra.m4", (1_000_100, 1_000_100))
+    found = detect_in_tree(tmp_path, patched=True)
+    assert found.bootstrap == (AUTORECONF,) and found.tools == ("autotools",)
+    assert "m4/extra.m4" in found.reason
+    assert detect_in_tree(tmp_path).bootstrap == (), "an unpatched tarball is built as released"
 
 
 def test_a_go_module_with_a_wrapper_makefile_is_reported_as_go(tmp_path: Path, root: Path | None) -> None:
