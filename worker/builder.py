@@ -277,7 +277,8 @@ def run_build(
     if generated:
         try:
             patched = spec.source.series is not None or bool(spec.source.patches)
-            detected = detect_in_tree(srcdir, workdir / "series", patched=patched)
+            system_root = sandbox.root or Path("/")  # a hermetic build sees its build root as /
+            detected = detect_in_tree(srcdir, workdir / "series", patched=patched, system_root=system_root)
         except NoBuildSystem as exc:
             raise BuildError(str(exc)) from None
         srcdir = srcdir / detected.subdir if detected.subdir else srcdir  # topdir stays: debian/install's base

@@ -101,24 +101,45 @@ def autotools_input_newer_than_configure(srcdir: Path) -> str | None:
     return None
 
 
-def after_patches(found: DetectedSystem, srcdir: Path) -> DetectedSystem:
-    """`found` for a tree that patches have changed: a shipped configure whose inputs a patch made newer is
-    regenerated first (see `autotools_input_newer_than_configure`)."""
+_AM_API_VERSION = re.compile(r"^am__api_version='([0-9]+\.[0-9]+)'", re.M)
+
+
+def missing_automake(srcdir: Path, system_root: Path) -> str | None:
+    """The automake version (`1.14`) that made the shipped configure, when the build's system lacks its aclocal;
+    None when configure was not made with automake or that version is there (make then regenerates by itself)."""
+    try:
+        text = (srcdir / "configure").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    match = _AM_API_VERSION.search(text)
+    if match is None or (system_root / "usr" / "bin" / f"aclocal-{match.group(1)}").exists():
+        return None
+    return match.group(1)
+
+
+def after_patches(found: DetectedSystem, srcdir: Path, system_root: Path = Path("/")) -> DetectedSystem:
+    """`found` for a tree that patches have changed: a shipped configure whose inputs a patch made newer, made by
+    an automake the build's system (`system_root`) does not have, is regenerated first (see
+    `autotools_input_newer_than_configure`). With the same automake, make regenerates what changed by itself, as
+    upstream intended."""
     if found.system != "autotools" or found.bootstrap:
         return found
     changed = autotools_input_newer_than_configure(srcdir)
-    if changed is None:
+    version = missing_automake(srcdir, system_root) if changed is not None else None
+    if version is None:
         return found
-    reason = f"{found.reason}, but a patch made {changed} newer: autoreconf first"
+    reason = f"{found.reason}, but a patch made {changed} newer and automake {version} is not here: autoreconf first"
     return dataclasses.replace(found, bootstrap=(AUTORECONF,), tools=("autotools",), reason=reason)
 
 
-def detect_in_tree(srcdir: Path, series_dir: Path | None = None, *, patched: bool = False) -> DetectedSystem:
+def detect_in_tree(
+    srcdir: Path, series_dir: Path | None = None, *, patched: bool = False, system_root: Path = Path("/")
+) -> DetectedSystem:
     """The build system at the top of the tree or, when there is none there, in the subdirectory debian/rules
     names (`--sourcedirectory`) or in `src/` (rp-pppoe keeps its configure in src/). `patched`: patches were
-    applied to the tree (see `after_patches`)."""
+    applied to the tree; `system_root`: what the build sees as / (see `after_patches`)."""
     found = _detect_in_tree(srcdir, series_dir)
-    return after_patches(found, srcdir / found.subdir) if patched else found
+    return after_patches(found, srcdir / found.subdir, system_root) if patched else found
 
 
 def _detect_in_tree(srcdir: Path, series_dir: Path | None) -> DetectedSystem:

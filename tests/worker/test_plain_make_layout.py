@@ -183,16 +183,20 @@ def test_a_generated_build_gives_gcc_and_ld_the_paths_through_the_environment_an
 
 def test_a_patched_autotools_input_newer_than_configure_means_autoreconf_first(tmp_path: Path) -> None:
     # sharutils' shape: Debian patches configure.ac; make would regenerate with aclocal-1.14, which nobody has.
+    tree, system = tmp_path / "tree", tmp_path / "root"
+    (system / "usr" / "bin").mkdir(parents=True)
     for name in ("configure", "configure.ac", "Makefile.am", "m4/extra.m4"):
-        (tmp_path / name).parent.mkdir(exist_ok=True)
-        (tmp_path / name).write_text("")
-        os.utime(tmp_path / name, (1_000_000, 1_000_000))
-    assert detect_in_tree(tmp_path, patched=True).bootstrap == (), "nothing newer than configure: use it as is"
-    os.utime(tmp_path / "m4" / "extra.m4", (1_000_100, 1_000_100))
-    found = detect_in_tree(tmp_path, patched=True)
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_text("#!/bin/sh\nam__api_version='1.14'\n" if name == "configure" else "")
+        os.utime(tree / name, (1_000_000, 1_000_000))
+    assert detect_in_tree(tree, patched=True, system_root=system).bootstrap == (), "nothing newer: as shipped"
+    os.utime(tree / "m4" / "extra.m4", (1_000_100, 1_000_100))
+    found = detect_in_tree(tree, patched=True, system_root=system)
     assert found.bootstrap == (AUTORECONF,) and found.tools == ("autotools",)
-    assert "m4/extra.m4" in found.reason
-    assert detect_in_tree(tmp_path).bootstrap == (), "an unpatched tarball is built as released"
+    assert "m4/extra.m4" in found.reason and "automake 1.14" in found.reason
+    assert detect_in_tree(tree, system_root=system).bootstrap == (), "an unpatched tarball is built as released"
+    (system / "usr" / "bin" / "aclocal-1.14").write_text("")
+    assert detect_in_tree(tree, patched=True, system_root=system).bootstrap == (), "make regenerates it itself"
 
 
 def test_a_go_module_with_a_wrapper_makefile_is_reported_as_go(tmp_path: Path, root: Path | None) -> None:
