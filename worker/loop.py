@@ -26,10 +26,10 @@ from typing import Any, BinaryIO
 
 from pkgc.artifact import Manifest, PackError, pack_tree, relocate_tree, unpack_artifact
 from pkgc.core.buildspec import BuildSpec
-from pkgc.core.errors import PkgcError
+from pkgc.core.errors import PkgcError, SourceUnavailable
 from pkgc.core.toolchain import ToolchainDefinition, load_toolchain
 from pkgc.farm.ports import BuildRecord, InstanceProtection, Job, JobQueue, Lease
-from pkgc.farm.work import Build, BuildLifecycle, DependencyUnavailable
+from pkgc.farm.work import Build, BuildLifecycle, DependencyUnavailable, Waiting
 from pkgc.worker.builder import BuildError, run_build
 from pkgc.worker.buildroot import ToolchainMissing, make_root
 from pkgc.worker.fetch import SourceFetcher
@@ -119,7 +119,9 @@ class Worker:
         try:
             self.protection.protect(on)
         except Exception as exc:
-            self.report(f"worker {self.settings.worker_id}: cannot turn scale-in protection {'on' if on else 'off'}: {exc}")
+            self.report(
+                f"worker {self.settings.worker_id}: cannot turn scale-in protection {'on' if on else 'off'}: {exc}"
+            )
             return
         self.protected = on
 
@@ -130,7 +132,41 @@ class Worker:
             self._build(claim, job)
         else:
             # Skip, Deferred (a fresh job was sent), Waiting (the dependencies' finish sends one), Failed.
+            if isinstance(claim, Waiting) and claim.record is not None:
+                self._fetch_while_waiting(claim.record)
             self.queue.ack(job)
+
+    def _fetch_while_waiting(self, record: BuildRecord) -> None:
+        """Fetch the sources of a build whose dependencies are still building: they are cached for its build, and
+        when no URL or mirror has them the build fails now (its log says why), instead of after its dependencies'
+        compiles. Anything else is left for the build itself to meet and report."""
+        try:
+            spec = BuildSpec.from_json(record.spec)
+        except (KeyError, TypeError, ValueError):
+            return
+        try:
+            self.fetcher.fetch(spec.source)
+            if spec.source.series is not None:
+                self.fetcher.fetch(spec.source.series)
+        except SourceUnavailable as exc:
+            error = str(exc)
+            if spec.recipe_content.get("origin") == "generated":
+                error = f"generated recipe (from the Debian catalog): {error}"
+            self.settings.workroot.mkdir(parents=True, exist_ok=True)
+            workdir = Path(tempfile.mkdtemp(prefix=f"{record.name}-", dir=self.settings.workroot))
+            try:
+                log_path = workdir / "build.log"
+                log_path.write_text(
+                    f"pkgc: fetched the sources while {len(record.dependencies)} dependencies were building\n"
+                    f"pkgc: build failed: {error}\n",
+                    encoding="utf-8",
+                )
+                if self.lifecycle.fail_while_waiting(
+                    record.key, self.settings.worker_id, self.settings.lease_ttl, log_path, error
+                ):
+                    self.report(f"worker {self.settings.worker_id}: {record.name} failed before building: {error}")
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
 
     def _install_dependencies(
         self, dependencies: tuple[BuildRecord, ...], depsdir: Path, scratch: Path
@@ -288,6 +324,8 @@ def smoke_manifest(spec: BuildSpec) -> dict[str, Any]:
     if spec.smoke_tests:
         smoke["tests"] = [test.as_dict() for test in spec.smoke_tests]
     return smoke
+
+
 def _write_line(log: BinaryIO, line: str) -> None:
     log.write(f"{line}\n".encode())
 

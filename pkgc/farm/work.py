@@ -49,9 +49,13 @@ class Deferred:
 
 @dataclass(frozen=True)
 class Waiting:
-    """Dependencies are still building; the build is their waiter and their finish sends its job: acknowledge."""
+    """Dependencies are still building; the build is their waiter and their finish sends its job: acknowledge.
+
+    Meanwhile the worker may fetch the build's own sources (`record`), and fail it at once when they cannot be had
+    (`fail_while_waiting`)."""
 
     dependencies: tuple[str, ...]
+    record: BuildRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -168,7 +172,7 @@ class BuildLifecycle:
         if not failed:
             unfinished, missing = _unfinished_after_waiting(self.builds, record)
             if unfinished and not missing:
-                return Waiting(tuple(unfinished))
+                return Waiting(tuple(unfinished), record)
             dependencies = self.builds.get_many(list(record.dependencies))
             failed = [d for d in dependencies.values() if d.status == BuildStatus.FAILED]
         now = self.clock()
@@ -258,6 +262,13 @@ class BuildLifecycle:
         """Mark the build failed with its log; False if the lease was lost meanwhile."""
         log = self.blobs.put_content("logs", log_path) if log_path is not None and log_path.is_file() else None
         return self._finish(lease, BuildStatus.FAILED, log=log, error=error)
+
+    def fail_while_waiting(self, key: str, worker_id: str, lease_ttl: float, log_path: Path | None, error: str) -> bool:
+        """Fail a build whose dependencies are still building, for a reason their builds cannot change (no URL or
+        mirror has its own source): the user hears it now, not after minutes of compiling its dependencies, which
+        go on (other builds may use them). False if another worker holds the build or it has finished."""
+        lease = self.builds.acquire_lease(key, worker_id, self.clock(), lease_ttl)
+        return lease is not None and self.fail(lease, log_path, error)
 
     def _finish(self, lease: Lease, status: BuildStatus, **fields: object) -> bool:
         if not self.builds.finish(lease, self.clock(), status=status, **fields):  # type: ignore[arg-type]
