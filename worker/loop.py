@@ -136,10 +136,25 @@ class Worker:
                 self._fetch_while_waiting(claim.record)
             self.queue.ack(job)
 
+    def _prefetch_waiters(self, record: BuildRecord) -> None:
+        """Fetch the sources of every build that cannot start before this one (see `_fetch_while_waiting`); a
+        problem there is reported and never fails this build."""
+        try:
+            waiters = self.lifecycle.waiting_on(record)
+        except Exception as exc:
+            self.report(f"worker {self.settings.worker_id}: cannot list the builds waiting for {record.name}: {exc}")
+            return
+        for waiter in waiters:
+            try:
+                self._fetch_while_waiting(waiter)
+            except Exception as exc:
+                self.report(f"worker {self.settings.worker_id}: fetching the sources of {waiter.name} failed: {exc}")
+
     def _fetch_while_waiting(self, record: BuildRecord) -> None:
-        """Fetch the sources of a build whose dependencies are still building: they are cached for its build, and
-        when no URL or mirror has them the build fails now (its log says why), instead of after its dependencies'
-        compiles. Anything else is left for the build itself to meet and report."""
+        """Fetch the sources of a build whose dependencies are still building (the worker that starts one of them
+        does it for every build that waits on it): they are cached for its build, and when no URL or mirror has
+        them the build fails now (its log says why), instead of after its dependencies' compiles. Anything else is
+        left for the build itself to meet and report."""
         try:
             spec = BuildSpec.from_json(record.spec)
         except (KeyError, TypeError, ValueError):
@@ -218,6 +233,7 @@ class Worker:
         try:
             with log_path.open("wb") as log:
                 try:
+                    self._prefetch_waiters(record)  # first: a waiter whose source is missing hears it now
                     definition = _toolchain_of(spec)
                     source = self.fetcher.fetch(spec.source)
                     series = self.fetcher.fetch(spec.source.series) if spec.source.series is not None else None

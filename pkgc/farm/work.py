@@ -263,6 +263,20 @@ class BuildLifecycle:
         log = self.blobs.put_content("logs", log_path) if log_path is not None and log_path.is_file() else None
         return self._finish(lease, BuildStatus.FAILED, log=log, error=error)
 
+    def waiting_on(self, record: BuildRecord, limit: int = 256) -> list[BuildRecord]:
+        """The queued builds that wait, directly or through others, for `record` (its waiters, theirs, ...), at
+        most `limit`: what cannot start before it finishes, whose sources can be fetched meanwhile."""
+        found: dict[str, BuildRecord] = {}
+        pending = list(record.waiters)
+        while pending and len(found) < limit:
+            batch = [key for key in dict.fromkeys(pending) if key not in found][: limit - len(found)]
+            pending = []
+            for key, waiter in self.builds.get_many(batch).items():
+                if waiter.status == BuildStatus.QUEUED:
+                    found[key] = waiter
+                    pending.extend(waiter.waiters)
+        return list(found.values())
+
     def fail_while_waiting(self, key: str, worker_id: str, lease_ttl: float, log_path: Path | None, error: str) -> bool:
         """Fail a build whose dependencies are still building, for a reason their builds cannot change (no URL or
         mirror has its own source): the user hears it now, not after minutes of compiling its dependencies, which
