@@ -24,6 +24,7 @@ from pkgc.worker.layout import (
     install_listed_files,
     make_standard_dirs,
     merge_into,
+    move_games_to_bin,
     prune_empty_dirs,
     remove_empty,
     reroot_system_layout,
@@ -362,6 +363,9 @@ def run_build(
                 listed = install_listed_files(topdir, workdir / "series", staged, build_dir=srcdir)
                 if listed:
                     log.write(f"pkgc: make install installed nothing; installed {', '.join(listed[:10])}\n".encode())
+            games = move_games_to_bin(staged)
+            if games:
+                log.write(f"pkgc: moved {', '.join(games[:10])} from games/ into bin/ (on the user's PATH)\n".encode())
             for link in retarget_symlinks(staged, PLACEHOLDER):
                 log.write(f"pkgc: {link} pointed into a system directory; now at the file in the prefix\n".encode())
             remove_empty(created)

@@ -123,6 +123,25 @@ def reroot_system_layout(destdir: Path, staged: Path, usr_local: Path | None = N
     return moves
 
 
+def move_games_to_bin(staged: Path) -> list[str]:
+    """Move the programs a generated build installed into the prefix's `games/` (Debian's /usr/games, where sl,
+    fortune and the like go) into `bin/`, which is the one on a user's PATH; a name `bin/` already has stays.
+    Returns the names moved."""
+    games = staged / "games"
+    if not games.is_dir() or games.is_symlink():
+        return []
+    moved: list[str] = []
+    for entry in sorted(games.iterdir()):
+        target = staged / "bin" / entry.name
+        if (entry.is_file() or entry.is_symlink()) and not target.exists() and not target.is_symlink():
+            target.parent.mkdir(exist_ok=True)
+            entry.rename(target)
+            moved.append(entry.name)
+    if not any(games.iterdir()):
+        games.rmdir()
+    return moved
+
+
 # Absolute link targets a build wrote while installing under a system directory, and where those files are now
 # (relative to the prefix), most specific first. /usr/local/man is the BSD place of man pages (share/man).
 SYSTEM_TARGETS = (("/usr/local/man/", "share/man/"), ("/usr/local/", ""), ("/usr/", ""))

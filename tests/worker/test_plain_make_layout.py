@@ -199,6 +199,15 @@ def test_a_patched_autotools_input_newer_than_configure_means_autoreconf_first(t
     assert detect_in_tree(tree, patched=True, system_root=system).bootstrap == (), "make regenerates it itself"
 
 
+def test_a_program_installed_into_games_lands_in_bin_where_the_path_finds_it(tmp_path: Path, root: Path | None) -> None:
+    # sl's shape: Debian's debian/install puts the program in usr/games; a user's PATH has the prefix's bin/.
+    makefile = "tool: tool.c\n\t$(CC) $(CFLAGS) -o tool tool.c\n"
+    staged, log = _build(tmp_path, root, {"Makefile": makefile, "tool.c": TOOL_C}, {"debian/install": "tool usr/games\n"})
+    assert [p.name for p in (staged / "bin").iterdir()] == ["tool"], log[-2000:]
+    assert not (staged / "games").exists()
+    assert "from games/ into bin/" in log
+
+
 def test_a_go_module_with_a_wrapper_makefile_is_reported_as_go(tmp_path: Path, root: Path | None) -> None:
     files = {"Makefile": "all:\n\tgo build ./...\n", "go.mod": "module example.org/tool\n", "main.go": ""}
     with pytest.raises(BuildError, match=r"no supported build system: the tree is a Go module \(go\.mod\)"):
