@@ -34,11 +34,12 @@ GENERATED_MARK = "\x00generated:"  # the prefix of a generated recipe's identity
 # Test harnesses count as packaging: the farm does not run upstream test suites (a smoke test checks the result),
 # and autopkgtest or a virtual X server would pull a large closure into every build that names them. So does
 # bash-completion: builds ask it (pkg-config) only where completion scripts go, and install them under the prefix's
-# share/bash-completion without it (datamash, jo).
+# share/bash-completion without it (datamash, jo). And ca-certificates: the system's CA store, data that the TLS
+# libraries read at run time from /etc/ssl (recipes/openssl.toml), not something to build (curl names it).
 _PACKAGING = re.compile(
     r"^(debhelper(-compat)?|dh-.*|dpkg-dev|dpkg|quilt|cdbs|build-essential|fakeroot|lintian|po-debconf|"
     r"debconf|lsb-release|chrpath|help2man|devscripts|gem2deb|javahelper|gnome-pkg-tools|pkg-kde-tools|"
-    r"autopkgtest|xvfb|xauth|xfonts-base|valgrind|locales|locales-all|bash-completion)$"
+    r"autopkgtest|xvfb|xauth|xfonts-base|valgrind|locales|locales-all|bash-completion|ca-certificates)$"
 )
 # Names that mean a platform tool even though no toolchain entry lists them verbatim.
 _TOOL_ALIASES = {

@@ -276,7 +276,7 @@ def test_platform_and_foreign_binaries_are_not_dependencies() -> None:
             "Version": "1.0-1",
             "Directory": "pool/main/d/demo",
             "Build-Depends": "libltdl-dev, libfl-dev, libpython3.11-dev, python3-pytest, libtest-simple-perl, "
-            "pybuild-plugin-pyproject, ghc-prof, libz-dev, bash-completion",
+            "pybuild-plugin-pyproject, ghc-prof, libz-dev, bash-completion, ca-certificates",
         }
     )
     owners = {
@@ -289,6 +289,7 @@ def test_platform_and_foreign_binaries_are_not_dependencies() -> None:
         "ghc-prof": "ghc",
         "libz-dev": "zlib",
         "bash-completion": "bash-completion",
+        "ca-certificates": "ca-certificates",
     }
     mapped = map_build_depends(package, owners.get, TOOLCHAIN)
     assert mapped.tools == ("autotools", "flex", "python"), "a platform tool's own library is that tool"
@@ -296,6 +297,7 @@ def test_platform_and_foreign_binaries_are_not_dependencies() -> None:
     assert "python3-pytest (not on the platform)" in mapped.dropped
     assert "ghc-prof (not on the platform)" in mapped.dropped
     assert "bash-completion (Debian packaging)" in mapped.dropped, "where completions go, not a library"
+    assert "ca-certificates (Debian packaging)" in mapped.dropped, "the system's CA store, read at run time"
 
 
 def test_dependency_cycles_are_cut_where_they_close() -> None:
