@@ -179,6 +179,35 @@ def _system_commands(
     raise BuildError(f"unknown build system {b.system!r}")
 
 
+WRAPPERS_DIR = "pkgc-wrappers"
+# install(1) for generated recipes' Makefiles, which often say `install -o root -g bin`: a build runs as one user, in a
+# sandbox that has no other accounts, and an artifact records no ownership (its files are the installing user's), so
+# the owner and group are dropped and the rest goes to the real install, as fakeroot lets Debian's builds ignore them.
+INSTALL_WITHOUT_OWNER = """#!/bin/sh
+# pkgc: install(1) without -o/--owner and -g/--group (see worker/builder.py)
+skip=0
+for arg in "$@"; do
+  shift
+  if [ "$skip" = 1 ]; then skip=0; continue; fi
+  case $arg in
+    -o|-g|--owner|--group) skip=1; continue ;;
+    -o?*|-g?*|--owner=*|--group=*) continue ;;
+  esac
+  set -- "$@" "$arg"
+done
+exec /usr/bin/install "$@"
+"""
+
+
+def write_wrappers(workdir: Path) -> None:
+    """The commands a generated recipe's build finds first on its PATH (see INSTALL_WITHOUT_OWNER)."""
+    wrappers = workdir / WRAPPERS_DIR
+    wrappers.mkdir(exist_ok=True)
+    install = wrappers / "install"
+    install.write_text(INSTALL_WITHOUT_OWNER, encoding="utf-8")
+    install.chmod(0o755)
+
+
 def build_environment(spec: BuildSpec, workdir: Path, depsdir: Path | None) -> dict[str, str]:
     flags = compiler_flags(spec.options)
     # Keep the throwaway build directory out of debug info and __FILE__ strings.
@@ -211,6 +240,7 @@ def build_environment(spec: BuildSpec, workdir: Path, depsdir: Path | None) -> d
         # -lncurses`). gcc and ld also read these, after the command line's own options: the dependencies' headers
         # and libraries are found, and a program linked without any -rpath still finds its libraries in the prefix.
         env["LD_RUN_PATH"] = f"{PLACEHOLDER}/lib"
+        env["PATH"] = f"{workdir / WRAPPERS_DIR}:{env['PATH']}"  # install(1) without owner and group: see below
         if depsdir is not None:
             env["CPATH"] = f"{depsdir}/include"
             env["LIBRARY_PATH"] = f"{depsdir}/lib"
@@ -276,6 +306,7 @@ def run_build(
     skip_install = False
     topdir = srcdir
     if generated:
+        write_wrappers(workdir)
         try:
             patched = spec.source.series is not None or bool(spec.source.patches)
             system_root = sandbox.root or Path("/")  # a hermetic build sees its build root as /

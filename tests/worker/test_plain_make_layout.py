@@ -208,6 +208,22 @@ def test_a_program_installed_into_games_lands_in_bin_where_the_path_finds_it(tmp
     assert "from games/ into bin/" in log
 
 
+def test_an_install_with_owner_and_group_the_sandbox_does_not_have_installs_the_files(
+    tmp_path: Path, root: Path | None
+) -> None:
+    # sysnews' and wipe's shape: `install -o bin -g bin` (the build's sandbox has no such account).
+    makefile = (
+        "tool: tool.c\n\t$(CC) $(CFLAGS) -o tool tool.c\n"
+        "install: tool\n\tinstall -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/tool\n"
+        "\tinstall -o bin -g bin -m 755 tool $(DESTDIR)$(PREFIX)/bin/tool\n"
+        "\tinstall --owner=root --group root -m 644 tool.c $(DESTDIR)$(PREFIX)/share/tool/tool.c\n"
+    )
+    staged, log = _build(tmp_path, root, {"Makefile": makefile, "tool.c": TOOL_C})
+    assert os.access(staged / "bin" / "tool", os.X_OK), log[-2000:]
+    assert (staged / "share" / "tool" / "tool.c").read_text() == TOOL_C
+    assert oct((staged / "share" / "tool" / "tool.c").stat().st_mode & 0o777) == oct(0o644), "the mode is kept"
+
+
 def test_a_go_module_with_a_wrapper_makefile_is_reported_as_go(tmp_path: Path, root: Path | None) -> None:
     files = {"Makefile": "all:\n\tgo build ./...\n", "go.mod": "module example.org/tool\n", "main.go": ""}
     with pytest.raises(BuildError, match=r"no supported build system: the tree is a Go module \(go\.mod\)"):
