@@ -240,7 +240,7 @@ def build_environment(spec: BuildSpec, workdir: Path, depsdir: Path | None) -> d
         # -lncurses`). gcc and ld also read these, after the command line's own options: the dependencies' headers
         # and libraries are found, and a program linked without any -rpath still finds its libraries in the prefix.
         env["LD_RUN_PATH"] = f"{PLACEHOLDER}/lib"
-        env["PATH"] = f"{workdir / WRAPPERS_DIR}:{env['PATH']}"  # install(1) without owner and group: see below
+        env["PATH"] = f"{workdir / WRAPPERS_DIR}:{env['PATH']}"  # install(1) without owner: INSTALL_WITHOUT_OWNER
         if depsdir is not None:
             env["CPATH"] = f"{depsdir}/include"
             env["LIBRARY_PATH"] = f"{depsdir}/lib"

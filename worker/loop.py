@@ -164,9 +164,7 @@ class Worker:
             if spec.source.series is not None:
                 self.fetcher.fetch(spec.source.series)
         except SourceUnavailable as exc:
-            error = str(exc)
-            if spec.recipe_content.get("origin") == "generated":
-                error = f"generated recipe (from the Debian catalog): {error}"
+            error = failure_reason(spec, str(exc))
             self.settings.workroot.mkdir(parents=True, exist_ok=True)
             workdir = Path(tempfile.mkdtemp(prefix=f"{record.name}-", dir=self.settings.workroot))
             try:
@@ -306,9 +304,7 @@ class Worker:
             if ready:
                 self.lifecycle.publish(lease, artifact_path, log_path, packed[0], packed[1])
             else:
-                if spec.recipe_content.get("origin") == "generated":  # the user should know no one curated it
-                    error = f"generated recipe (from the Debian catalog): {error}"
-                self.lifecycle.fail(lease, log_path, error)
+                self.lifecycle.fail(lease, log_path, failure_reason(spec, error))
             self.queue.ack(job)
         finally:
             done.set()
@@ -331,6 +327,13 @@ class Worker:
             while chunk := handle.read(1 << 20):
                 digest.update(chunk)
         return digest.hexdigest(), out.stat().st_size
+
+
+def failure_reason(spec: BuildSpec, error: str) -> str:
+    """A failed build's reason as the user reads it: a generated recipe's says so (no one curated it)."""
+    if spec.recipe_content.get("origin") == "generated":
+        return f"generated recipe (from the Debian catalog): {error}"
+    return error
 
 
 def smoke_manifest(spec: BuildSpec) -> dict[str, Any]:
