@@ -144,8 +144,7 @@ def _plain_converter(descriptor: Any) -> Any:
 def _install_plain_coercion() -> None:
     """Replace typer.core.build_runtime_param with one that handles the plain cases itself (see above)."""
     try:
-        from typer import _coercion
-        from typer import core as typer_core
+        from typer import _coercion, core as typer_core
     except ImportError:  # another typer: it coerces as it does
         return
     build = getattr(typer_core, "build_runtime_param", None)

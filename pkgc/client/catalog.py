@@ -36,7 +36,11 @@ def update_catalog(farm: Any, cache: CatalogCache, source: str) -> UpdateResult:
         cache.touch(source)
         return UpdateResult(False, cache.count())
     entries = [CatalogEntry(p.name, p.summary, p.latest) for p in document.packages]
-    debian = document.debian.model_dump(exclude_none=True) if document.debian is not None else None
+    from pkgc.core.wire_schema import encode  # here: a search from a fresh copy needs none of the wire
+
+    debian = None
+    if document.debian is not None:  # the fields it sent (None: not sent)
+        debian = {field: value for field, value in encode(document.debian).items() if value is not None}
     return UpdateResult(True, cache.replace(entries, etag, source, debian))
 
 
@@ -131,12 +135,14 @@ def search_catalog(cache: CatalogCache, term: str, limit: int) -> list[CatalogEn
 
 def package_info(farm: Any, store: Any, name: str) -> dict[str, Any]:
     """Versions, options and their defaults, dependencies, the farm's builds, and what is installed here."""
+    from pkgc.core.wire_schema import encode
+
     validate_name(name)
     details = farm.details(name)
     builds = farm.builds_of(name)
     installed = store.get(name)
     return {
-        **details.model_dump(mode="json"),
+        **encode(details),
         "builds": [
             {"version": b.version, "status": b.status.value, "options": b.options, "key": b.key} for b in builds
         ],

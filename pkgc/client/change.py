@@ -18,8 +18,8 @@ from pkgc.client.transaction import recover
 from pkgc.core.errors import ConflictError, NotFound, UsageError
 from pkgc.core.names import validate_name
 from pkgc.core.options import GLOBAL_OPTION_NAMES
-from pkgc.core.protocol import BuildInfo, PackageRequestModel
 from pkgc.core.versions import Version
+from pkgc.core.wire import BuildInfo, PackageRequestModel
 from pkgc.localdb.store import InstalledPackage, InstalledStore
 
 

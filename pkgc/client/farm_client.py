@@ -1,6 +1,7 @@
-"""The HTTP client of the farm API: protocol models in, protocol models out, httpx errors turned into PkgcErrors.
+"""The HTTP client of the farm API: wire models in, wire models out, httpx errors turned into PkgcErrors.
 
-Every answer is parsed by the protocol models, which validate each field (names, versions, keys, digests, URLs,
+Every answer is parsed by the wire models (pkgc.core.wire, generated from the protocol's pydantic models, without
+pydantic: a command a user waits on does not import it), which validate each field (names, versions, keys, digests, URLs,
 sizes, lengths), and then checked against the question (the build asked for, the keys waited on), before anything
 uses it: an answer that fails is a BadFarmAnswer naming the field, and nothing has been written yet.
 """
@@ -13,7 +14,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel, ValidationError
 
 import pkgc
 from pkgc.client.hashing import sha256_file
@@ -30,12 +30,10 @@ from pkgc.core.errors import (
     UsageError,
 )
 from pkgc.core.platform import detect_cpu_levels, detect_platform
-from pkgc.core.protocol import (
-    API_PREFIX,
-    MAX_WAIT_SECONDS,
+from pkgc.core.protocol_rules import API_PREFIX, MAX_WAIT_SECONDS, BuildStatus, platform_of
+from pkgc.core.wire import (
     BuildInfo,
     BuildsResponse,
-    BuildStatus,
     CatalogResponse,
     ClientPlatform,
     PackageDetails,
@@ -47,14 +45,14 @@ from pkgc.core.protocol import (
     ResolveResponse,
     WaitRequest,
     WaitResponse,
-    describe_invalid,
 )
+from pkgc.core.wire_schema import Invalid, decode_json, dumps, encode
 
 DEFAULT_NETWORK_TIMEOUT = 30.0
 MAX_ANSWER_BYTES = 64 << 20  # the whole catalog of every Debian source package is about 5 MiB
 MAX_REASON_LENGTH = 500
 
-_Answer = TypeVar("_Answer", bound=BaseModel)
+_Answer = TypeVar("_Answer")
 
 _ERRORS_BY_CODE: dict[str, type[PkgcError]] = {
     "not_found": NotFound,
@@ -115,7 +113,9 @@ def http_client(*, tls: bool = True, timeout: float = DEFAULT_NETWORK_TIMEOUT) -
 def this_machine() -> ClientPlatform:
     """The platform and CPU levels of this machine, as a resolve states them."""
     here = detect_platform()
-    return ClientPlatform.of(here, detect_cpu_levels(here.arch))
+    return ClientPlatform(**here.as_dict(), cpu_levels=list(detect_cpu_levels(here.arch)))
+
+
 def origin(url: str) -> tuple[str, str, int | None]:
     """(scheme, host, port) of an absolute URL, the port made explicit: what "the same origin" compares."""
     parsed = httpx.URL(url)
@@ -211,13 +211,13 @@ class FarmClient:
     def _parse(self, model: type[_Answer], response: httpx.Response, what: str) -> _Answer:
         """The answer as a validated protocol model, or a one-line BadFarmAnswer naming the first bad field."""
         try:
-            return model.model_validate_json(response.content)
-        except ValidationError as exc:
-            raise self._invalid(what, describe_invalid(exc.errors())) from None
+            return decode_json(model, response.content)
+        except Invalid as exc:
+            raise self._invalid(what, exc.describe()) from None
 
     def resolve(self, packages: list[PackageRequestModel], *, retry_failed: bool = False) -> ResolveResponse:
         request = ResolveRequest(packages=packages, platform=self.platform, retry_failed=retry_failed)
-        body = request.model_dump(mode="json")
+        body = encode(request)
         answer = self._parse(ResolveResponse, self._request("POST", f"{API_PREFIX}/resolve", json=body), "resolve")
         if len(answer.requested) != len(packages):
             raise self._invalid("resolve", f"requested: {len(answer.requested)} keys for {len(packages)} packages")
@@ -226,7 +226,7 @@ class FarmClient:
     def wait(
         self, keys: list[str], timeout: float = MAX_WAIT_SECONDS, seen: dict[str, BuildStatus] | None = None
     ) -> WaitResponse:
-        body = WaitRequest(keys=keys, timeout=timeout, seen=seen or {}).model_dump(mode="json")
+        body = encode(WaitRequest(keys=keys, timeout=timeout, seen=seen or {}))
         read = self._http.timeout.read or DEFAULT_NETWORK_TIMEOUT
         limits = httpx.Timeout(read + timeout, connect=self._http.timeout.connect)  # the farm may hold it `timeout`
         answer = self._parse(
@@ -250,7 +250,7 @@ class FarmClient:
         return answer
 
     def details(self, name: str) -> PackageDetails:
-        here = str(self.platform.platform())  # the CPU targets it lists are those of this machine's architecture
+        here = str(platform_of(self.platform))  # the CPU targets it lists are those of this machine's architecture
         response = self._request("GET", f"{API_PREFIX}/packages/{name}", params={"platform": here})
         answer = self._parse(PackageDetails, response, "details")
         if answer.name != name:
@@ -279,7 +279,7 @@ class FarmClient:
 
     def publish(self, recipes: list[RecipeFile]) -> PublishResponse:
         """POST /v1/recipes (an admin token): one request of at most 100 recipes; the answer accounts for each."""
-        body = PublishRequest(recipes=recipes).model_dump_json().encode()
+        body = dumps(PublishRequest(recipes=recipes))
         response = self._request(
             "POST", f"{API_PREFIX}/recipes", content=body, headers={"Content-Type": "application/json"}
         )

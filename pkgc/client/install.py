@@ -24,8 +24,9 @@ from pkgc.client.transaction import StagedPackage, Transaction, recover
 from pkgc.core.errors import BadFarmAnswer, BuildFailed, ConflictError, IntegrityError, UsageError
 from pkgc.core.names import parse_spec
 from pkgc.core.platform import Platform
-from pkgc.core.protocol import MAX_KEYS_PER_REQUEST, BuildInfo, BuildStatus, ClientPlatform, PackageRequestModel
+from pkgc.core.protocol_rules import MAX_KEYS_PER_REQUEST, BuildStatus, platform_of
 from pkgc.core.relocation import check_prefix_fits
+from pkgc.core.wire import BuildInfo, ClientPlatform, PackageRequestModel
 from pkgc.localdb.store import InstalledFile, InstalledPackage, InstalledStore
 
 LOG_TAIL_LINES = 25
@@ -300,7 +301,7 @@ def check_runs_here(manifest: Manifest, build: BuildInfo, here: ClientPlatform) 
         built_for = Platform.from_dict(manifest.platform)
     except UsageError as exc:
         raise BadFarmAnswer(f"the artifact of {build.name} names no valid platform ({exc.message})") from None
-    machine = here.platform()
+    machine = platform_of(here)
     if not machine.can_run(built_for):
         raise BadFarmAnswer(
             f"the farm sent a build of {build.name} made for {built_for}, which does not run on this machine "

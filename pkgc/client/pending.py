@@ -11,7 +11,8 @@ from typing import Any
 from pkgc.client.farm_client import FarmClient
 from pkgc.client.install import InstallPackages, PendingRequest
 from pkgc.core.names import parse_spec
-from pkgc.core.protocol import BuildInfo, BuildStatus, PackageRequestModel
+from pkgc.core.protocol_rules import BuildStatus
+from pkgc.core.wire import BuildInfo, PackageRequestModel
 from pkgc.localdb.store import STATE_DIR, InstalledStore
 
 

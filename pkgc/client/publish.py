@@ -17,20 +17,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from pkgc.client.farm_client import FarmClient
 from pkgc.core.errors import PkgcError, UsageError
-from pkgc.core.protocol import (
-    MAX_PUBLISH_BODY_BYTES,
-    MAX_RECIPE_BYTES,
-    MAX_RECIPES_PER_PUBLISH,
-    PublishedRecipe,
-    RecipeFile,
-    SkippedRecipeFile,
-    describe_invalid,
-)
+from pkgc.core.protocol_rules import MAX_PUBLISH_BODY_BYTES, MAX_RECIPE_BYTES, MAX_RECIPES_PER_PUBLISH
 from pkgc.core.recipe import RecipeError, bundle_recipe_text
+from pkgc.core.wire import PublishedRecipe, RecipeFile, SkippedRecipeFile
+from pkgc.core.wire_schema import Invalid, dumps
 from pkgc.recipes import bundled_recipe_dir
 
 # Room for the request's own JSON around the recipes ({"recipes":[...]}), well above what it needs.
@@ -74,8 +66,8 @@ def read_recipe_file(path: Path) -> RecipeFile:
         raise UsageError(f"recipe {shown} with its patch files is {size} bytes; a farm takes at most {MAX_RECIPE_BYTES}")
     try:
         return RecipeFile(file=path.name, text=text)
-    except ValidationError as exc:
-        raise UsageError(f"recipe {shown}: {describe_invalid(exc.errors())}") from None
+    except Invalid as exc:
+        raise UsageError(f"recipe {shown}: {exc.describe()}") from None
 
 
 def read_recipe_files(paths: Sequence[Path]) -> list[RecipeFile]:
@@ -97,7 +89,7 @@ def starter_recipe_paths() -> list[Path]:
 
 
 def _entry_bytes(recipe: RecipeFile) -> int:
-    return len(recipe.model_dump_json().encode()) + 1  # and its comma
+    return len(dumps(recipe)) + 1  # and its comma
 
 
 def batches(

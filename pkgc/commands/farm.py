@@ -35,8 +35,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print the result 
     """Say whether the embedded farm runs, where, with which workers, whether they keep failing, and where its
     Debian catalog is (loaded, loading, failed and why)."""
     from pkgc.client.embedded import farm_home, health, read_state
-    from pkgc.farm.debian_state import describe
-    from pkgc.farm.debian_state import read_state as read_debian_state
+    from pkgc.farm.debian_state import describe, read_state as read_debian_state
 
     home = farm_home()
     state = read_state(home)
@@ -80,8 +79,7 @@ def _print_skipped_recipes(state: dict[str, Any]) -> None:
 @app.command("stop")
 def stop() -> None:
     """Stop the embedded farm and its workers (whichever pkgc version started it)."""
-    from pkgc.client.embedded import farm_home
-    from pkgc.client.embedded import stop as stop_farm
+    from pkgc.client.embedded import farm_home, stop as stop_farm
 
     stopped = stop_farm(farm_home())
     console().print("embedded farm stopped" if stopped else "embedded farm was not running")
@@ -284,6 +282,7 @@ def publish(
     """
     from pkgc.cli import AppContext
     from pkgc.client.publish import publish_recipes, read_recipe_files, starter_recipe_paths
+    from pkgc.core.wire_schema import encode
 
     app_context: AppContext = ctx.obj
     paths = [*(starter_recipe_paths() if starter else []), *(files or [])]
@@ -294,8 +293,8 @@ def publish(
         print(
             json.dumps(
                 {
-                    "published": [item.model_dump() for item in report.published],
-                    "skipped": [item.model_dump() for item in report.skipped],
+                    "published": [encode(item) for item in report.published],
+                    "skipped": [encode(item) for item in report.skipped],
                 }
             )
         )
@@ -342,8 +341,7 @@ def deploy(
     Honours AWS_ENDPOINT_URL, AWS_PROFILE and the other variables of the AWS CLI. See docs/deploy-aws.md.
     """
     from pkgc.core.errors import UsageError
-    from pkgc.farm.deploy import DeployRequest
-    from pkgc.farm.deploy import deploy as deploy_farm
+    from pkgc.farm.deploy import DeployRequest, deploy as deploy_farm
 
     parameters: dict[str, str] = {}
     for item in param:

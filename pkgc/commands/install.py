@@ -17,7 +17,7 @@ from pkgc.core.text import visible
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from pkgc.core.protocol import BuildInfo
+    from pkgc.core.wire import BuildInfo
 
 
 class ConsoleReporter:

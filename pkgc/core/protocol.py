@@ -15,138 +15,66 @@ server builds its answers from these same models, so an answer it could not send
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable
-from enum import StrEnum
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal, Self
-from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from pkgc.core.errors import UsageError
-from pkgc.core.names import MAX_NAME_LENGTH, validate_name
-from pkgc.core.options import MAX_OPTION_VALUES, is_valid_option_value
+from pkgc.core import protocol_rules as rules
+from pkgc.core.names import MAX_NAME_LENGTH
+from pkgc.core.options import MAX_OPTION_VALUES
 from pkgc.core.platform import Platform
-from pkgc.core.text import has_control_characters
-from pkgc.core.versions import MAX_VERSION_LENGTH, Version
+from pkgc.core.protocol_rules import (
+    API_PREFIX as API_PREFIX,
+    MAX_ARTIFACT_BYTES as MAX_ARTIFACT_BYTES,
+    MAX_ATTEMPTS as MAX_ATTEMPTS,
+    MAX_BUILDS_OF_A_PACKAGE as MAX_BUILDS_OF_A_PACKAGE,
+    MAX_BUILDS_PER_ANSWER as MAX_BUILDS_PER_ANSWER,
+    MAX_CATALOG_PACKAGES as MAX_CATALOG_PACKAGES,
+    MAX_CPU_LEVELS as MAX_CPU_LEVELS,
+    MAX_DEPENDENCIES as MAX_DEPENDENCIES,
+    MAX_ERROR_LENGTH as MAX_ERROR_LENGTH,
+    MAX_KEYS_PER_REQUEST as MAX_KEYS_PER_REQUEST,
+    MAX_LAST_LINE_LENGTH as MAX_LAST_LINE_LENGTH,
+    MAX_OPTIONS as MAX_OPTIONS,
+    MAX_PACKAGES_PER_REQUEST as MAX_PACKAGES_PER_REQUEST,
+    MAX_PUBLISH_BODY_BYTES as MAX_PUBLISH_BODY_BYTES,
+    MAX_RECIPE_BYTES as MAX_RECIPE_BYTES,
+    MAX_RECIPE_FILE_LENGTH as MAX_RECIPE_FILE_LENGTH,
+    MAX_RECIPES_PER_PUBLISH as MAX_RECIPES_PER_PUBLISH,
+    MAX_SHORT_TEXT_LENGTH as MAX_SHORT_TEXT_LENGTH,
+    MAX_SKIP_REASON_LENGTH as MAX_SKIP_REASON_LENGTH,
+    MAX_TEXT_LENGTH as MAX_TEXT_LENGTH,
+    MAX_URL_LENGTH as MAX_URL_LENGTH,
+    MAX_VERSIONS as MAX_VERSIONS,
+    MAX_WAIT_SECONDS as MAX_WAIT_SECONDS,
+    BuildStatus as BuildStatus,
+)
+from pkgc.core.versions import MAX_VERSION_LENGTH
 
-API_PREFIX = "/v1"
-MAX_WAIT_SECONDS = 20.0
-MAX_KEYS_PER_REQUEST = 100
-MAX_PACKAGES_PER_REQUEST = 50
-
-# Bounds on what an answer may hold: far above anything a real farm sends, low enough that a hostile one cannot
-# make the client hold or print without end.
-MAX_BUILDS_PER_ANSWER = 1000
-MAX_BUILDS_OF_A_PACKAGE = 10_000
-MAX_CATALOG_PACKAGES = 100_000
-MAX_DEPENDENCIES = 256
-MAX_OPTIONS = 64
-MAX_VERSIONS = 1000
-MAX_ARTIFACT_BYTES = 1 << 36  # 64 GiB
-MAX_ATTEMPTS = 1000
-MAX_URL_LENGTH = 2048
-MAX_ERROR_LENGTH = 2000
-MAX_LAST_LINE_LENGTH = 500
-MAX_TEXT_LENGTH = 4000  # summaries, descriptions, homepages
-MAX_SHORT_TEXT_LENGTH = 200  # licenses, error codes
-MAX_CPU_LEVELS = 16
-# Publishing recipes (POST /v1/recipes, admin token): at most this many per request, each at most this many bytes of
-# UTF-8 (the largest starter recipe is a few KiB), and the one-line error of a skipped recipe at most this long.
-MAX_RECIPES_PER_PUBLISH = 100
-MAX_RECIPE_BYTES = 64 * 1024
-MAX_RECIPE_FILE_LENGTH = 128
-MAX_SKIP_REASON_LENGTH = 500
-# The body of one POST /v1/recipes (the other routes take 64 KiB): the client splits a larger set into several
-# requests. Why 1 MiB and not 100 x 64 KiB: see pkgc/farm/api.py.
-MAX_PUBLISH_BODY_BYTES = 1024 * 1024
-
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_FARM_PATH = re.compile(r"/v1/[A-Za-z0-9._~+-]+(?:/[A-Za-z0-9._~+-]+)*")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_RECIPE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\.toml")
-
-
-def _shown(value: str) -> str:
-    """A value as an error message may quote it: short, and one line whatever it holds."""
-    return repr(value if len(value) <= 80 else value[:77] + "...")
-
-
-def _core_check(check: Callable[[str], object]) -> Callable[[str], str]:
-    """A core validator (which raises UsageError) as a pydantic one (which must raise ValueError)."""
-
-    def run(value: str) -> str:
-        try:
-            check(value)
-        except UsageError as exc:
-            raise ValueError(exc.message) from None
-        return value
-
-    return run
-
-
-def _hex64(value: str) -> str:
-    if not _HEX64.fullmatch(value):
-        raise ValueError(f"{_shown(value)} is not 64 lower-case hex digits")
-    return value
-
-
-def _option_value(value: str) -> str:
-    if not is_valid_option_value(value):
-        raise ValueError(f"invalid option value {_shown(value)}")
-    return value
-
-
-def _farm_url(value: str) -> str:
-    """An http(s) URL (a CDN), or a path on the farm itself under /v1/ with no `.` or `..` segments."""
-    if _CONTROL.search(value) or " " in value or "\\" in value:
-        raise ValueError(f"URL {_shown(value)} holds spaces or control characters")
-    if value.startswith(API_PREFIX + "/"):
-        if not _FARM_PATH.fullmatch(value) or any(part in (".", "..") for part in value.split("/")):
-            raise ValueError(f"{_shown(value)} is not a plain path under {API_PREFIX}/")
-        return value
-    if not value.startswith(("http://", "https://")) or not urlsplit(value).hostname:
-        raise ValueError(f"{_shown(value)} is neither an http(s) URL nor a path under {API_PREFIX}/")
-    return value
-
-
-def _one_line(value: str) -> str:
-    if _CONTROL.search(value.replace("\t", " ")):
-        raise ValueError(f"{_shown(value)} holds control characters")
-    return value
-
-
-Name = Annotated[str, Field(max_length=MAX_NAME_LENGTH), AfterValidator(_core_check(validate_name))]
-VersionText = Annotated[str, Field(max_length=MAX_VERSION_LENGTH), AfterValidator(_core_check(Version))]
-BuildKey = Annotated[str, Field(max_length=64), AfterValidator(_hex64)]
-Sha256 = Annotated[str, Field(max_length=64), AfterValidator(_hex64)]
+Name = Annotated[str, Field(max_length=MAX_NAME_LENGTH), AfterValidator(rules.check_name)]
+VersionText = Annotated[str, Field(max_length=MAX_VERSION_LENGTH), AfterValidator(rules.check_version)]
+BuildKey = Annotated[str, Field(max_length=64), AfterValidator(rules.check_hex64)]
+Sha256 = Annotated[str, Field(max_length=64), AfterValidator(rules.check_hex64)]
 OptionName = Name
-OptionValue = Annotated[str, Field(max_length=MAX_NAME_LENGTH), AfterValidator(_option_value)]
-FarmUrl = Annotated[str, Field(max_length=MAX_URL_LENGTH), AfterValidator(_farm_url)]
-def _no_control(value: str) -> str:
-    if has_control_characters(value):
-        raise ValueError(f"{_shown(value)} holds control characters a terminal would act on")
-    return value
-
-
-Text = Annotated[str, Field(max_length=MAX_TEXT_LENGTH), AfterValidator(_no_control)]
-ShortText = Annotated[str, Field(max_length=MAX_SHORT_TEXT_LENGTH), AfterValidator(_one_line)]
+OptionValue = Annotated[str, Field(max_length=MAX_NAME_LENGTH), AfterValidator(rules.check_option_value)]
+FarmUrl = Annotated[str, Field(max_length=MAX_URL_LENGTH), AfterValidator(rules.check_farm_url)]
+Text = Annotated[str, Field(max_length=MAX_TEXT_LENGTH), AfterValidator(rules.check_no_control)]
+ShortText = Annotated[str, Field(max_length=MAX_SHORT_TEXT_LENGTH), AfterValidator(rules.check_one_line)]
 Size = Annotated[int, Field(strict=True, ge=0, le=MAX_ARTIFACT_BYTES)]
 
 
 class Strict(BaseModel):
+    """Unknown fields refused, instances frozen; the checks of a whole object come from protocol_rules.MODEL_CHECKS,
+    by class name, which the generated pkgc.core.wire runs too."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
-
-class BuildStatus(StrEnum):
-    QUEUED = "queued"
-    BUILDING = "building"
-    READY = "ready"
-    FAILED = "failed"
-
-    @property
-    def finished(self) -> bool:
-        return self in (BuildStatus.READY, BuildStatus.FAILED)
+    @model_validator(mode="after")
+    def _model_checks(self) -> Self:
+        for check in rules.MODEL_CHECKS.get(type(self).__name__, ()):
+            check(self)
+        return self
 
 
 class PackageRequestModel(Strict):
@@ -173,14 +101,6 @@ class ClientPlatform(Strict):
     libc: str = Field(max_length=16)
     libc_version: str = Field(max_length=14)
     cpu_levels: list[OptionValue] = Field(min_length=1, max_length=MAX_CPU_LEVELS)
-
-    @model_validator(mode="after")
-    def _valid_platform(self) -> Self:
-        try:
-            self.platform()
-        except UsageError as exc:
-            raise ValueError(exc.message) from None
-        return self
 
     def platform(self) -> Platform:
         return Platform(self.os, self.arch, self.libc, self.libc_version)
@@ -229,13 +149,6 @@ class BuildInfo(Strict):
         default="", max_length=MAX_LAST_LINE_LENGTH, description="the latest line of the build log, while it builds"
     )
 
-    @model_validator(mode="after")
-    def _ready_has_artifact(self) -> Self:
-        """A ready build says where its artifact is and what its sha256 is: the client downloads and checks it."""
-        if self.status == BuildStatus.READY and (self.url is None or self.sha256 is None):
-            raise ValueError("url: a ready build needs its artifact's url and sha256")
-        return self
-
 
 class ResolveResponse(Strict):
     requested: list[BuildKey] = Field(
@@ -245,22 +158,6 @@ class ResolveResponse(Strict):
         max_length=MAX_BUILDS_PER_ANSWER,
         description="the requested builds and all their dependencies, dependencies first",
     )
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Self:
-        """Every key the answer mentions is one of its builds: the client walks dependencies by key."""
-        keys = [build.key for build in self.builds]
-        if len(set(keys)) != len(keys):
-            raise ValueError("builds: a build key is listed twice")
-        known = set(keys)
-        for key in self.requested:
-            if key not in known:
-                raise ValueError(f"requested: key {key} is not among the builds of the answer")
-        for build in self.builds:
-            for dependency in build.dependencies:
-                if dependency not in known:
-                    raise ValueError(f"dependencies: {build.name}'s dependency {dependency} is not in the answer")
-        return self
 
 
 class WaitRequest(Strict):
@@ -338,44 +235,20 @@ class BuildsResponse(Strict):
     builds: list[BuildInfo] = Field(max_length=MAX_BUILDS_OF_A_PACKAGE)
 
 
-def _recipe_file(value: str) -> str:
-    """A recipe's file name as the publisher read it (`NAME.toml`): a plain name, no directory, one line. The farm
-    uses it only in its answer (which file was skipped), but it reaches the publisher's terminal."""
-    if not _RECIPE_FILE.fullmatch(value):
-        raise ValueError(f"{_shown(value)} is not a recipe file name (NAME.toml: letters, digits, '._+-')")
-    return value
-
-
-def _recipe_text(value: str) -> str:
-    size = len(value.encode("utf-8", "surrogatepass"))
-    if size > MAX_RECIPE_BYTES:
-        raise ValueError(f"the recipe is {size} bytes, more than {MAX_RECIPE_BYTES}")
-    return value
-
-
-RecipeFileName = Annotated[str, Field(max_length=MAX_RECIPE_FILE_LENGTH), AfterValidator(_recipe_file)]
+RecipeFileName = Annotated[str, Field(max_length=MAX_RECIPE_FILE_LENGTH), AfterValidator(rules.check_recipe_file)]
 
 
 class RecipeFile(Strict):
     """One recipe to publish: the file it was read from (named in the answer) and its TOML text."""
 
     file: RecipeFileName
-    text: Annotated[str, Field(max_length=MAX_RECIPE_BYTES), AfterValidator(_recipe_text)]
+    text: Annotated[str, Field(max_length=MAX_RECIPE_BYTES), AfterValidator(rules.check_recipe_text)]
 
 
 class PublishRequest(Strict):
     """POST /v1/recipes (admin token): recipes to publish into the catalog, each file named once."""
 
     recipes: list[RecipeFile] = Field(min_length=1, max_length=MAX_RECIPES_PER_PUBLISH)
-
-    @model_validator(mode="after")
-    def _files_once(self) -> Self:
-        seen: set[str] = set()
-        for recipe in self.recipes:
-            if recipe.file in seen:
-                raise ValueError(f"recipes: the file {recipe.file} is listed twice")
-            seen.add(recipe.file)
-        return self
 
 
 class PublishedRecipe(Strict):
@@ -386,7 +259,7 @@ class PublishedRecipe(Strict):
 
 class SkippedRecipeFile(Strict):
     file: RecipeFileName
-    error: Annotated[str, Field(max_length=MAX_SKIP_REASON_LENGTH), AfterValidator(_one_line)]
+    error: Annotated[str, Field(max_length=MAX_SKIP_REASON_LENGTH), AfterValidator(rules.check_one_line)]
 
 
 class PublishResponse(Strict):
@@ -394,13 +267,6 @@ class PublishResponse(Strict):
 
     published: list[PublishedRecipe] = Field(max_length=MAX_RECIPES_PER_PUBLISH)
     skipped: list[SkippedRecipeFile] = Field(default_factory=list, max_length=MAX_RECIPES_PER_PUBLISH)
-
-    @model_validator(mode="after")
-    def _each_file_once(self) -> Self:
-        files = [item.file for item in self.published] + [item.file for item in self.skipped]
-        if len(set(files)) != len(files):
-            raise ValueError("published: a file is both published and skipped, or named twice")
-        return self
 
 
 class ErrorBody(Strict):

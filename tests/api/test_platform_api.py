@@ -16,7 +16,9 @@ from pkgc.client.farm_client import FarmClient
 from pkgc.core.buildspec import BuildSpec
 from pkgc.core.errors import UsageError
 from pkgc.core.platform import Platform, detect_cpu_levels, detect_platform
-from pkgc.core.protocol import CatalogResponse, ClientPlatform, DebianCatalogState, PackageRequestModel
+from pkgc.core.protocol import CatalogResponse, DebianCatalogState
+from pkgc.core.wire import ClientPlatform, PackageRequestModel
+from pkgc.core.wire_schema import encode
 from pkgc.farm.api import create_app
 from pkgc.farm.embedded import build_service, publish_recipes
 from pkgc.farm.paths import FarmPaths
@@ -61,7 +63,7 @@ def client_platform(platform: Platform) -> ClientPlatform:
         if platform == HERE
         else ["armv8-a" if platform.arch == "aarch64" else "x86-64"]
     )
-    return ClientPlatform.of(platform, levels)
+    return ClientPlatform(**platform.as_dict(), cpu_levels=list(levels))
 
 
 def farm_client(http: TestClient, platform: Platform) -> FarmClient:
@@ -86,7 +88,7 @@ def test_two_clients_on_two_platforms_get_their_own_builds(service: FarmService,
 
 def test_an_unservable_platform_is_a_422_naming_the_build_platforms(http: TestClient, service: FarmService) -> None:
     stranger = Platform(HERE.os, HERE.arch, "musl" if HERE.libc != "musl" else "glibc", "1.2")
-    body = {"packages": [{"name": "hello"}], "platform": client_platform(stranger).model_dump(mode="json")}
+    body = {"packages": [{"name": "hello"}], "platform": encode(client_platform(stranger))}
     response = http.post("/v1/resolve", json=body)
     assert response.status_code == 422
     error = response.json()

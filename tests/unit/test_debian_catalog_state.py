@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from pkgc.client.catalog import debian_hint, no_match, sync_if_stale, update_catalog
+from pkgc.core import wire
 from pkgc.core.errors import ConflictError, NotFound, UsageError
-from pkgc.core.protocol import CatalogResponse, DebianCatalogState, PackageSummary
+from pkgc.core.protocol import CatalogResponse, DebianCatalogState
+from pkgc.core.wire_schema import Invalid, decode
 from pkgc.farm.catalog_autoload import (
     AUTOLOAD_ENV,
     SOURCES_FILE_ENV,
@@ -175,22 +177,23 @@ def test_hints_for_each_state() -> None:
 
 
 class Farm:
-    """/v1/catalog: a 304 for the current ETag; the document carries the Debian catalog's state."""
+    """/v1/catalog as the client's FarmClient returns it (wire models): a 304 for the current ETag; the document
+    carries the Debian catalog's state."""
 
-    def __init__(self, names: list[str], state: DebianCatalogState | None, etag: str) -> None:
+    def __init__(self, names: list[str], state: wire.DebianCatalogState | None, etag: str) -> None:
         self.names, self.state, self.etag, self.asked = names, state, etag, 0
 
-    def catalog(self, etag: str | None) -> tuple[CatalogResponse | None, str | None]:
+    def catalog(self, etag: str | None) -> tuple[wire.CatalogResponse | None, str | None]:
         self.asked += 1
         if etag == self.etag:
             return None, etag
-        packages = [PackageSummary(name=n, summary="s", latest="1.0") for n in self.names]
-        return CatalogResponse(packages=packages, debian=self.state), self.etag
+        packages = [wire.PackageSummary(name=n, summary="s", latest="1.0") for n in self.names]
+        return wire.CatalogResponse(packages=packages, debian=self.state), self.etag
 
 
 def test_the_copy_keeps_the_state_and_is_asked_again_while_loading_or_failed(tmp_path: Path) -> None:
     cache = CatalogCache(tmp_path / "catalog.sqlite")
-    farm = Farm(["hello"], DebianCatalogState(state="loading", since=1_700_000_000), '"a"')
+    farm = Farm(["hello"], wire.DebianCatalogState(state="loading", since=1_700_000_000), '"a"')
     update_catalog(farm, cache, "embedded")
     assert cache.debian_state() == {"state": "loading", "since": 1_700_000_000}
     error = no_match("libtar", cache)
@@ -199,14 +202,14 @@ def test_the_copy_keeps_the_state_and_is_asked_again_while_loading_or_failed(tmp
 
     sync_if_stale(lambda: farm, cache, "embedded", max_age=3600)
     assert farm.asked == 2, "loading: a fresh copy is asked again (a 304 here)"
-    farm.names, farm.state, farm.etag = ["hello", "libtar"], DebianCatalogState(state="loaded", packages=1), '"b"'
+    farm.names, farm.state, farm.etag = ["hello", "libtar"], wire.DebianCatalogState(state="loaded", packages=1), '"b"'
     sync_if_stale(lambda: farm, cache, "embedded", max_age=3600)
     assert [e.name for e in cache.search("libtar")] == ["libtar"]
     assert cache.debian_state() == {"state": "loaded", "packages": 1}
     sync_if_stale(lambda: farm, cache, "embedded", max_age=3600)
     assert farm.asked == 3, "loaded: a fresh copy is not asked again"
     assert str(no_match("nothing", cache)) == "no package matches 'nothing'", "loaded: no hint"
-    farm.state, farm.etag = DebianCatalogState(state="failed", error="no network"), '"f"'
+    farm.state, farm.etag = wire.DebianCatalogState(state="failed", error="no network"), '"f"'
     update_catalog(farm, cache, "embedded")
     sync_if_stale(lambda: farm, cache, "embedded", max_age=3600)
     assert farm.asked == 5, "failed: asked again (a stopped farm's next start tries the load again)"
@@ -251,10 +254,13 @@ def test_an_unknown_package_while_loading_says_so() -> None:
     ],
 )
 def test_a_farms_state_is_validated(document: dict[str, object]) -> None:
+    """By the farm's pydantic models and by the client's wire models alike."""
     from pydantic import ValidationError
 
     with pytest.raises(ValidationError):
         CatalogResponse.model_validate({"packages": [], "debian": document})
+    with pytest.raises(Invalid):
+        decode(wire.CatalogResponse, {"packages": [], "debian": document})
 
 
 def test_farm_status_says_each_state_in_one_line(tmp_path: Path) -> None:

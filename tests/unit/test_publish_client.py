@@ -12,7 +12,9 @@ import pytest
 from pkgc.client.farm_client import FarmClient
 from pkgc.client.publish import batches, publish_recipes, read_recipe_file, read_recipe_files
 from pkgc.core.errors import BadFarmAnswer, Forbidden, UsageError
-from pkgc.core.protocol import MAX_PUBLISH_BODY_BYTES, MAX_RECIPE_BYTES, RecipeFile
+from pkgc.core.protocol_rules import MAX_PUBLISH_BODY_BYTES, MAX_RECIPE_BYTES
+from pkgc.core.wire import RecipeFile
+from pkgc.core.wire_schema import encode
 
 
 def _farm(handler: httpx.MockTransport) -> FarmClient:
@@ -26,7 +28,7 @@ def test_batches_hold_at_most_100_recipes_and_about_a_mebibyte_each_in_order() -
     groups = batches(big)
     assert [r.file for group in groups for r in group] == [r.file for r in big]
     for group in groups:
-        body = json.dumps({"recipes": [r.model_dump() for r in group]}, separators=(",", ":"))
+        body = json.dumps({"recipes": [encode(r) for r in group]}, separators=(",", ":"))
         assert len(body.encode()) <= MAX_PUBLISH_BODY_BYTES
     assert len(groups) == 3
 

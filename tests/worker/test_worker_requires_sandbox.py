@@ -51,8 +51,7 @@ def test_a_worker_refuses_to_start_when_its_host_lacks_a_toolchain_package(
     """Its hermetic builds would see no such package: one line naming what to install, before touching the farm."""
     import os
 
-    from pkgc.worker import __main__ as worker_main
-    from pkgc.worker import buildroot
+    from pkgc.worker import __main__ as worker_main, buildroot
     from pkgc.worker.sandbox import bubblewrap_path
 
     if bubblewrap_path() is None:
