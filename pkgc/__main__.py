@@ -1,3 +1,3 @@
-from pkgc.cli import main
+from pkgc.cli import run
 
-main()
+run()

@@ -463,6 +463,40 @@ def hoist_global_flags(args: list[str]) -> list[str]:
     return [*flags, *rest, *args[end:]]
 
 
+def run() -> None:
+    """The `pkgc` program (its console script and `python -m pkgc`): main(), then an exit without the interpreter's
+    teardown.
+
+    Tearing down the interpreter (clearing some 330 modules and freeing some 30,000 objects) takes 20 to 30 ms, an
+    eighth of a cache-hit install, and does nothing a finished command needs: its files are closed, its database
+    commits are durable. So once main() has returned or exited, and only the main thread is left, the exit handlers
+    run (atexit, weakref finalizers: temporary directories), stdout and stderr are flushed, and the process ends
+    with os._exit. Anything else (an unexpected exception, another thread still running) exits the usual way.
+    """
+    try:
+        main()
+        status: int = 0
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            status = exc.code or 0
+        else:  # a message, as sys.exit("...") means it: printed, status 1
+            print(exc.code, file=sys.stderr)
+            status = 1
+    import threading
+
+    if threading.active_count() > 1:
+        sys.exit(status)
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):  # the reader went away (main() handled stdout's), or it is closed
+            status = status or 1
+    os._exit(status)
+
+
 def main() -> None:
     try:
         try:

@@ -119,18 +119,48 @@ class Transaction:
                 os.replace(source, target)
         fault_point("old-moved-aside")
         for staged in add:
-            for file in sorted((f for f in staged.files if f.type == "dir"), key=lambda f: f.path.count("/")):
-                (prefix / file.path).mkdir(parents=True, exist_ok=True)
-            for file in staged.files:
-                if file.type != "dir":
-                    (prefix / file.path).parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(staged.root / file.path, prefix / file.path)
+            _move_in(staged, prefix)
         fault_point("new-moved-in")
         self.store.commit_transaction(
             self.txid, self.operation, remove, [(staged.package, staged.files) for staged in add]
         )
         fault_point("db-committed")
         _finish(prefix, journal)
+
+
+def _move_in(staged: StagedPackage, prefix: Path) -> None:
+    """Move a staged package's files into the prefix: a directory the prefix lacks moves whole, in one rename (a
+    package's share/locale is ninety directories: creating them again and removing the staged ones was a third of a
+    cache-hit install); into a directory the prefix has, file by file. The journal lists every new file and
+    directory either way, so a rollback removes them the same way."""
+    whole: list[str] = []  # directories moved in one piece, as "path/"
+
+    def moved(path: str) -> bool:
+        return any(path.startswith(directory) for directory in whole)
+
+    made: set[Path] = set()
+    for file in sorted((f for f in staged.files if f.type == "dir"), key=lambda f: f.path.count("/")):
+        if moved(file.path):
+            continue
+        target = prefix / file.path
+        if not os.path.lexists(target):
+            try:
+                os.rename(staged.root / file.path, target)
+            except OSError:  # its parent is missing (not listed), or it appeared meanwhile: file by file
+                pass
+            else:
+                whole.append(file.path + "/")
+                continue
+        target.mkdir(parents=True, exist_ok=True)
+        made.add(target)
+    for file in staged.files:
+        if file.type == "dir" or moved(file.path):
+            continue
+        target = prefix / file.path
+        if target.parent not in made:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            made.add(target.parent)
+        os.replace(staged.root / file.path, target)
 
 
 def journal_path(prefix: Path) -> Path:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from pkgc.core.errors import NotFound
 from pkgc.core.protocol import MAX_RECIPE_BYTES, PublishResponse
 from pkgc.farm.api import MAX_BODY_BYTES, MAX_PUBLISH_BODY_BYTES, create_app
 from pkgc.farm.service import FarmService
@@ -184,7 +185,18 @@ def test_another_container_sees_the_new_package_within_the_recipe_ttl(farm: Farm
         "/v1/recipes", json=publication(("salute.toml", recipe("salute"))), headers=bearer(admin)
     ).is_success
     deadline = time.monotonic() + ttl + 1.0
-    while not other.search("salute"):
+
+    def seen() -> bool:
+        """By its search (the catalog snapshot) and its details (the recipe): two caches, each with the TTL."""
+        if not other.search("salute"):
+            return False
+        try:
+            other.details("salute")
+        except NotFound:
+            return False
+        return True
+
+    while not seen():
         assert time.monotonic() < deadline, "not seen within the recipe TTL"
         time.sleep(0.05)
     assert [p.name for p in other.search("salute")] == ["salute"]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from pkgc.farm.debian_state import INTERRUPTED
 from tests.conftest import processes_with_arguments, user_env
 
 pytestmark = pytest.mark.e2e
@@ -164,7 +165,10 @@ def test_the_load_stops_with_its_farm_and_the_next_start_begins_it_again(newcome
     assert pkgc("farm", "stop").returncode == 0
     until(lambda: subprocess.CompletedProcess([], 0) if not updaters() else None, limit=30)
     debian = json.loads(pkgc("farm", "status", "--json").stdout)["debian_catalog"]
-    assert debian["state"] == "failed" and "the farm stopped before" in debian["error"], debian
+    # Why it stopped, as the update recorded it; or, when the stop's grace period ran out before it could (a loaded
+    # machine: the stop escalates to SIGKILL), as the next reader infers it from the free lock.
+    assert debian["state"] == "failed", debian
+    assert "the farm stopped before" in debian["error"] or INTERRUPTED in debian["error"], debian
 
     # The next start (asked for by the search: the copy says "failed") begins the load again.
     again = pkgc("search", "libtar")
