@@ -201,6 +201,19 @@ def make_catalog(path: Path, count: int) -> None:
     CatalogCache(path).replace(entries, "bench", "embedded")
 
 
+Row = tuple[str, list[float], list[float], float]
+
+
+def print_rows(rows: list[Row]) -> None:
+    for name, mine, other, target in rows:
+        ratio = statistics.median(mine) / statistics.median(other)
+        verdict = "PASS" if ratio <= target else "MISS"
+        print(
+            f"{name:<58} {statistics.median(mine):>8.3f} {statistics.median(other):>8.3f} {ratio:>6.2f}x "
+            f"{target:>6.2f}x  {verdict}"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=9)
@@ -213,7 +226,7 @@ def main() -> int:
         return 2
     compileall.compile_dir(Path(pkgc.__file__).parent, quiet=1)  # as an installed package is
     load_before = os.getloadavg()[0]
-    rows: list[tuple[str, list[float], list[float], float]] = []
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="pkgc-bench-") as scratch:
         root = Path(scratch)
         for name in ("home", "data", "cache", "config"):
@@ -316,13 +329,7 @@ def main() -> int:
         f"`python -c pass` {statistics.median(floor):.3f}s"
     )
     print(f"{'pkgc ...':<58} {'pkgc s':>8} {'other s':>8} {'ratio':>7} {'target':>7}")
-    for name, mine, other, target in rows:
-        ratio = statistics.median(mine) / statistics.median(other)
-        verdict = "PASS" if ratio <= target else "MISS"
-        print(
-            f"{name:<58} {statistics.median(mine):>8.3f} {statistics.median(other):>8.3f} {ratio:>6.2f}x "
-            f"{target:>6.2f}x  {verdict}"
-        )
+    print_rows(rows)
     # Where the libraries' floor is above a row's target, no client that imports them can meet that target,
     # whatever it does after its imports.
     print("floor: python + typer, httpx and httpcore, no pkgc code, alternating with pip:")

@@ -16,13 +16,14 @@ import posixpath
 import stat
 import tarfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 import zstandard
 
 from pkgc.core.errors import IntegrityError, is_disk_full
+from pkgc.core.record import record
 from pkgc.core.relocation import PLACEHOLDER, PLACEHOLDER_BYTES, kind_of, relocate
 
 MANIFEST_NAME = ".pkgc-manifest.json"
@@ -31,7 +32,7 @@ _FORBIDDEN_MODE_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
 _MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 
 
-@dataclass(frozen=True)
+@record
 class FileEntry:
     path: str
     type: str  # "file", "dir" or "symlink"
@@ -53,7 +54,7 @@ class FileEntry:
         }
 
 
-@dataclass(frozen=True)
+@record
 class Manifest:
     name: str
     version: str
@@ -205,6 +206,18 @@ def _safe_relative(name: str) -> str:
     return normalised
 
 
+def _process_umask() -> int | None:
+    """This process's umask, read without changing it (Linux's /proc); None when it cannot be read."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def unpack_artifact(artifact: Path, destination: Path, check: Callable[[Manifest], None] | None = None) -> Manifest:
     """Extract into an empty staging directory, checking every member against the manifest and the allowlist.
 
@@ -218,6 +231,8 @@ def unpack_artifact(artifact: Path, destination: Path, check: Callable[[Manifest
     expected: dict[str, FileEntry] = {}
     seen: set[str] = set()
     symlinks: set[str] = set()
+    made: set[Path] = {destination}  # directories known to exist: one mkdir each, not one per member
+    umask = _process_umask()
     try:
         with (
             artifact.open("rb") as raw,
@@ -249,9 +264,21 @@ def unpack_artifact(artifact: Path, destination: Path, check: Callable[[Manifest
                 if member.mode & _FORBIDDEN_MODE_BITS:
                     raise IntegrityError(f"artifact member {name!r} has a setuid, setgid or sticky bit")
                 target = destination / name
+                if target.parent not in made:  # a member listed before its directory, or at the top
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    made.add(target.parent)
                 if member.isdir() and entry.type == "dir":
-                    target.mkdir(mode=0o700, exist_ok=True)
-                    os.chmod(target, member.mode & 0o777 | 0o700)
+                    mode = member.mode & 0o777 | 0o700
+                    try:
+                        os.mkdir(target, mode)
+                    except FileExistsError:  # made earlier as a parent: a directory, or the archive is not sound
+                        if os.path.islink(target) or not os.path.isdir(target):
+                            raise
+                        os.chmod(target, mode)
+                    else:
+                        if umask is None or mode & umask:  # mkdir applied the umask: set the mode as listed
+                            os.chmod(target, mode)
+                    made.add(target)
                 elif member.issym() and entry.type == "symlink":
                     link = member.linkname
                     resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), link))
@@ -259,13 +286,11 @@ def unpack_artifact(artifact: Path, destination: Path, check: Callable[[Manifest
                         raise IntegrityError(f"artifact symlink {name!r} -> {link!r} points outside the prefix")
                     if link != entry.target:
                         raise IntegrityError(f"artifact symlink {name!r} -> {link!r} does not match its manifest")
-                    target.parent.mkdir(parents=True, exist_ok=True)
                     os.symlink(link, target)
                     symlinks.add(name)
                 elif member.isreg() and entry.type == "file":
                     handle = tar.extractfile(member)
                     assert handle is not None
-                    target.parent.mkdir(parents=True, exist_ok=True)
                     digest = hashlib.sha256()
                     size = 0
                     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -274,9 +299,9 @@ def unpack_artifact(artifact: Path, destination: Path, check: Callable[[Manifest
                             digest.update(chunk)
                             size += len(chunk)
                             out.write(chunk)
-                    if digest.hexdigest() != entry.sha256 or size != entry.size:
-                        raise IntegrityError(f"artifact file {name!r} does not match its manifest checksum")
-                    os.chmod(target, member.mode & 0o777)
+                        if digest.hexdigest() != entry.sha256 or size != entry.size:
+                            raise IntegrityError(f"artifact file {name!r} does not match its manifest checksum")
+                        os.fchmod(out.fileno(), member.mode & 0o777)
                 else:
                     raise IntegrityError(
                         f"artifact member {name!r} is a {_member_kind(member)}, which pkgc does not install"
@@ -311,8 +336,11 @@ def _member_kind(member: tarfile.TarInfo) -> str:
     return "mismatched entry"
 
 
-def relocate_tree(root: Path, manifest: Manifest, prefix: str) -> None:
-    """Rewrite the placeholder to `prefix` in every file the manifest marks, then prove none is left."""
+def relocate_tree(root: Path, manifest: Manifest, prefix: str) -> dict[str, str]:
+    """Rewrite the placeholder to `prefix` in every file the manifest marks, then prove none is left.
+
+    Returns each file's sha256 as relocated, from the bytes that proof reads: what the client records for `verify`,
+    without reading every file once more."""
     for entry in manifest.files:
         if entry.type == "file" and entry.relocate:
             path = root / entry.path
@@ -320,6 +348,11 @@ def relocate_tree(root: Path, manifest: Manifest, prefix: str) -> None:
             os.chmod(path, mode | stat.S_IWUSR)
             path.write_bytes(relocate(path.read_bytes(), entry.relocate, prefix))
             os.chmod(path, mode)
+    digests: dict[str, str] = {}
     for entry in manifest.files:
-        if entry.type == "file" and PLACEHOLDER_BYTES in (root / entry.path).read_bytes():
-            raise IntegrityError(f"{entry.path} still contains the build placeholder after relocation")
+        if entry.type == "file":
+            data = (root / entry.path).read_bytes()
+            if PLACEHOLDER_BYTES in data:
+                raise IntegrityError(f"{entry.path} still contains the build placeholder after relocation")
+            digests[entry.path] = hashlib.sha256(data).hexdigest()
+    return digests

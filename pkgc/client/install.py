@@ -12,19 +12,19 @@ import stat
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Protocol
 
 from pkgc.artifact import Manifest, relocate_tree, unpack_artifact
 from pkgc.client.farm_client import FarmClient
-from pkgc.client.hashing import sha256_file
 from pkgc.client.options import OptionLevels
 from pkgc.client.transaction import StagedPackage, Transaction, recover
 from pkgc.core.errors import BadFarmAnswer, BuildFailed, ConflictError, IntegrityError, UsageError
 from pkgc.core.names import parse_spec
 from pkgc.core.platform import Platform
 from pkgc.core.protocol_rules import MAX_KEYS_PER_REQUEST, BuildStatus, platform_of
+from pkgc.core.record import record
 from pkgc.core.relocation import check_prefix_fits
 from pkgc.core.wire import BuildInfo, ClientPlatform, PackageRequestModel
 from pkgc.localdb.store import InstalledFile, InstalledPackage, InstalledStore
@@ -53,7 +53,7 @@ class SilentReporter:
         pass
 
 
-@dataclass(frozen=True)
+@record
 class InstalledItem:
     name: str
     version: str
@@ -62,7 +62,7 @@ class InstalledItem:
     files: int = 0
 
 
-@dataclass(frozen=True)
+@record
 class PendingRequest:
     """A package left compiling on the farm by `install --background`, to be finished by `pending --install`."""
 
@@ -72,7 +72,7 @@ class PendingRequest:
     dependency_options: dict[str, str | bool] | None = None  # None in files written before this field existed
 
 
-@dataclass(frozen=True)
+@record
 class InstallResult:
     prefix: str
     items: list[InstalledItem] = field(default_factory=list)
@@ -131,7 +131,7 @@ def _one_build_per_package(requested: list[str], by_key: Mapping[str, BuildInfo]
                 )
 
 
-@dataclass
+@record(frozen=False)
 class InstallPackages:
     farm: FarmClient
     store: InstalledStore
@@ -331,7 +331,7 @@ def stage_build(
         raise
     if manifest.key != build.key or manifest.name != build.name:
         raise IntegrityError(f"artifact of {build.name} carries another build's manifest")
-    relocate_tree(root, manifest, str(transaction.store.prefix))
+    digests = relocate_tree(root, manifest, str(transaction.store.prefix))
     package = InstalledPackage(
         name=build.name,
         version=build.version,
@@ -341,7 +341,7 @@ def stage_build(
         dependencies=list(build.runtime_dependencies),
         installed_at=time.time(),
     )
-    return StagedPackage(package, _describe(root, manifest), root)
+    return StagedPackage(package, _describe(root, manifest, digests), root)
 
 
 def check_conflicts(store: InstalledStore, staged: list[StagedPackage], replacing: set[str]) -> None:
@@ -367,15 +367,16 @@ def check_conflicts(store: InstalledStore, staged: list[StagedPackage], replacin
                 raise ConflictError(f"{target} exists and is not a directory")
 
 
-def _describe(staging: Path, manifest: Manifest) -> list[InstalledFile]:
-    """The files as they will be on disk, relocated: these hashes are what `verify` compares later."""
+def _describe(staging: Path, manifest: Manifest, digests: dict[str, str]) -> list[InstalledFile]:
+    """The files as they will be on disk, relocated (`digests`: their sha256 as relocate_tree read them): these
+    hashes are what `verify` compares later."""
     described = []
     for entry in manifest.files:
         path = staging / entry.path
         if entry.type == "file":
             info = path.stat()
             described.append(
-                InstalledFile(entry.path, "file", sha256_file(path), info.st_size, stat.S_IMODE(info.st_mode))
+                InstalledFile(entry.path, "file", digests[entry.path], info.st_size, stat.S_IMODE(info.st_mode))
             )
         elif entry.type == "symlink":
             described.append(InstalledFile(entry.path, "symlink", target=entry.target))

@@ -10,13 +10,14 @@ not inherit it (and it does not apply to NAME when NAME is only pulled in as ano
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from pkgc.client.settings import Settings
 from pkgc.core.options import GLOBAL_OPTION_NAMES
+from pkgc.core.record import record
 
 
-@dataclass(frozen=True)
+@record
 class OptionLevels:
     """The user's option levels above the recipe's defaults, lowest first."""
 

@@ -22,18 +22,17 @@ the same one-line error naming the file, the key and what is allowed. Unknown ke
 from __future__ import annotations
 
 import os
-import tomllib
+import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
-
-import platformdirs
 
 from pkgc.core.errors import UsageError
 from pkgc.core.names import validate_name
 from pkgc.core.options import GLOBAL_OPTION_NAMES, global_option_specs
 from pkgc.core.platform import detect_platform
+from pkgc.core.record import record
 from pkgc.core.relocation import check_prefix_fits
 from pkgc.core.versions import Version
 
@@ -43,19 +42,31 @@ MAX_FARM_IDLE_TIMEOUT = 604800
 MAX_CATALOG_MAX_AGE = 30 * 24 * 3600
 
 
+def _user_dir(variable: str, default: str, kind: str) -> Path:
+    """pkgc's directory of one kind: on Linux the XDG base directory (what platformdirs answers there, without
+    importing it on every command); elsewhere platformdirs' answer for the platform."""
+    if sys.platform.startswith("linux"):
+        base = os.environ.get(variable, "")  # the XDG spec ignores a relative one, as platformdirs does
+        return Path(base if os.path.isabs(base) else os.path.expanduser(default)) / "pkgc"
+    import platformdirs
+
+    found: Path = getattr(platformdirs, f"user_{kind}_path")("pkgc")
+    return found
+
+
 def config_path() -> Path:
-    return platformdirs.user_config_path("pkgc") / "config.toml"
+    return _user_dir("XDG_CONFIG_HOME", "~/.config", "config") / "config.toml"
 
 
 def data_dir() -> Path:
-    return platformdirs.user_data_path("pkgc")
+    return _user_dir("XDG_DATA_HOME", "~/.local/share", "data")
 
 
 def cache_dir() -> Path:
-    return platformdirs.user_cache_path("pkgc")
+    return _user_dir("XDG_CACHE_HOME", "~/.cache", "cache")
 
 
-@dataclass(frozen=True)
+@record
 class Settings:
     farm: str = "embedded"
     token: str = ""
@@ -229,6 +240,8 @@ def validate_document(data: dict[str, Any], path: Path) -> tuple[dict[str, Any],
 def read_document(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
+    import tomllib  # here: most commands of a user without a config file never need it
+
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
@@ -260,7 +273,7 @@ def _defaults() -> dict[str, tuple[Any, str]]:
     }
 
 
-@dataclass(frozen=True)
+@record
 class Effective:
     """A setting's value in effect and where it comes from: `origin` is one of ORIGINS, `where` the file, variable
     or flag (or, for a default, the variable it derives from)."""

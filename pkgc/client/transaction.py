@@ -19,12 +19,11 @@ import json
 import os
 import shutil
 import signal
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pkgc.core.errors import disk_full, is_disk_full
+from pkgc.core.record import record
 from pkgc.localdb.store import STATE_DIR, InstalledFile, InstalledPackage, InstalledStore
 
 FAULT_ENV = "PKGC_FAULT"
@@ -40,7 +39,7 @@ def fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-@dataclass(frozen=True)
+@record
 class StagedPackage:
     """A package ready to switch in: its files relocated under `root`, and the records that describe them."""
 
@@ -71,7 +70,7 @@ class Transaction:
     def __init__(self, store: InstalledStore, operation: str) -> None:
         self.store = store
         self.operation = operation
-        self.txid = uuid.uuid4().hex
+        self.txid = os.urandom(16).hex()  # a random 128-bit id, as uuid4().hex spells it (uuid is 1 ms to import)
         self.root = store.prefix / STATE_DIR / "tx" / self.txid
 
     @property

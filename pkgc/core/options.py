@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from pkgc.core.errors import UsageError
+from pkgc.core.record import record
 
 OPT_LEVELS = ("O0", "O1", "O2", "O3", "Os")
 CPU_TARGETS: dict[str, tuple[str, ...]] = {
@@ -36,7 +37,7 @@ _FALSE = {"false", "no", "off", "0"}
 OptionValue = str | bool
 
 
-@dataclass(frozen=True)
+@record
 class OptionSpec:
     """One option a user may set: a boolean, or a choice among fixed values."""
 
@@ -85,7 +86,7 @@ def global_option_specs(arch: str) -> dict[str, OptionSpec]:
 GLOBAL_OPTION_NAMES = frozenset({"opt", "cpu", "debug", "lto"})
 
 
-@dataclass(frozen=True)
+@record
 class NormalisedOptions:
     """Every option of a package with a canonical value, in name order: the form that is hashed."""
 

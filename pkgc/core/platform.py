@@ -15,11 +15,11 @@ from __future__ import annotations
 import platform as _stdlib_platform
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from pkgc.core.errors import UsageError
 from pkgc.core.options import CPU_TARGETS
+from pkgc.core.record import record
 
 _ARCH_ALIASES = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64"}
 
@@ -52,7 +52,7 @@ def libc_version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("."))
 
 
-@dataclass(frozen=True, order=True)
+@record(order=True)
 class Platform:
     """os, architecture, C library family and version; construction validates every field."""
 

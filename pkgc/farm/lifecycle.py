@@ -11,10 +11,11 @@ import os
 import shutil
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import IO
 
+from pkgc.core.record import record
 from pkgc.farm.filelock import is_locked, try_exclusive
 
 SUPERVISOR_MODULE = "pkgc.farm.embedded"
@@ -177,7 +178,7 @@ def rotate_log(log: Path, max_bytes: int, keep: int = ROTATED_LOGS) -> bool:
 # -- restarting workers ---------------------------------------------------------------------------------------------
 
 
-@dataclass
+@record(frozen=False)
 class RestartPolicy:
     """When to start a worker again after it exited: at once after a long life, later and later after quick exits.
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
+from pkgc.core.record import record
 
-@dataclass(frozen=True)
+
+@record
 class FarmPaths:
     home: Path
 

@@ -16,9 +16,10 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pkgc.core.record import record
 
 STATE_DIR = ".pkgc"
 # The schema's version, kept in the database's `PRAGMA user_version`. SQLAlchemy (schema.py) creates and migrates
@@ -50,7 +51,7 @@ WRITE_PRAGMAS = (
 )
 
 
-@dataclass(frozen=True)
+@record
 class InstalledFile:
     path: str
     type: str
@@ -60,7 +61,7 @@ class InstalledFile:
     target: str = ""
 
 
-@dataclass(frozen=True)
+@record
 class InstalledPackage:
     name: str
     version: str

@@ -643,3 +643,26 @@ def test_member_type_differs_from_manifest(tmp_path: Path) -> None:
     member = Member("bin", tarfile.DIRTYPE, mode=0o755, entry=FileEntry("bin", "file", 0o755))
     _write_artifact(artifact, [member])
     _assert_refused(tmp_path, artifact, match="'bin' is a mismatched entry")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_unpacked_directories_and_files_have_the_listed_modes_whatever_the_umask(
+    packed: tuple[Path, Manifest], tmp_path: Path, umask: int
+) -> None:
+    """unpack_artifact sets a directory's mode only when mkdir's (the umask applied) differs: the result is the
+    manifest's either way. The relocated digests relocate_tree returns are the files' as they are on disk."""
+    out, manifest = packed
+    dest = tmp_path / "dest"
+    previous = os.umask(umask)
+    try:
+        unpack_artifact(out, dest)
+    finally:
+        os.umask(previous)
+    for entry in manifest.files:
+        if entry.type in ("dir", "file"):
+            expected = entry.mode | (0o700 if entry.type == "dir" else 0)
+            assert stat.S_IMODE((dest / entry.path).lstat().st_mode) == expected, (entry.path, oct(umask))
+    digests = relocate_tree(dest, manifest, "/opt/pkgc")
+    for entry in manifest.files:
+        if entry.type == "file":
+            assert digests[entry.path] == hashlib.sha256((dest / entry.path).read_bytes()).hexdigest()

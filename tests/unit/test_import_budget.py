@@ -34,9 +34,9 @@ BUDGETS = {
     "version": 67,  # (86)
     "list": 76,  # (185: pydantic through typer's adapters)
     "search": 95,  # (201)
-    "status": 160,  # (336: pydantic, rich, httpx's CLI)
-    "info": 208,  # (380; 274 while the client validated answers with pydantic)
-    "install": 219,  # (390 up to the farm request, SQLAlchemy too once it recorded the install; 285 with pydantic)
+    "status": 153,  # (336: pydantic, rich, httpx's CLI)
+    "info": 198,  # (380; 274 while the client validated answers with pydantic)
+    "install": 209,  # (390 up to the farm request, SQLAlchemy too once it recorded the install; 285 with pydantic)
 }
 
 # Never on these paths (heavy, and not needed there).

@@ -46,3 +46,21 @@ def test_a_bad_environment_value_names_the_variable(key: str, raw: str, allowed:
     with pytest.raises(UsageError) as caught:
         resolve({}, FILE, environ={env_var(key): raw})
     assert env_var(key) in str(caught.value) and allowed in str(caught.value)
+
+
+@pytest.mark.parametrize("value", [None, "", "   ", "/tmp/xdg base", "relative/dir"])
+def test_the_user_directories_are_platformdirs_answers(monkeypatch: pytest.MonkeyPatch, value: str | None) -> None:
+    """settings computes the XDG directories itself on Linux (platformdirs costs an import on every command): the
+    same answers as platformdirs, set, empty, blank or unset."""
+    import platformdirs
+
+    from pkgc.client import settings
+
+    for variable in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"):
+        if value is None:
+            monkeypatch.delenv(variable, raising=False)
+        else:
+            monkeypatch.setenv(variable, value)
+    assert settings.config_path() == platformdirs.user_config_path("pkgc") / "config.toml"
+    assert settings.data_dir() == platformdirs.user_data_path("pkgc")
+    assert settings.cache_dir() == platformdirs.user_cache_path("pkgc")
