@@ -8,20 +8,28 @@ gets from `AppContext`, and renders the typed result. Use cases raise PkgcErrors
 
 from __future__ import annotations
 
-import importlib
-import os
-import re
-import sys
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import cached_property
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+import gc
 
-import typer
+# A command's start-up allocates tens of thousands of objects that live until it exits (modules, classes, functions)
+# and frees few: at the default first threshold (700) the collector runs a hundred times during the imports for
+# nothing, about 6 ms of a 0.15 s install. It still collects, seventy times less often. Set before the imports it
+# is for; the farm's processes, which do not import this module, keep the default.
+gc.set_threshold(50_000, 10, 10)
 
-import pkgc
-from pkgc.core.errors import PkgcError
+import importlib  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from functools import cached_property  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
+
+import typer  # noqa: E402
+
+import pkgc  # noqa: E402
+from pkgc.core.errors import PkgcError  # noqa: E402
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -11,7 +11,6 @@ from __future__ import annotations
 import stat
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import field
 from pathlib import Path
 from typing import Protocol
@@ -290,6 +289,8 @@ def download_builds(
 
     if parallel <= 1 or len(builds) <= 1:
         return dict(fetch(build) for build in builds)
+    from concurrent.futures import ThreadPoolExecutor  # here: one download (the usual install) needs no pool
+
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         return dict(pool.map(fetch, builds))
 
