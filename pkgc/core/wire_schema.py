@@ -140,10 +140,16 @@ class Float(Kind):
         self.ge, self.le, self.gt, self.lt = ge, le, gt, lt
 
     def check(self, value: object, loc: Loc) -> Any:
-        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        if not isinstance(value, int | float) or isinstance(value, bool):
             raise Invalid(loc, "Input should be a finite number")
-        _bounds(value, loc, self.ge, self.le, self.gt, self.lt)
-        return float(value)
+        try:
+            number = float(value)  # an integer of 400 digits is valid JSON, and too large for a float
+        except OverflowError:
+            raise Invalid(loc, "Input should be a finite number") from None
+        if not math.isfinite(number):
+            raise Invalid(loc, "Input should be a finite number")
+        _bounds(number, loc, self.ge, self.le, self.gt, self.lt)
+        return number
 
 
 class Bool(Kind):

@@ -151,6 +151,7 @@ HOSTILE: list[Any] = [
     2.0,
     2**40,
     2**70,
+    10**400,  # valid JSON, too large for a float
     1e300,
     "",
     "x",
@@ -335,3 +336,11 @@ def test_a_long_list_is_refused_before_its_items_are_read() -> None:
 def test_what_is_not_an_answer_is_invalid_not_a_crash(raw: bytes) -> None:
     with pytest.raises(Invalid):
         decode_json(wire.BuildsResponse, raw)
+
+
+def test_a_number_too_large_for_a_float_is_invalid_not_a_crash() -> None:
+    """A hostile farm's 400-digit `since` (a float field): an Invalid naming the field, not an OverflowError."""
+    raw = b'{"packages": [], "debian": {"state": "loaded", "since": 1' + b"0" * 400 + b"}}"
+    with pytest.raises(Invalid) as refused:
+        decode_json(wire.CatalogResponse, raw)
+    assert refused.value.describe() == "debian.since: Input should be a finite number"
