@@ -103,7 +103,7 @@ class ClientPlatform(Strict):
     cpu_levels: list[OptionValue] = Field(min_length=1, max_length=MAX_CPU_LEVELS)
 
     def platform(self) -> Platform:
-        return Platform(self.os, self.arch, self.libc, self.libc_version)
+        return rules.platform_of(self)
 
     @classmethod
     def of(cls, platform: Platform, cpu_levels: Iterable[str]) -> ClientPlatform:
@@ -279,9 +279,7 @@ def describe_invalid(errors: list[Any]) -> str:
     if not errors:
         return "invalid"
     first = errors[0]
-    where = ".".join(str(part) for part in first.get("loc", ()))
     message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
     if first.get("type") in ("string_too_long", "too_long", "less_than_equal", "greater_than_equal"):
         message = message.split(" [", 1)[0]
-    line = f"{where}: {message}" if where else message
-    return " ".join(line.split())[:300]
+    return rules.describe_problem(first.get("loc", ()), message)

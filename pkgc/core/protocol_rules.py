@@ -13,7 +13,7 @@ whole object (either module's) and raises ValueError; MODEL_CHECKS says which mo
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
@@ -145,6 +145,14 @@ def check_recipe_text(value: str) -> str:
     if size > MAX_RECIPE_BYTES:
         raise ValueError(f"the recipe is {size} bytes, more than {MAX_RECIPE_BYTES}")
     return value
+
+
+def describe_problem(loc: Iterable[object], message: str) -> str:
+    """A refused value as one line, where then what (`builds.0.name: invalid package name '../x'`): how the farm's
+    pydantic errors and the client's wire errors are both told, so a user sees the same words from either."""
+    where = ".".join(str(part) for part in loc)
+    line = f"{where}: {message}" if where else message
+    return " ".join(line.split())[:300]
 
 
 # Checks of a whole object. `Any`: each is called with the pydantic model and with the generated dataclass.

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any, ClassVar, TypeVar
 
+from pkgc.core.protocol_rules import describe_problem
+
 Loc = tuple[str | int, ...]
 
 
@@ -30,9 +32,7 @@ class Invalid(ValueError):
         self.message = message
 
     def describe(self) -> str:
-        where = ".".join(str(part) for part in self.loc)
-        line = f"{where}: {self.message}" if where else self.message
-        return " ".join(line.split())[:300]
+        return describe_problem(self.loc, self.message)
 
 
 _Model = TypeVar("_Model")
