@@ -39,9 +39,12 @@ def record(cls: Any = None, /, *, frozen: bool = True, order: bool = False) -> A
     return wrap if cls is None else wrap(cls)
 
 
+def _spelled(annotation: object) -> str:
+    return annotation if isinstance(annotation, str) else repr(annotation)
+
+
 def _is_class_var(annotation: object) -> bool:
-    text = annotation if isinstance(annotation, str) else repr(annotation)
-    return text.startswith(("ClassVar", "typing.ClassVar", "InitVar", "dataclasses.InitVar"))
+    return _spelled(annotation).startswith(("ClassVar", "typing.ClassVar"))
 
 
 def _make(cls: type, *, frozen: bool, order: bool) -> type:
@@ -50,6 +53,9 @@ def _make(cls: type, *, frozen: bool, order: bool) -> type:
             raise TypeError(f"@record {cls.__name__}: fields inherited from {base.__name__} are not supported")
     annotations = cls.__dict__.get("__annotations__", {})  # noqa: RUF063  # the class's own, as dataclasses reads
     names = [name for name, annotation in annotations.items() if not _is_class_var(annotation)]
+    for name in names:  # an init-only argument for __post_init__: a dataclass takes it, this would drop it
+        if _spelled(annotations[name]).startswith(("InitVar", "dataclasses.InitVar")):
+            raise TypeError(f"@record {cls.__name__}.{name}: InitVar is not supported")
     namespace: dict[str, Any] = {"_MISSING": dataclasses.MISSING, "_Frozen": dataclasses.FrozenInstanceError}
     parameters: list[str] = []
     body: list[str] = []

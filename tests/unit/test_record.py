@@ -107,6 +107,13 @@ def test_what_it_does_not_support_is_refused() -> None:
         class Hidden:
             a: int = dataclasses.field(default=0, repr=False)
 
+    with pytest.raises(TypeError, match="InitVar is not supported"):
+
+        @record
+        class Seeded:
+            a: int
+            seed: dataclasses.InitVar[int]
+
     with pytest.raises(TypeError, match="follows default argument"):
 
         @record
