@@ -1,20 +1,25 @@
-"""`@record`: a frozen dataclass made with one compile instead of six, for the classes every command imports.
+"""`@record`: a frozen dataclass that costs a command almost nothing to define, for the classes every command imports.
 
 Why: `@dataclass(frozen=True)` compiles each generated method (__init__, __repr__, __eq__, __hash__, __setattr__,
 __delattr__) on its own, about 0.5 ms a class on the machines here; the twenty classes a cache-hit install imports
-cost 10 ms of its 0.16 s. `record` writes the same methods as one source and compiles it once (about 0.1 ms).
+cost 10 ms of its 0.15 s, most of them for methods the command never calls. `record` compiles nothing when the class
+is made: __init__ (the one method whose speed matters, since some classes are made thousands of times) is compiled
+when the first instance is made, and only for the classes a command uses; the other methods are small functions
+over the fields, shared in shape by every record (about 0.02 ms a class in all).
 
 It covers what those classes use and refuses the rest rather than getting it wrong: fields from the class's own
 annotations (no inheritance of fields), defaults and `dataclasses.field(default=...)` or
 `field(default_factory=...)`, `__post_init__`, `order=True`, `frozen=False`. Instances behave as a frozen
 dataclass's: keyword or positional arguments in field order, equal when of the same class with equal fields,
 hashable when frozen, FrozenInstanceError on assignment; `dataclasses.fields`, `replace` and `asdict` work (the
-class carries `__dataclass_fields__`). tests/unit/test_record.py compares it with dataclasses.
+class carries `__dataclass_fields__`). A method the class defines itself (__repr__, __eq__, __hash__) is kept, as a
+dataclass keeps it. tests/unit/test_record.py compares it with dataclasses.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Callable
 from typing import Any, TypeVar, dataclass_transform, overload
 
@@ -47,22 +52,95 @@ def _is_class_var(annotation: object) -> bool:
     return _spelled(annotation).startswith(("ClassVar", "typing.ClassVar"))
 
 
+# The methods every record shares in shape, made per class over a function that reads its fields as a tuple.
+# Closures, not generated source: making them costs no compile.
+def _values_of(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    if len(names) > 1:
+        return operator.attrgetter(*names)  # a tuple, read in C
+    if names:
+        single = operator.attrgetter(names[0])
+        return lambda self: (single(self),)
+    return lambda self: ()
+
+
+def _repr_of(names: tuple[str, ...]) -> Callable[[Any], str]:
+    def __repr__(self: Any) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
+        return f"{self.__class__.__qualname__}({shown})"
+
+    return __repr__
+
+
+def _eq_of(values: Callable[[Any], tuple[Any, ...]]) -> Callable[[Any, Any], Any]:
+    def __eq__(self: Any, other: Any) -> Any:
+        return values(self) == values(other) if other.__class__ is self.__class__ else NotImplemented
+
+    return __eq__
+
+
+def _hash_of(values: Callable[[Any], tuple[Any, ...]]) -> Callable[[Any], int]:
+    def __hash__(self: Any) -> int:
+        return hash(values(self))
+
+    return __hash__
+
+
+def _compare_of(values: Callable[[Any], tuple[Any, ...]], compare: Callable[[Any, Any], Any]) -> Callable[..., Any]:
+    def method(self: Any, other: Any) -> Any:
+        return compare(values(self), values(other)) if other.__class__ is self.__class__ else NotImplemented
+
+    return method
+
+
+def _frozen_setattr(self: Any, name: str, value: Any) -> None:
+    raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+
+def _frozen_delattr(self: Any, name: str) -> None:
+    raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+def _compiled_on_first_use(cls: type, source: str, namespace: dict[str, Any]) -> Callable[..., None]:
+    """An __init__ that compiles the class's real one the first time an instance is made, and puts it in its place."""
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if cls.__dict__.get("__init__") is __init__:
+            exec(source, namespace)  # two threads may both compile it: the same function either way
+            real = namespace["__init__"]
+            real.__qualname__ = f"{cls.__qualname__}.__init__"
+            real.__module__ = cls.__module__
+            cls.__init__ = real  # type: ignore[misc]
+        cls.__init__(self, *args, **kwargs)  # type: ignore[misc]
+
+    __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+    return __init__
+
+
+_ORDER = (("__lt__", operator.lt), ("__le__", operator.le), ("__gt__", operator.gt), ("__ge__", operator.ge))
+
+
 def _make(cls: type, *, frozen: bool, order: bool) -> type:
     for base in cls.__mro__[1:]:
         if hasattr(base, "__dataclass_fields__"):
             raise TypeError(f"@record {cls.__name__}: fields inherited from {base.__name__} are not supported")
-    annotations = cls.__dict__.get("__annotations__", {})  # noqa: RUF063  # the class's own, as dataclasses reads
+    own = cls.__dict__
+    if "__init__" in own:
+        raise TypeError(f"@record {cls.__name__}: an __init__ of its own is not supported (use __post_init__)")
+    for method in (["__setattr__", "__delattr__"] if frozen else []) + ([m for m, _ in _ORDER] if order else []):
+        if method in own:  # as dataclasses refuses them
+            raise TypeError(f"@record {cls.__name__}: cannot combine {method} with {'order' if order else 'frozen'}")
+    annotations = own.get("__annotations__", {})  # the class's own, as dataclasses reads
     names = [name for name, annotation in annotations.items() if not _is_class_var(annotation)]
     for name in names:  # an init-only argument for __post_init__: a dataclass takes it, this would drop it
         if _spelled(annotations[name]).startswith(("InitVar", "dataclasses.InitVar")):
             raise TypeError(f"@record {cls.__name__}.{name}: InitVar is not supported")
-    namespace: dict[str, Any] = {"_MISSING": dataclasses.MISSING, "_Frozen": dataclasses.FrozenInstanceError}
+    namespace: dict[str, Any] = {"_MISSING": dataclasses.MISSING, "_set": object.__setattr__}
     parameters: list[str] = []
     body: list[str] = []
     fields: dict[str, dataclasses.Field[Any]] = {}
     seen_default = False
     for name in names:
-        value = cls.__dict__.get(name, dataclasses.MISSING)
+        value = own.get(name, dataclasses.MISSING)
         spec = value if isinstance(value, dataclasses.Field) else dataclasses.field(default=value)
         if isinstance(value, dataclasses.Field):
             plain = spec.init and spec.repr and spec.compare and spec.hash is None
@@ -91,43 +169,29 @@ def _make(cls: type, *, frozen: bool, order: bool) -> type:
         body.append(f"  _set(self, {name!r}, {name})" if frozen else f"  self.{name} = {name}")
     if hasattr(cls, "__post_init__"):
         body.append("  self.__post_init__()")
-    values = "(" + "".join(f"self.{name}, " for name in names) + ")"
-    others = "(" + "".join(f"other.{name}, " for name in names) + ")"
-    shown = ", ".join(f"{name}={{self.{name}!r}}" for name in names)
-    source = [
-        f"def __init__(self, {', '.join(parameters)}):",
-        *(body or ["  pass"]),
-        "def __repr__(self):",
-        f"  return f'{{self.__class__.__qualname__}}({shown})'",
-        "def __eq__(self, other):",
-        f"  return {values} == {others} if other.__class__ is self.__class__ else NotImplemented",
-    ]
+    source = "\n".join([f"def __init__(self, {', '.join(parameters)}):", *(body or ["  pass"])])
+    values = _values_of(tuple(names))
+    methods: dict[str, Callable[..., Any]] = {
+        "__init__": _compiled_on_first_use(cls, source, namespace),
+        "__repr__": _repr_of(tuple(names)),
+        "__eq__": _eq_of(values),
+    }
+    # A class that defines __eq__ gets __hash__ = None in its namespace; only a __hash__ it wrote itself counts.
+    explicit_hash = "__hash__" in own and not (own["__hash__"] is None and "__eq__" in own)
+    if frozen and not explicit_hash:
+        methods["__hash__"] = _hash_of(values)
     if frozen:
-        source += [
-            "def __hash__(self):",
-            f"  return hash({values})",
-            "def __setattr__(self, name, value):",
-            "  raise _Frozen(f'cannot assign to field {name!r}')",
-            "def __delattr__(self, name):",
-            "  raise _Frozen(f'cannot delete field {name!r}')",
-        ]
+        methods["__setattr__"], methods["__delattr__"] = _frozen_setattr, _frozen_delattr
     if order:
-        for method, operator in (("__lt__", "<"), ("__le__", "<="), ("__gt__", ">"), ("__ge__", ">=")):
-            source += [
-                f"def {method}(self, other):",
-                f"  return {values} {operator} {others} if other.__class__ is self.__class__ else NotImplemented",
-            ]
-    namespace["_set"] = object.__setattr__
-    exec("\n".join(source), namespace)  # one compile for every method: the point of this module
-    methods = ["__init__", "__repr__", "__eq__"]
-    methods += ["__hash__", "__setattr__", "__delattr__"] if frozen else []
-    methods += ["__lt__", "__le__", "__gt__", "__ge__"] if order else []
-    for method in methods:
-        function = namespace[method]
-        function.__qualname__ = f"{cls.__qualname__}.{method}"
-        function.__module__ = cls.__module__
+        methods.update((method, _compare_of(values, compare)) for method, compare in _ORDER)
+    for method, function in methods.items():
+        if method in ("__repr__", "__eq__") and method in own:  # the class's own, as a dataclass keeps it
+            continue
+        if function is not _frozen_setattr and function is not _frozen_delattr:  # made for this class
+            function.__name__, function.__qualname__ = method, f"{cls.__qualname__}.{method}"
+            function.__module__ = cls.__module__
         setattr(cls, method, function)
-    if not frozen:
+    if not frozen and not explicit_hash:
         cls.__hash__ = None  # type: ignore[assignment]  # as dataclasses does: mutable and compared by value
     setattr(cls, "__match_args__", tuple(names))  # noqa: B010  # mypy refuses the plain assignment
     cls.__dataclass_fields__ = fields  # type: ignore[attr-defined]

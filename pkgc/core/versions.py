@@ -13,7 +13,7 @@ release itself and `1.0.8+dfsg` is a repack that sorts just after `1.0.8`. The r
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError
 from functools import total_ordering
 
 from pkgc.core.errors import UsageError
@@ -49,24 +49,37 @@ def _segment_keys(text: str) -> tuple[_Key, ...]:
 
 
 @total_ordering
-@dataclass(frozen=True)
 class Version:
-    """A validated version string with a total order; `str()` gives back exactly what upstream wrote."""
+    """A validated version string with a total order; `str()` gives back exactly what upstream wrote.
+
+    Immutable, as a frozen dataclass is; a plain class because every command imports it, and a dataclass costs
+    about 0.5 ms to make, for three methods written here anyway.
+    """
 
     text: str
-    _epoch: int = field(init=False, repr=False, compare=False)
-    _keys: tuple[_Key, ...] = field(init=False, repr=False, compare=False)
+    _epoch: int
+    _keys: tuple[_Key, ...]
 
-    def __post_init__(self) -> None:
+    def __init__(self, text: str) -> None:
         # No `..`: versions become parts of file names and URLs, where it must never read as a parent directory.
-        if len(self.text) > MAX_VERSION_LENGTH or not _VALID.fullmatch(self.text) or ".." in self.text:
+        if len(text) > MAX_VERSION_LENGTH or not _VALID.fullmatch(text) or ".." in text:
             raise UsageError(
-                f"invalid version {self.text!r}",
+                f"invalid version {text!r}",
                 hint="versions use letters, digits and . + ~ _ - (for example 2.10 or 1.0.8+dfsg)",
             )
-        epoch, sep, rest = self.text.partition(":")
+        epoch, sep, rest = text.partition(":")
+        object.__setattr__(self, "text", text)
         object.__setattr__(self, "_epoch", int(epoch) if sep else 0)
-        object.__setattr__(self, "_keys", _segment_keys(rest if sep else self.text))
+        object.__setattr__(self, "_keys", _segment_keys(rest if sep else text))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __repr__(self) -> str:
+        return f"Version(text={self.text!r})"
 
     def _compare_key(self) -> tuple[int, tuple[_Key, ...]]:
         return self._epoch, self._keys

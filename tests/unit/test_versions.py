@@ -166,3 +166,19 @@ def test_order_is_transitive() -> None:
             assert a <= c, (a, b, c)
         if a == b and b == c:
             assert a == c, (a, b, c)
+
+
+def test_a_version_is_immutable_and_survives_pickle_and_copy() -> None:
+    """Versions are keys of sets and dicts: nothing may change one after it is made."""
+    import copy
+    import dataclasses
+    import pickle
+
+    version = Version("1:2.0rc1")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        version.text = "3.0"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del version.text
+    assert str(version) == "1:2.0rc1" and repr(version) == "Version(text='1:2.0rc1')"
+    for copied in (pickle.loads(pickle.dumps(version)), copy.deepcopy(version), copy.copy(version)):
+        assert copied == version and hash(copied) == hash(version) and copied < Version("1:2.0")
