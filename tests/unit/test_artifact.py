@@ -666,3 +666,28 @@ def test_unpacked_directories_and_files_have_the_listed_modes_whatever_the_umask
     for entry in manifest.files:
         if entry.type == "file":
             assert digests[entry.path] == hashlib.sha256((dest / entry.path).read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o277])
+def test_files_of_any_mode_are_written_whole_and_get_exactly_their_listed_mode(tmp_path: Path, umask: int) -> None:
+    """A file is created with its listed mode and written through the same descriptor: a read-only or owner-only
+    file still gets all its bytes, a setgid-free 0o750 keeps its group bits, and the umask never narrows any of them
+    (even one that takes the owner's write bit)."""
+    root = tmp_path / "stage"
+    (root / "share").mkdir(parents=True)
+    modes = {"share/readonly": 0o444, "share/private": 0o600, "share/group": 0o750, "share/none": 0o000}
+    for index, (path, mode) in enumerate(sorted(modes.items())):
+        (root / path).write_bytes(b"x" * (1000 + index))
+        (root / path).chmod(mode)
+    out = tmp_path / "modes.tar.zst"
+    pack_tree(root, _manifest(), out, level=1)
+    dest = tmp_path / "dest"
+    previous = os.umask(umask)
+    try:
+        unpack_artifact(out, dest)
+    finally:
+        os.umask(previous)
+    for index, (path, mode) in enumerate(sorted(modes.items())):
+        assert stat.S_IMODE((dest / path).lstat().st_mode) == mode, (path, oct(umask))
+        (dest / path).chmod(0o600)
+        assert (dest / path).read_bytes() == b"x" * (1000 + index)
