@@ -231,3 +231,23 @@ def test_one_and_no_field_records_compare_and_hash_as_dataclasses_do() -> None:
     empty = record(type("Empty", (), {}))
     assert empty() == empty() and hash(empty()) == hash(dataclasses.dataclass(frozen=True)(type("E", (), {}))())
     assert repr(one(3)) == "One(a=3)" and repr(empty()) == "Empty()"
+
+
+def test_fields_named_like_the_generated_code_and_slots() -> None:
+    """Field names the generated __init__ could confuse with its own names still work; __slots__ is refused."""
+
+    @record
+    class Awkward:
+        _fields: int
+        _MISSING: int = 2
+        fields: list[int] = dataclasses.field(default_factory=list)
+
+    made = Awkward(1)
+    assert (made._fields, made._MISSING, made.fields) == (1, 2, [])
+    assert Awkward(1, 3, [4]) == Awkward(_fields=1, _MISSING=3, fields=[4])
+    with pytest.raises(TypeError, match="__slots__"):
+
+        @record
+        class Slotted:
+            __slots__ = ("a",)
+            a: int
