@@ -79,11 +79,34 @@ def _wait_phrase(seconds: int) -> str:
     return f"{round(seconds / 3600)} h"
 
 
+class PlainHTTPTransport(httpx.HTTPTransport):
+    """httpx's transport for plain http (a farm on loopback), without the TLS context httpx makes for every transport.
+
+    httpx.HTTPTransport builds an SSL context whatever URLs it will carry, and a process's first one costs about 2 ms
+    of OpenSSL set-up, more than a cache-hit install's resolve. httpcore's connection pool, which does the work, makes
+    a context only when it connects to an https URL, and then a verified one (certifi's store). So this is httpx's
+    transport, with httpcore's pool made without a context; requests, errors and responses go through httpx's own code.
+    """
+
+    def __init__(self) -> None:  # not super().__init__(): that is what builds the context
+        import httpcore
+
+        self._pool = httpcore.ConnectionPool(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
+
+
+def _direct_transport() -> httpx.BaseTransport:
+    """A PlainHTTPTransport where this httpx keeps its pool as `_pool` (it has since 0.18), else httpx's own."""
+    if "_pool" in httpx.HTTPTransport.handle_request.__code__.co_names:
+        return PlainHTTPTransport()
+    return httpx.HTTPTransport(verify=False)
+
+
 def http_client(*, tls: bool = True, timeout: float = DEFAULT_NETWORK_TIMEOUT) -> httpx.Client:
     """One client per command, shared by the embedded-farm health check and the farm API calls.
 
     It carries no credentials: FarmClient adds the bearer token to the requests that go to the farm API's own
-    origin, never to another one (a CDN, a presigned storage URL). `tls=False` (a loopback farm) skips loading the certificate store, a noticeable part of a short command's time.
+    origin, never to another one (a CDN, a presigned storage URL). `tls=False` (a loopback farm) makes no TLS
+    context, a noticeable part of a short command's time (see PlainHTTPTransport).
     `timeout` bounds every wait for bytes from the farm (a stalled download fails after it); a long-poll gets its
     own wait on top.
     """
@@ -100,11 +123,14 @@ def http_client(*, tls: bool = True, timeout: float = DEFAULT_NETWORK_TIMEOUT) -
         hooks["request"] = [log_request]
     # Proxy variables are for the outside world: a farm on loopback (the embedded one always is) is reached directly,
     # or a proxy that is down or slow would break every command. Mounts beat the proxies httpx reads from the env.
-    direct = httpx.HTTPTransport(verify=False)  # plain http only, so no certificate store is loaded
+    direct = _direct_transport()
     return httpx.Client(
         headers=headers,
         timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
         verify=tls,
+        # A loopback farm (`tls=False`) is reached over plain http: no TLS context at all. An https URL it might
+        # still hand out would get httpcore's verified one, not an unverified one.
+        transport=None if tls else direct,
         event_hooks=hooks,
         mounts={f"http://{host}": direct for host in ("127.0.0.1", "localhost", "[::1]")},
     )
