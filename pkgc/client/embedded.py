@@ -27,14 +27,9 @@ import httpx
 import pkgc
 from pkgc.client.settings import data_dir
 from pkgc.core.errors import FarmUnavailable
-from pkgc.farm.lifecycle import (
-    active_builds,
-    home_is_locked,
-    is_supervisor_of,
-    is_worker_of,
-    process_start_time,
-)
-from pkgc.farm.paths import FarmPaths
+
+# pkgc.farm.lifecycle and pkgc.farm.paths are imported where they are used: a command that finds this pkgc's farm
+# answering (every cache-hit install) needs neither, and they cost it about 0.7 ms.
 
 # pkgc.core.protocol.API_PREFIX, not imported from there: that module builds every protocol model with pydantic,
 # which `pkgc farm status` does not need (tests/unit/test_import_budget.py checks that both agree).
@@ -92,10 +87,11 @@ def _usable_url(home: Path, http: httpx.Client | None) -> str | None:
     url = running_url(home, http)
     if url is None:
         return None
-    state = read_state(home) or {}
-    if started_by_this_pkgc(state) or active_builds(home / "farm.db") > 0:
+    if started_by_this_pkgc(read_state(home) or {}):
         return url
-    return None
+    from pkgc.farm.lifecycle import active_builds
+
+    return url if active_builds(home / "farm.db") > 0 else None
 
 
 @contextmanager
@@ -111,6 +107,8 @@ def _launch_lock(home: Path) -> Iterator[None]:
 
 def _supervisor_alive(home: Path) -> bool:
     """Whether state.json names a live supervisor of this home (one of an older pkgc holds no home lock)."""
+    from pkgc.farm.lifecycle import is_supervisor_of
+
     state = read_state(home) or {}
     pid, recorded = state.get("pid"), state.get("pid_start")
     return isinstance(pid, int) and is_supervisor_of(pid, home, recorded if isinstance(recorded, int) else None)
@@ -118,6 +116,8 @@ def _supervisor_alive(home: Path) -> bool:
 
 def _await_running(home: Path, http: httpx.Client | None, timeout: float) -> str:
     """Wait for the supervisor that holds the home's lock to answer; never start a second one next to it."""
+    from pkgc.farm.lifecycle import home_is_locked
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         url = running_url(home, http)
@@ -144,6 +144,8 @@ def ensure_running(
     url = _usable_url(home, http)
     if url:
         return url
+    from pkgc.farm.lifecycle import home_is_locked
+
     with _launch_lock(home):
         url = _usable_url(home, http)
         if url:
@@ -204,6 +206,8 @@ def exited_at_start(home: Path, status: int | None, launched: float) -> FarmUnav
     The supervisor writes `start-error.json` when it refuses to start (a damaged database, say); only a reason
     written after this launch counts, so a stale file from an earlier attempt is never shown.
     """
+    from pkgc.farm.paths import FarmPaths
+
     try:
         report = json.loads(FarmPaths(home).start_error.read_text())
         reason = " ".join(str(report["error"]).split())[:500] if float(report["time"]) >= launched - 1.0 else ""
@@ -215,6 +219,8 @@ def exited_at_start(home: Path, status: int | None, launched: float) -> FarmUnav
 
 
 def _wait_gone(pid: int, home: Path, start: int | None, timeout: float, worker: bool = False) -> bool:
+    from pkgc.farm.lifecycle import is_worker_of, process_start_time
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process_start_time(pid) != start or not (is_worker_of(pid, home) if worker else True):
@@ -230,6 +236,8 @@ def stop(home: Path, timeout: float = 30.0) -> bool:
     it) is signalled: after a crash or a reboot the pid in `state.json` may belong to anything. A stale state
     file is removed. Works for a farm started by any pkgc version.
     """
+    from pkgc.farm.lifecycle import is_supervisor_of, is_worker_of, process_start_time
+
     home = home.absolute()
     state = read_state(home)
     if not state:
