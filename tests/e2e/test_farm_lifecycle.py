@@ -225,7 +225,9 @@ def test_an_idle_farm_uses_no_cpu_and_stops_by_itself(home: Home) -> None:
     pids = [int(str(state["pid"])), *(int(p) for p in dict(state["workers"]).values())]  # type: ignore[call-overload]
     poll(lambda: _cpu_over(pids, 0.5) <= 0.02, 30, "the workers to finish starting (importing, probing bubblewrap)")
     used = _cpu_over(pids, 3.0)
-    assert used < 0.12, f"an idle farm used {used:.2f} s of CPU in 3 s"
+    # The supervisor and two workers together: under 2% of a core (about 0.7% here; 1.9% when each worker polled
+    # the jobs table five times a second, before SqliteJobQueue.receive waited for commits).
+    assert used < 0.06, f"an idle farm used {used:.2f} s of CPU in 3 s"
     poll(lambda: not any(alive(p) for p in pids), 30, "the idle farm to stop by itself")
     assert not (home.farm / "state.json").exists()
 
