@@ -645,6 +645,14 @@ def test_member_type_differs_from_manifest(tmp_path: Path) -> None:
     _assert_refused(tmp_path, artifact, match="'bin' is a mismatched entry")
 
 
+def _unpack_with_umask(artifact: Path, dest: Path, umask: int) -> None:
+    previous = os.umask(umask)
+    try:
+        unpack_artifact(artifact, dest)
+    finally:
+        os.umask(previous)
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
 def test_unpacked_directories_and_files_have_the_listed_modes_whatever_the_umask(
     packed: tuple[Path, Manifest], tmp_path: Path, umask: int
@@ -653,11 +661,7 @@ def test_unpacked_directories_and_files_have_the_listed_modes_whatever_the_umask
     manifest's either way. The relocated digests relocate_tree returns are the files' as they are on disk."""
     out, manifest = packed
     dest = tmp_path / "dest"
-    previous = os.umask(umask)
-    try:
-        unpack_artifact(out, dest)
-    finally:
-        os.umask(previous)
+    _unpack_with_umask(out, dest, umask)
     for entry in manifest.files:
         if entry.type in ("dir", "file"):
             expected = entry.mode | (0o700 if entry.type == "dir" else 0)
@@ -682,11 +686,7 @@ def test_files_of_any_mode_are_written_whole_and_get_exactly_their_listed_mode(t
     out = tmp_path / "modes.tar.zst"
     pack_tree(root, _manifest(), out, level=1)
     dest = tmp_path / "dest"
-    previous = os.umask(umask)
-    try:
-        unpack_artifact(out, dest)
-    finally:
-        os.umask(previous)
+    _unpack_with_umask(out, dest, umask)
     for index, (path, mode) in enumerate(sorted(modes.items())):
         assert stat.S_IMODE((dest / path).lstat().st_mode) == mode, (path, oct(umask))
         (dest / path).chmod(0o600)
