@@ -91,6 +91,7 @@ class PlainHTTPTransport(httpx.HTTPTransport):
     def __init__(self) -> None:  # not super().__init__(): that is what builds the context
         import httpcore
 
+        # httpx's default limits (httpx.Limits(max_connections=100, max_keepalive_connections=20), 5 s keep-alive).
         self._pool = httpcore.ConnectionPool(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
 
 
