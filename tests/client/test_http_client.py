@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.server
 import socket
 import ssl
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +13,7 @@ import httpx
 import pytest
 
 from pkgc.client.farm_client import PlainHTTPTransport, http_client
+from tests.loopback import serving
 
 
 class Hello(http.server.BaseHTTPRequestHandler):
@@ -31,13 +31,8 @@ class Hello(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[str]:
-    served = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
-    threading.Thread(target=served.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{served.server_address[1]}"
-    finally:
-        served.shutdown()
-        served.server_close()
+    with serving(Hello) as url:
+        yield url
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from pkgc.worker.interruption import InterruptionWatch
 from pkgc.worker.loop import Worker, WorkerSettings
 from pkgc.worker.sandbox import bubblewrap_path
 from tests.conftest import make_tarball, processes_with_arguments, subprocess_env
+from tests.loopback import serving
 
 NAPPER_SH = b"#!/bin/sh\necho napped\n"
 
@@ -164,13 +165,8 @@ class InstanceMetadata(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def imds() -> Iterator[str]:
     InstanceMetadata.armed.clear()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), InstanceMetadata)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(InstanceMetadata) as url:
+        yield url
 
 
 def test_the_interruption_watch_stops_on_a_spot_notice_only(imds: str) -> None:
