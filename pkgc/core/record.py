@@ -92,11 +92,13 @@ def _compare_of(values: Callable[[Any], tuple[Any, ...]], compare: Callable[[Any
     return method
 
 
-def _frozen_setattr(self: Any, name: str, value: Any) -> None:
+def frozen_setattr(self: Any, name: str, value: Any) -> None:
+    """Every frozen record's __setattr__, and that of a class that writes its own __init__ but is as immutable."""
     raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
 
 
-def _frozen_delattr(self: Any, name: str) -> None:
+def frozen_delattr(self: Any, name: str) -> None:
+    """Every frozen record's __delattr__ (see frozen_setattr)."""
     raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
 
 
@@ -112,7 +114,6 @@ def _compiled_on_first_use(cls: type, source: str, namespace: dict[str, Any]) ->
             cls.__init__ = real  # type: ignore[misc]
         cls.__init__(self, *args, **kwargs)  # type: ignore[misc]
 
-    __init__.__qualname__ = f"{cls.__qualname__}.__init__"
     return __init__
 
 
@@ -187,17 +188,16 @@ def _make(cls: type, *, frozen: bool, order: bool) -> type:
     explicit_hash = "__hash__" in own and not (own["__hash__"] is None and "__eq__" in own)
     if frozen and not explicit_hash:
         methods["__hash__"] = _hash_of(values)
-    if frozen:
-        methods["__setattr__"], methods["__delattr__"] = _frozen_setattr, _frozen_delattr
     if order:
         methods.update((method, _compare_of(values, compare)) for method, compare in _ORDER)
-    for method, function in methods.items():
+    for method, function in methods.items():  # each made for this class: named as its own
         if method in ("__repr__", "__eq__") and method in own:  # the class's own, as a dataclass keeps it
             continue
-        if function is not _frozen_setattr and function is not _frozen_delattr:  # made for this class
-            function.__name__, function.__qualname__ = method, f"{cls.__qualname__}.{method}"
-            function.__module__ = cls.__module__
+        function.__name__, function.__qualname__ = method, f"{cls.__qualname__}.{method}"
+        function.__module__ = cls.__module__
         setattr(cls, method, function)
+    if frozen:  # shared by every frozen record
+        cls.__setattr__, cls.__delattr__ = frozen_setattr, frozen_delattr  # type: ignore[assignment,method-assign]
     if not frozen and not explicit_hash:
         cls.__hash__ = None  # type: ignore[assignment]  # as dataclasses does: mutable and compared by value
     setattr(cls, "__match_args__", tuple(names))  # noqa: B010  # mypy refuses the plain assignment

@@ -13,10 +13,10 @@ release itself and `1.0.8+dfsg` is a repack that sorts just after `1.0.8`. The r
 from __future__ import annotations
 
 import re
-from dataclasses import FrozenInstanceError
 from functools import total_ordering
 
 from pkgc.core.errors import UsageError
+from pkgc.core.record import frozen_delattr, frozen_setattr
 
 _VALID = re.compile(r"^(?:\d+:)?[A-Za-z0-9][A-Za-z0-9.+~_-]*$")
 _SEGMENT = re.compile(r"\d+|[A-Za-z]+|~")
@@ -72,11 +72,8 @@ class Version:
         object.__setattr__(self, "_epoch", int(epoch) if sep else 0)
         object.__setattr__(self, "_keys", _segment_keys(rest if sep else text))
 
-    def __setattr__(self, name: str, value: object) -> None:
-        raise FrozenInstanceError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise FrozenInstanceError(f"cannot delete field {name!r}")
+    __setattr__ = frozen_setattr
+    __delattr__ = frozen_delattr
 
     def __repr__(self) -> str:
         return f"Version(text={self.text!r})"
